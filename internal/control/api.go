@@ -1,0 +1,105 @@
+// Package control is the Ward server's HTTPS API and its client: enrollment
+// and renewal of workload identities, the revocation feed proxies watch,
+// and the operator endpoints behind `ward token|cert|ca`.
+package control
+
+import "time"
+
+// API paths. Everything under /v1/ is served over TLS on the server's main
+// listener; CRL, OCSP, the bundle and metrics are also on the public HTTP
+// listener because relying parties fetch them without credentials.
+const (
+	PathEnroll      = "/v1/enroll"       // POST EnrollRequest, no client cert needed
+	PathRenew       = "/v1/renew"        // POST RenewRequest, mTLS with the current SVID
+	PathRevocations = "/v1/revocations"  // GET ?after=N&wait=30s, mTLS with any SVID
+	PathBundle      = "/v1/bundle"       // GET, PEM
+	PathTokens      = "/v1/tokens"       // POST TokenRequest, operator
+	PathCerts       = "/v1/certs"        // GET ?id=&all=1, operator
+	PathRevoke      = "/v1/certs/revoke" // POST RevokeRequest, operator
+	PathAuthorities = "/v1/ca"           // GET, operator
+	PathRotate      = "/v1/ca/rotate"    // POST, operator
+	PathRetire      = "/v1/ca/retire"    // POST RetireRequest, operator
+	PathCRL         = "/crl/"            // GET /crl/<authority-id>.crl, DER
+	PathOCSP        = "/ocsp"            // RFC 6960, GET and POST
+)
+
+// EnrollRequest trades a join token and a CSR for an X.509-SVID.
+type EnrollRequest struct {
+	Token string `json:"token"`
+	CSR   []byte `json:"csr"` // DER, base64 in JSON
+}
+
+// RenewRequest asks for a new SVID for the identity the client proves over mTLS.
+type RenewRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+// SVIDResponse carries an issued SVID (leaf first, then its intermediate)
+// and the current trust bundle, both PEM.
+type SVIDResponse struct {
+	SVID   string `json:"svid"`
+	Bundle string `json:"bundle"`
+}
+
+// RevocationsResponse is the revocation feed: every revoked, unexpired serial.
+type RevocationsResponse struct {
+	Version int64    `json:"version"`
+	Serials []string `json:"serials"`
+}
+
+// TokenRequest creates a join token for one SPIFFE ID.
+type TokenRequest struct {
+	ID  string `json:"id"`
+	TTL string `json:"ttl"` // Go duration, e.g. "10m"
+}
+
+// TokenResponse returns the token once; the server keeps only its hash.
+type TokenResponse struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// CertInfo describes one issued certificate in the inventory.
+type CertInfo struct {
+	Serial    string    `json:"serial"`
+	ID        string    `json:"id"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	Status    string    `json:"status"` // valid, expired, revoked
+	RevokedAt time.Time `json:"revokedAt,omitzero"`
+}
+
+// RevokeRequest revokes by serial or by SPIFFE ID (exactly one).
+type RevokeRequest struct {
+	Serial string `json:"serial,omitempty"`
+	ID     string `json:"id,omitempty"`
+	Reason string `json:"reason,omitempty"` // keyCompromise, superseded, cessationOfOperation, unspecified
+}
+
+// RevokeResponse lists what was revoked.
+type RevokeResponse struct {
+	Revoked []CertInfo `json:"revoked"`
+}
+
+// AuthorityInfo describes one CA certificate.
+type AuthorityInfo struct {
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`
+	State    string    `json:"state"`
+	Subject  string    `json:"subject"`
+	NotAfter time.Time `json:"notAfter"`
+}
+
+// RetireRequest retires an intermediate: it leaves the bundle.
+type RetireRequest struct {
+	ID string `json:"id"`
+}
+
+// Error is the body of every non-2xx answer: a message meant for the
+// caller and a stable machine-readable code. Causes stay in the server log.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

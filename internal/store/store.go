@@ -1,0 +1,139 @@
+// Package store keeps Ward's durable state: certificate authorities, join
+// tokens, issued certificates and revocations (and, later, resources).
+//
+// Two implementations share one interface and one test suite: SQLite in the
+// server's data directory (the zero-setup default, pure Go, no cgo) and
+// PostgreSQL for several servers sharing state. Both speak database/sql; the
+// SQL is written once with '?' placeholders and rebound per dialect.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a caller can act on. Implementations wrap them with context.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrTokenUsed    = errors.New("join token already used")
+	ErrTokenExpired = errors.New("join token expired")
+	ErrTokenVoided  = errors.New("join token voided by a revocation")
+	// ErrSchemaTooNew means the store was written by a newer Ward.
+	ErrSchemaTooNew = errors.New("store schema is newer than this ward supports")
+)
+
+// Authority states.
+const (
+	AuthorityActive   = "active"   // root in the bundle, or the intermediate that issues
+	AuthorityRetiring = "retiring" // intermediate still trusted, no longer issuing
+	AuthorityRetired  = "retired"  // no longer in the bundle
+)
+
+// Authority kinds.
+const (
+	KindRoot         = "root"
+	KindIntermediate = "intermediate"
+)
+
+// Authority is a CA certificate with its private key sealed by the
+// key-encryption key. The store never sees the key in the clear.
+type Authority struct {
+	ID        string // hex of the certificate's SubjectKeyId
+	Kind      string // KindRoot or KindIntermediate
+	CertDER   []byte
+	SealedKey []byte // private key encrypted with the KEK (never plaintext)
+	State     string
+	CreatedAt time.Time
+}
+
+// Token is a one-time join token, kept only as a SHA-256 hash.
+type Token struct {
+	Hash      []byte // sha256 of the token text
+	SPIFFEID  string
+	CreatedBy string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Certificate is an issued X.509-SVID (or operator/server credential).
+type Certificate struct {
+	Serial    string // lowercase hex, no leading zeros stripped beyond big.Int.Text(16)
+	SPIFFEID  string
+	IssuerID  string // Authority.ID of the issuing intermediate
+	NotBefore time.Time
+	NotAfter  time.Time
+	DER       []byte
+	// Renewal is true when this certificate was issued by renewing another.
+	Renewal bool
+	// RevokedAt is zero for a certificate that is not revoked.
+	RevokedAt        time.Time
+	RevocationReason int // RFC 5280 CRLReason
+}
+
+// Revoked reports whether the certificate was revoked.
+func (c Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// CertFilter narrows ListCertificates. Zero values mean "any".
+type CertFilter struct {
+	SPIFFEID string
+	// ValidAt, when set, returns only certificates with NotAfter after it.
+	ValidAt time.Time
+	Limit   int
+}
+
+// RevocationList is the set of revoked, not yet expired certificates with
+// a version that grows with every revocation.
+type RevocationList struct {
+	Version int64
+	Entries []Certificate
+}
+
+// Store is the durable state behind a Ward server.
+type Store interface {
+	// PutAuthority inserts a new authority; ErrExists if the ID is taken.
+	PutAuthority(ctx context.Context, a Authority) error
+	// SetAuthorityState changes an authority's state; ErrNotFound if unknown.
+	SetAuthorityState(ctx context.Context, id, state string) error
+	// ListAuthorities returns every authority, oldest first.
+	ListAuthorities(ctx context.Context) ([]Authority, error)
+
+	// CreateToken records a join token by its hash.
+	CreateToken(ctx context.Context, t Token) error
+	// GetToken returns an unused token: ErrNotFound, ErrTokenUsed,
+	// ErrTokenVoided or ErrTokenExpired (checked in that order against now).
+	GetToken(ctx context.Context, hash []byte, now time.Time) (Token, error)
+	// Enroll consumes the token and records the certificate in one
+	// transaction. It fails like GetToken and then records nothing.
+	Enroll(ctx context.Context, tokenHash []byte, now time.Time, c Certificate) error
+
+	// InsertCertificate records a certificate issued without a token
+	// (renewal, server and operator credentials).
+	InsertCertificate(ctx context.Context, c Certificate) error
+	// GetCertificate returns one certificate by serial; ErrNotFound.
+	GetCertificate(ctx context.Context, serial string) (Certificate, error)
+	// ListCertificates returns certificates, newest first.
+	ListCertificates(ctx context.Context, f CertFilter) ([]Certificate, error)
+	// CountExpiring counts unrevoked certificates whose NotAfter lies in (from, to].
+	CountExpiring(ctx context.Context, from, to time.Time) (int, error)
+
+	// RevokeSerial revokes one certificate, voids the unused join tokens of
+	// its SPIFFE ID and bumps the revocation version. Revoking an already
+	// revoked certificate returns it unchanged; ErrNotFound if unknown.
+	RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (Certificate, error)
+	// RevokeID revokes every unexpired, unrevoked certificate of a SPIFFE
+	// ID and voids its unused join tokens. It returns what it revoked.
+	RevokeID(ctx context.Context, spiffeID string, reason int, at time.Time) ([]Certificate, error)
+	// Revocations returns the revoked certificates still unexpired at now.
+	Revocations(ctx context.Context, now time.Time) (RevocationList, error)
+	// RevocationVersion is cheap: just the version counter.
+	RevocationVersion(ctx context.Context) (int64, error)
+
+	// GetMeta and SetMeta keep small server settings (trust domain, ...).
+	// GetMeta returns ErrNotFound for an unset key.
+	GetMeta(ctx context.Context, key string) (string, error)
+	SetMeta(ctx context.Context, key, value string) error
+
+	Close() error
+}
