@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardsec/ward/internal/ca"
+	"github.com/wardsec/ward/internal/control"
+)
+
+func serverCmd(g *globals) *cobra.Command {
+	var cfg control.ServerConfig
+	var rootCert, rootKey, interCert, interKey string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: CA, enrollment, revocation (CRL, OCSP, feed)",
+		Long: `Run the Ward server. On first start it initialises the data directory:
+an ECDSA P-256 root and intermediate (or your own, imported from PEM), the
+CA keys sealed with the key-encryption key, the trust bundle and a bootstrap
+operator credential.
+
+The key-encryption key comes from --kek-file, else $WARD_KEK (base64 of 32
+bytes), else <data-dir>/kek, created on first start with mode 0600. Keep it
+apart from the data directory in production.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.DataDir = g.dataDir
+			cfg.Log = g.logger()
+			if rootCert != "" {
+				imp, err := readImport(rootCert, rootKey, interCert, interKey)
+				if err != nil {
+					return err
+				}
+				cfg.Import = imp
+			} else if rootKey+interCert+interKey != "" {
+				return fmt.Errorf("--import-root-cert is required to import a CA")
+			}
+			srv, err := control.NewServer(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "SPIFFE trust domain, e.g. example.org (required on first start)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8440", "address of the TLS API (enrollment, renewal, operators)")
+	f.StringVar(&cfg.PublicListen, "public-listen", "127.0.0.1:8441", "address of the plain-HTTP listener (CRL, OCSP, bundle, /metrics)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL written into certificates for CRL and OCSP (default http://<public-listen>)")
+	f.StringVar(&cfg.StoreDSN, "store", "", "postgres://... to share state between servers (default SQLite in the data directory)")
+	f.StringVar(&cfg.KEKFile, "kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")
+	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
+	f.DurationVar(&cfg.MaxSVIDTTL, "max-svid-ttl", ca.DefaultMaxSVIDTTL, "upper bound on SVID lifetimes")
+	f.StringSliceVar(&cfg.SANs, "san", nil, "extra DNS name or IP for the server's certificate (repeatable)")
+	f.StringVar(&rootCert, "import-root-cert", "", "first start only: your root CA certificate (PEM)")
+	f.StringVar(&rootKey, "import-root-key", "", "first start only: your root CA key (PEM); Ward then makes and rotates intermediates")
+	f.StringVar(&interCert, "import-intermediate-cert", "", "first start only: your intermediate certificate (PEM), signed by the root")
+	f.StringVar(&interKey, "import-intermediate-key", "", "first start only: your intermediate key (PEM)")
+	return cmd
+}
+
+func readImport(rootCert, rootKey, interCert, interKey string) (*ca.Import, error) {
+	imp := &ca.Import{}
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+	}{{rootCert, &imp.RootCert}, {rootKey, &imp.RootKey}, {interCert, &imp.IntermediateCert}, {interKey, &imp.IntermediateKey}} {
+		if f.path == "" {
+			continue
+		}
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("import: %w", err)
+		}
+		*f.dst = data
+	}
+	return imp, nil
+}

@@ -1,0 +1,368 @@
+package control
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/ca"
+	"github.com/wardsec/ward/internal/store"
+)
+
+// Files in a server's data directory.
+const (
+	FileStore      = "ward.db"
+	FileKEK        = "kek"
+	FileBundle     = "bundle.pem"
+	FileClient     = "client.json"
+	FileOperator   = "operator/admin.pem"
+	operatorTTL    = 30 * 24 * time.Hour
+	serverCertTTL  = 24 * time.Hour
+	shutdownGrace  = 10 * time.Second
+	BootstrapAdmin = "admin"
+)
+
+// ServerConfig configures `ward server`.
+type ServerConfig struct {
+	DataDir      string
+	TrustDomain  string // required on first start; must match afterwards
+	Listen       string // TLS API, e.g. 127.0.0.1:8440
+	PublicListen string // plain HTTP: CRL, OCSP, bundle, metrics
+	PublicURL    string // written into certificates; default http://<PublicListen>
+	StoreDSN     string // "" for SQLite in DataDir, or postgres://...
+	KEKFile      string
+	SVIDTTL      time.Duration
+	MaxSVIDTTL   time.Duration
+	Import       *ca.Import
+	SANs         []string // extra DNS names or IPs for the server certificate
+	Log          *slog.Logger
+	Events       audit.Sink
+}
+
+// ClientInfo is written to <data-dir>/client.json so that operator commands
+// given only --data-dir know where the server is.
+type ClientInfo struct {
+	Server      string `json:"server"`
+	TrustDomain string `json:"trustDomain"`
+}
+
+// Server is the `ward server` role.
+type Server struct {
+	cfg        ServerConfig
+	store      store.Store
+	CA         *ca.CA
+	handler    *Handler
+	api, pub   net.Listener
+	serverCert atomic.Pointer[tls.Certificate]
+	registry   *prometheus.Registry
+}
+
+// NewServer opens the store and the CA (initialising them on first start),
+// writes the data-dir files and binds both listeners. On error it releases
+// what it opened.
+func NewServer(ctx context.Context, cfg ServerConfig) (s *Server, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("--data-dir is required")
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, filepath.Dir(FileOperator)), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	s = &Server{cfg: cfg, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.store, err = OpenStore(ctx, cfg.StoreDSN, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	td, err := s.trustDomain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kek, kekFrom, err := ca.LoadKEK(cfg.KEKFile, filepath.Join(cfg.DataDir, FileKEK))
+	if err != nil {
+		return nil, err
+	}
+	if s.api, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if s.pub, err = net.Listen("tcp", cfg.PublicListen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.PublicListen, err)
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + s.pub.Addr().String()
+	}
+	s.CA, err = ca.New(ctx, ca.Config{
+		TrustDomain: td, Store: s.store, KEK: kek, PublicURL: publicURL,
+		DefaultTTL: cfg.SVIDTTL, MaxTTL: cfg.MaxSVIDTTL, Events: cfg.Events, Log: cfg.Log,
+	}, cfg.Import)
+	if err != nil {
+		return nil, err
+	}
+	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log}
+	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := s.refreshServerCert(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.writeFiles(ctx); err != nil {
+		return nil, err
+	}
+	cfg.Log.Info("ward server ready", "trust_domain", td.Name(), "api", s.URL(), "public", publicURL,
+		"data_dir", cfg.DataDir, "kek", kekFrom)
+	return s, nil
+}
+
+// OpenStore opens PostgreSQL for a postgres:// DSN, else SQLite in dataDir.
+func OpenStore(ctx context.Context, dsn, dataDir string) (store.Store, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return store.OpenPostgres(ctx, dsn)
+	}
+	if dsn != "" {
+		return nil, fmt.Errorf("--store %q: use a postgres:// URL, or leave it empty for SQLite in the data directory", dsn)
+	}
+	return store.OpenSQLite(ctx, filepath.Join(dataDir, FileStore))
+}
+
+func (s *Server) trustDomain(ctx context.Context) (spiffeid.TrustDomain, error) {
+	stored, err := s.store.GetMeta(ctx, "trust_domain")
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return spiffeid.TrustDomain{}, err
+	}
+	name := s.cfg.TrustDomain
+	if name == "" {
+		if stored == "" {
+			return spiffeid.TrustDomain{}, errors.New("--trust-domain is required on first start (for example --trust-domain example.org)")
+		}
+		name = stored
+	}
+	td, err := spiffeid.TrustDomainFromString(name)
+	if err != nil {
+		return td, fmt.Errorf("trust domain %q: %w", name, err)
+	}
+	return td, nil
+}
+
+// URL is the API's base URL.
+func (s *Server) URL() string { return "https://" + s.api.Addr().String() }
+
+// PublicAddr is the public listener's address.
+func (s *Server) PublicAddr() string { return s.pub.Addr().String() }
+
+// Store returns the server's store.
+func (s *Server) Store() store.Store { return s.store }
+
+// refreshServerCert issues the API certificate with a fresh key held only
+// in memory.
+func (s *Server) refreshServerCert(ctx context.Context) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, s.cfg.SANs...)
+	if h, _, err := net.SplitHostPort(s.api.Addr().String()); err == nil {
+		hosts = append(hosts, h)
+	}
+	iss, err := s.CA.IssueServer(ctx, key.Public(), hosts, serverCertTTL)
+	if err != nil {
+		return fmt.Errorf("issue server certificate: %w", err)
+	}
+	s.serverCert.Store(tlsCert(iss, key))
+	return nil
+}
+
+func tlsCert(iss *ca.Issued, key crypto.Signer) *tls.Certificate {
+	c := &tls.Certificate{PrivateKey: key, Leaf: iss.Cert}
+	for _, x := range iss.Chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
+// writeFiles writes the bundle, client.json and, when missing or past half
+// its life, the bootstrap operator credential.
+func (s *Server) writeFiles(ctx context.Context) error {
+	dir := s.cfg.DataDir
+	if err := WriteFileAtomic(filepath.Join(dir, FileBundle), s.CA.Bundle().PEM(), 0o644); err != nil {
+		return err
+	}
+	info, _ := json.MarshalIndent(ClientInfo{Server: s.URL(), TrustDomain: s.CA.TrustDomain().Name()}, "", "  ")
+	if err := WriteFileAtomic(filepath.Join(dir, FileClient), append(info, '\n'), 0o644); err != nil {
+		return err
+	}
+	return s.ensureOperatorCredential(ctx)
+}
+
+func (s *Server) ensureOperatorCredential(ctx context.Context) error {
+	path := filepath.Join(s.cfg.DataDir, FileOperator)
+	if cert, err := LoadCredential(path); err == nil {
+		leaf := cert.Leaf
+		rec, err := s.store.GetCertificate(ctx, ca.SerialText(leaf.SerialNumber))
+		fresh := time.Until(leaf.NotAfter) > operatorTTL/2
+		if _, verr := s.CA.Bundle().VerifySVID(leaf, time.Now()); err == nil && verr == nil && !rec.Revoked() && fresh {
+			return nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	iss, err := s.CA.IssueOperator(ctx, BootstrapAdmin, key.Public(), operatorTTL)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	data := append(iss.ChainPEM(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
+	s.cfg.Log.Info("wrote bootstrap operator credential", "path", path, "id", iss.Cert.URIs[0].String(), "not_after", iss.Cert.NotAfter)
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+// LoadCredential reads a PEM file holding a certificate chain and its key.
+func LoadCredential(path string) (*tls.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("credential: %w", err)
+	}
+	c, err := tls.X509KeyPair(data, data)
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// WriteFileAtomic writes data to path through a temporary file and rename,
+// with the given mode from the start (never briefly more open).
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// Run serves until ctx is done, then shuts down within a grace period.
+func (s *Server) Run(ctx context.Context) error {
+	api := &http.Server{
+		Handler:           s.handler.API(),
+		TLSConfig:         s.handler.TLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCert.Load(), nil }),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
+	}
+	pub := &http.Server{
+		Handler:           s.handler.Public(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serve(ctx, api, tls.NewListener(s.api, api.TLSConfig)) })
+	g.Go(func() error { return serve(ctx, pub, s.pub) })
+	g.Go(func() error { return s.maintain(ctx) })
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func serve(ctx context.Context, srv *http.Server, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return ctx.Err()
+	}
+}
+
+// maintain renews the server certificate at half-life and keeps the
+// bootstrap credential fresh.
+func (s *Server) maintain(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if leaf := s.serverCert.Load().Leaf; time.Until(leaf.NotAfter) < serverCertTTL/2 {
+			if err := s.refreshServerCert(ctx); err != nil {
+				s.cfg.Log.Warn("server certificate renewal failed", "err", err)
+			}
+		}
+		if err := s.ensureOperatorCredential(ctx); err != nil {
+			s.cfg.Log.Warn("bootstrap credential refresh failed", "err", err)
+		}
+	}
+}
+
+// Close releases the listeners and the store.
+func (s *Server) Close() {
+	for _, l := range []net.Listener{s.api, s.pub} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
