@@ -131,7 +131,7 @@ func (c *CA) enroll(ctx context.Context, token string, csrDER []byte) (*Issued, 
 	if err != nil {
 		return nil, t.SPIFFEID, refuse("bad_csr", err.Error(), nil)
 	}
-	iss, rec, err := c.sign(id, csr.PublicKey, c.cfg.DefaultTTL, nil, nil)
+	iss, rec, err := c.sign(id, csr.PublicKey, c.cfg.DefaultTTL, nil, nil, true)
 	if err != nil {
 		return nil, t.SPIFFEID, err
 	}
@@ -198,7 +198,7 @@ func (c *CA) renew(ctx context.Context, peer *x509.Certificate, csrDER []byte) (
 	if err != nil {
 		return nil, id.String(), refuse("bad_csr", err.Error(), nil)
 	}
-	iss, newRec, err := c.sign(id, csr.PublicKey, c.cfg.DefaultTTL, nil, nil)
+	iss, newRec, err := c.sign(id, csr.PublicKey, c.cfg.DefaultTTL, nil, nil, true)
 	if err != nil {
 		return nil, id.String(), err
 	}
@@ -250,7 +250,7 @@ func (c *CA) issueInternal(ctx context.Context, id spiffeid.ID, pub crypto.Publi
 	if err := checkPublicKey(pub); err != nil {
 		return nil, err
 	}
-	iss, rec, err := c.sign(id, pub, ttl, dns, ips)
+	iss, rec, err := c.sign(id, pub, ttl, dns, ips, false)
 	if err != nil {
 		return nil, err
 	}
@@ -270,11 +270,10 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 }
 
 // sign creates a leaf for id with the active intermediate. Workload TTLs
-// are capped by MaxTTL; internal credentials pass their own.
-func (c *CA) sign(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dns []string, ips []net.IP) (*Issued, store.Certificate, error) {
-	s := c.st.Load()
-	issuer := s.active
-	if dns == nil && ips == nil && ttl > c.cfg.MaxTTL {
+// are capped by MaxTTL (capped); internal credentials pass their own.
+func (c *CA) sign(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dns []string, ips []net.IP, capped bool) (*Issued, store.Certificate, error) {
+	issuer := c.st.Load().active
+	if capped && ttl > c.cfg.MaxTTL {
 		ttl = c.cfg.MaxTTL
 	}
 	now := c.now()
