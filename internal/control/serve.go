@@ -83,7 +83,7 @@ type Server struct {
 // NewServer opens the store and the CA (initialising them on first start),
 // writes the data-dir files and binds both listeners. On error it releases
 // what it opened.
-func NewServer(ctx context.Context, cfg ServerConfig) (s *Server, err error) {
+func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -96,7 +96,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (s *Server, err error) {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	s = &Server{cfg: cfg, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			s.Close()
