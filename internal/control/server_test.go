@@ -172,8 +172,8 @@ func TestGarbageToEndpoints(t *testing.T) {
 	big := strings.Repeat("A", 100<<10)
 	tests := []struct {
 		name, method, url, ctype, body string
-		status                          int
-		code                            string
+		status                         int
+		code                           string
 	}{
 		{"enroll not JSON", "POST", ts.URL() + control.PathEnroll, "application/json", "{{{", 400, "bad_json"},
 		{"enroll unknown field", "POST", ts.URL() + control.PathEnroll, "application/json", `{"token":"x","csr":"","admin":true}`, 400, "bad_json"},

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -56,37 +57,46 @@ func ParseBundlePEM(td spiffeid.TrustDomain, data []byte) (*Bundle, error) {
 
 // PEM encodes the bundle, roots first.
 func (b *Bundle) PEM() []byte {
-	var buf bytes.Buffer
-	for _, c := range b.Roots {
-		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	for _, c := range b.Intermediates {
-		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return buf.Bytes()
+	return certsPEM(append(slices.Clip(b.Roots), b.Intermediates...)...)
 }
 
 // VerifySVID checks that leaf is a valid X.509-SVID of the bundle's trust
 // domain at time now, chaining to a root through the bundle's intermediates,
 // and returns its SPIFFE ID.
 func (b *Bundle) VerifySVID(leaf *x509.Certificate, now time.Time) (spiffeid.ID, error) {
+	id, _, err := b.verify(leaf, now)
+	return id, err
+}
+
+// verify is VerifySVID that also returns the verified chains, leaf first.
+// Certificates the peer sent besides its leaf are never used.
+func (b *Bundle) verify(leaf *x509.Certificate, now time.Time) (spiffeid.ID, [][]*x509.Certificate, error) {
+	if b.roots == nil {
+		// A zero pool would make x509 fall back to the system roots.
+		return spiffeid.ID{}, nil, errors.New("trust bundle was not built with NewBundle")
+	}
 	id, err := SVIDID(leaf)
 	if err != nil {
-		return spiffeid.ID{}, err
+		return spiffeid.ID{}, nil, err
 	}
-	if !id.MemberOf(b.TrustDomain) {
-		return spiffeid.ID{}, fmt.Errorf("peer %s is outside trust domain %s", id, b.TrustDomain)
+	switch {
+	case !id.MemberOf(b.TrustDomain):
+		return id, nil, fmt.Errorf("%s is outside trust domain %s", id, b.TrustDomain)
+	case now.After(leaf.NotAfter):
+		return id, nil, fmt.Errorf("certificate of %s expired at %s", id, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return id, nil, fmt.Errorf("certificate of %s is not valid before %s", id, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
-	_, err = leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         b.roots,
 		Intermediates: b.inters,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("certificate of %s does not chain to the trust bundle: %w", id, err)
+		return id, nil, fmt.Errorf("certificate of %s does not chain to the trust bundle: %w", id, err)
 	}
-	return id, nil
+	return id, chains, nil
 }
 
 // SVIDID returns the SPIFFE ID of an X.509-SVID leaf, checking the shape
