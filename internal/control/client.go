@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,25 +61,12 @@ func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 			delete(c.byCert, k)
 		}
 	}
-	want := c.serverID()
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		// Verification is done below against the Ward bundle and the
-		// server's SPIFFE ID, not against host names and system roots.
+		// Verification is done in VerifyConnection against the Ward bundle
+		// and the server's SPIFFE ID, not against host names and system roots.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("server presented no certificate")
-			}
-			id, err := c.bundle.VerifySVID(cs.PeerCertificates[0], time.Now())
-			if err != nil {
-				return fmt.Errorf("server certificate: %w", err)
-			}
-			if id != want {
-				return fmt.Errorf("server presented %s, expected %s", id, want)
-			}
-			return nil
-		},
+		VerifyConnection:   identity.VerifyPeer(func() *identity.Bundle { return c.bundle }, nil, identity.AuthorizeID(c.serverID())),
 	}
 	if cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
