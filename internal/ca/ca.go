@@ -83,8 +83,10 @@ type CA struct {
 	cfg     Config
 	st      atomic.Pointer[state]
 	metrics *Metrics
-	crlMu   sync.Mutex
-	crls    map[string]*crlEntry
+	// seenVersion is the trust feed version last seen by WaitTrust.
+	seenVersion atomic.Int64
+	crlMu       sync.Mutex
+	crls        map[string]*crlEntry
 }
 
 // New opens the CA kept in cfg.Store, initialising it on first use: with

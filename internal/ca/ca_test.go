@@ -477,7 +477,7 @@ func TestRevocationList(t *testing.T) {
 	defer cancel()
 	done := make(chan int64)
 	go func() {
-		v, _, _ := f.ca.WaitRevocations(wctx, v1, 10*time.Millisecond)
+		v, _, _, _ := f.ca.WaitTrust(wctx, v1, 10*time.Millisecond)
 		done <- v
 	}()
 	c, _ := f.enroll(t, "spiffe://example.org/svc/c")

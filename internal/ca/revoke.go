@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/store"
 )
 
@@ -103,25 +104,41 @@ func (c *CA) Revocations(ctx context.Context) (int64, []string, error) {
 	return rl.Version, serials, nil
 }
 
-// WaitRevocations returns the revocation list once its version exceeds
-// after, polling the store until ctx is done. On ctx expiry it returns the
-// current list (a long poll that timed out answers "no change").
-func (c *CA) WaitRevocations(ctx context.Context, after int64, poll time.Duration) (int64, []string, error) {
+// WaitTrust returns the trust feed (revoked serials and the bundle) once
+// its version exceeds after, polling the store until ctx is done. On ctx
+// expiry it returns the current state (a long poll that timed out answers
+// "no change"). A version change may come from another server sharing the
+// store, so the authorities are re-read then.
+func (c *CA) WaitTrust(ctx context.Context, after int64, poll time.Duration) (int64, []string, *identity.Bundle, error) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
 		v, err := c.cfg.Store.RevocationVersion(ctx)
 		if err != nil && ctx.Err() == nil {
-			return 0, nil, err
+			return 0, nil, nil, err
 		}
 		if v > after || ctx.Err() != nil {
-			return c.Revocations(context.WithoutCancel(ctx))
+			ctx := context.WithoutCancel(ctx)
+			if err := c.reloadIfChanged(ctx, v); err != nil {
+				return 0, nil, nil, err
+			}
+			v, serials, err := c.Revocations(ctx)
+			return v, serials, c.Bundle(), err
 		}
 		select {
 		case <-ctx.Done():
 		case <-t.C:
 		}
 	}
+}
+
+// reloadIfChanged re-reads the authorities when the feed version moved
+// since the last look.
+func (c *CA) reloadIfChanged(ctx context.Context, version int64) error {
+	if c.seenVersion.Swap(version) == version {
+		return nil
+	}
+	return c.Reload(ctx)
 }
 
 type crlEntry struct {
@@ -265,7 +282,7 @@ func (c *CA) Rotate(ctx context.Context, actor string) (store.Authority, error) 
 			}
 		}
 	}
-	if err := c.Reload(ctx); err != nil {
+	if err := c.trustChanged(ctx); err != nil {
 		return store.Authority{}, err
 	}
 	c.emit(ctx, audit.Event{Type: "ca.rotate", Actor: actor, Subject: next.rec.ID, Decision: "allow"})
@@ -286,9 +303,19 @@ func (c *CA) Retire(ctx context.Context, id, actor string) error {
 			return err
 		}
 		c.emit(ctx, audit.Event{Type: "ca.retire", Actor: actor, Subject: id, Decision: "allow"})
-		return c.Reload(ctx)
+		return c.trustChanged(ctx)
 	}
 	return refuse("not_found", fmt.Sprintf("no trusted intermediate %q", id), nil)
+}
+
+// trustChanged reloads the authorities and moves the trust feed's version
+// so that every watching workload fetches the new bundle.
+func (c *CA) trustChanged(ctx context.Context) error {
+	if err := c.Reload(ctx); err != nil {
+		return err
+	}
+	_, err := c.cfg.Store.BumpRevocationVersion(ctx)
+	return err
 }
 
 // Authorities lists the CA certificates with their state.

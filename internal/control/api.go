@@ -11,7 +11,7 @@ import "time"
 const (
 	PathEnroll      = "/v1/enroll"       // POST EnrollRequest, no client cert needed
 	PathRenew       = "/v1/renew"        // POST RenewRequest, mTLS with the current SVID
-	PathRevocations = "/v1/revocations"  // GET ?after=N&wait=30s, mTLS with any SVID
+	PathTrust       = "/v1/trust"        // GET ?after=N&wait=30s, mTLS with any SVID: the trust feed
 	PathBundle      = "/v1/bundle"       // GET, PEM
 	PathTokens      = "/v1/tokens"       // POST TokenRequest, operator
 	PathCerts       = "/v1/certs"        // GET ?id=&all=1, operator
@@ -41,10 +41,13 @@ type SVIDResponse struct {
 	Bundle string `json:"bundle"`
 }
 
-// RevocationsResponse is the revocation feed: every revoked, unexpired serial.
-type RevocationsResponse struct {
+// TrustResponse is the trust feed proxies watch: every revoked, unexpired
+// serial and the current bundle (PEM), under a version that grows with
+// every revocation and every intermediate introduced or retired.
+type TrustResponse struct {
 	Version int64    `json:"version"`
 	Serials []string `json:"serials"`
+	Bundle  string   `json:"bundle"`
 }
 
 // TokenRequest creates a join token for one SPIFFE ID.

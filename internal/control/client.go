@@ -162,14 +162,14 @@ func (c *Client) Renew(ctx context.Context, current *tls.Certificate, csrDER []b
 	return []byte(out.SVID), []byte(out.Bundle), nil
 }
 
-// Revocations implements identity.Authority.
-func (c *Client) Revocations(ctx context.Context, current *tls.Certificate, after int64, wait time.Duration) (int64, []string, error) {
-	var out RevocationsResponse
-	path := PathRevocations + "?after=" + strconv.FormatInt(after, 10) + "&wait=" + wait.String()
+// Trust implements identity.Authority.
+func (c *Client) Trust(ctx context.Context, current *tls.Certificate, after int64, wait time.Duration) (identity.TrustUpdate, error) {
+	var out TrustResponse
+	path := PathTrust + "?after=" + strconv.FormatInt(after, 10) + "&wait=" + wait.String()
 	if err := c.do(ctx, current, http.MethodGet, path, nil, &out); err != nil {
-		return 0, nil, err
+		return identity.TrustUpdate{}, err
 	}
-	return out.Version, out.Serials, nil
+	return identity.TrustUpdate{Version: out.Version, Serials: out.Serials, BundlePEM: []byte(out.Bundle)}, nil
 }
 
 // CreateToken asks for a join token for id.

@@ -145,13 +145,20 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 
 // OpenStore opens PostgreSQL for a postgres:// DSN, else SQLite in dataDir.
 func OpenStore(ctx context.Context, dsn, dataDir string) (store.Store, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return store.OpenPostgres(ctx, dsn)
+	var st *store.SQL
+	var err error
+	switch {
+	case strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://"):
+		st, err = store.OpenPostgres(ctx, dsn)
+	case dsn != "":
+		return nil, errors.New("--store takes a postgres:// URL, or nothing for SQLite in the data directory")
+	default:
+		st, err = store.OpenSQLite(ctx, filepath.Join(dataDir, FileStore))
 	}
-	if dsn != "" {
-		return nil, fmt.Errorf("--store %q: use a postgres:// URL, or leave it empty for SQLite in the data directory", dsn)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
 	}
-	return store.OpenSQLite(ctx, filepath.Join(dataDir, FileStore))
+	return st, nil
 }
 
 func (s *Server) trustDomain(ctx context.Context) (spiffeid.TrustDomain, error) {
@@ -213,14 +220,15 @@ func tlsCert(iss *ca.Issued, key crypto.Signer) *tls.Certificate {
 // its life, the bootstrap operator credential.
 func (s *Server) writeFiles(ctx context.Context) error {
 	dir := s.cfg.DataDir
+	if err := s.ensureOperatorCredential(ctx); err != nil {
+		return err
+	}
 	if err := WriteFileAtomic(filepath.Join(dir, FileBundle), s.CA.Bundle().PEM(), 0o644); err != nil {
 		return err
 	}
+	// client.json comes last: once it exists, operator commands work.
 	info, _ := json.MarshalIndent(ClientInfo{Server: s.URL(), TrustDomain: s.CA.TrustDomain().Name()}, "", "  ")
-	if err := WriteFileAtomic(filepath.Join(dir, FileClient), append(info, '\n'), 0o644); err != nil {
-		return err
-	}
-	return s.ensureOperatorCredential(ctx)
+	return WriteFileAtomic(filepath.Join(dir, FileClient), append(info, '\n'), 0o644)
 }
 
 func (s *Server) ensureOperatorCredential(ctx context.Context) error {

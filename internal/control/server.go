@@ -43,7 +43,7 @@ func (h *Handler) API() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathEnroll, h.enroll)
 	mux.HandleFunc("POST "+PathRenew, h.renew)
-	mux.HandleFunc("GET "+PathRevocations, h.workload(h.revocations))
+	mux.HandleFunc("GET "+PathTrust, h.workload(h.trust))
 	mux.HandleFunc("GET "+PathBundle, h.bundle)
 	mux.HandleFunc("POST "+PathTokens, h.operator(h.createToken))
 	mux.HandleFunc("GET "+PathCerts, h.operator(h.listCerts))
@@ -245,7 +245,7 @@ func (h *Handler) operator(next idHandler) http.HandlerFunc {
 	})
 }
 
-func (h *Handler) revocations(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
+func (h *Handler) trust(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
 	q := r.URL.Query()
 	after := int64(-1)
 	if s := q.Get("after"); s != "" {
@@ -271,12 +271,12 @@ func (h *Handler) revocations(w http.ResponseWriter, r *http.Request, _ spiffeid
 	if poll == 0 {
 		poll = pollInterval
 	}
-	v, serials, err := h.CA.WaitRevocations(ctx, after, poll)
+	v, serials, bundle, err := h.CA.WaitTrust(ctx, after, poll)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RevocationsResponse{Version: v, Serials: serials})
+	writeJSON(w, http.StatusOK, TrustResponse{Version: v, Serials: serials, Bundle: string(bundle.PEM())})
 }
 
 func (h *Handler) bundle(w http.ResponseWriter, _ *http.Request) {

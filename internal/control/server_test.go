@@ -183,7 +183,7 @@ func TestGarbageToEndpoints(t *testing.T) {
 		{"enroll csr not base64", "POST", ts.URL() + control.PathEnroll, "application/json", `{"token":"wjt1_x","csr":"!!"}`, 400, "bad_json"},
 		{"enroll garbage token", "POST", ts.URL() + control.PathEnroll, "application/json", `{"token":"wjt1_x","csr":"MAA="}`, 401, "token_malformed"},
 		{"renew without certificate", "POST", ts.URL() + control.PathRenew, "application/json", `{"csr":"MAA="}`, 401, "no_credential"},
-		{"revocations without certificate", "GET", ts.URL() + control.PathRevocations, "", "", 401, "no_credential"},
+		{"trust feed without certificate", "GET", ts.URL() + control.PathTrust, "", "", 401, "no_credential"},
 		{"CRL unknown", "GET", pub + "/crl/abc.crl", "", "", 404, "not_found"},
 		{"CRL no suffix", "GET", pub + "/crl/abc", "", "", 404, "not_found"},
 	}

@@ -233,21 +233,22 @@ func (ca *fakeCA) Renew(_ context.Context, current *tls.Certificate, csrDER []by
 	return ca.sign(id, csrDER)
 }
 
-func (ca *fakeCA) Revocations(ctx context.Context, _ *tls.Certificate, after int64, wait time.Duration) (int64, []string, error) {
+func (ca *fakeCA) Trust(ctx context.Context, _ *tls.Certificate, after int64, wait time.Duration) (TrustUpdate, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		ca.mu.Lock()
 		version, serials, changed := ca.version, slices.Clone(ca.revoked), ca.changed
 		ca.mu.Unlock()
+		up := TrustUpdate{Version: version, Serials: serials, BundlePEM: ca.bundle().PEM()}
 		if version > after {
-			return version, serials, nil
+			return up, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, nil, ctx.Err()
+			return TrustUpdate{}, ctx.Err()
 		case <-timer.C:
-			return version, serials, nil
+			return up, nil
 		case <-changed:
 		}
 	}

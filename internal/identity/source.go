@@ -367,7 +367,7 @@ func (s *Source) watchRevocations(ctx context.Context) {
 	for failures := 0; ; {
 		after := s.revoked.Load().version
 		pollCtx, cancel := context.WithTimeout(ctx, revocationWait+renewTimeout)
-		version, serials, err := s.auth.Revocations(pollCtx, s.svid.Load().cert, after, revocationWait)
+		up, err := s.auth.Trust(pollCtx, s.svid.Load().cert, after, revocationWait)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -381,10 +381,21 @@ func (s *Source) watchRevocations(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		if version > after {
-			s.SetRevocations(version, serials)
-			s.log.Info("revocations updated", "version", version, "count", len(serials))
+		if up.Version <= after {
+			continue
 		}
+		if len(up.BundlePEM) > 0 {
+			b, err := ParseBundlePEM(s.td, up.BundlePEM)
+			if err == nil {
+				err = s.SetBundle(b)
+			}
+			if err != nil {
+				// Keep the bundle we have; an invalid one is never applied.
+				s.log.Error("refusing trust bundle from the feed", "version", up.Version, "err", err)
+			}
+		}
+		s.SetRevocations(up.Version, up.Serials)
+		s.log.Info("trust feed updated", "version", up.Version, "revoked", len(up.Serials))
 	}
 }
 

@@ -237,3 +237,21 @@ func TestExpiredSVIDFailsClosed(t *testing.T) {
 		t.Errorf("%d renewal attempts, want retries", ca.renewals)
 	}
 }
+
+func TestTrustFeedDeliversBundle(t *testing.T) {
+	t.Parallel()
+	ca := newFakeCA(t)
+	src := newSource(t, ca, svc("server"))
+	run(t, src)
+	next := ca.newIntermediate()
+	ca.publish(next)
+	ca.revoke() // a new feed version with no new revocation: the bundle changed
+	eventually(t, time.Second, "the feed to deliver the new intermediate", func() bool {
+		for _, c := range src.Bundle().Intermediates {
+			if c.Equal(next.cert) {
+				return true
+			}
+		}
+		return false
+	})
+}

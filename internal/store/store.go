@@ -129,6 +129,9 @@ type Store interface {
 	Revocations(ctx context.Context, now time.Time) (RevocationList, error)
 	// RevocationVersion is cheap: just the version counter.
 	RevocationVersion(ctx context.Context) (int64, error)
+	// BumpRevocationVersion moves the version on without revoking anything
+	// (the trust bundle changed) and returns the new version.
+	BumpRevocationVersion(ctx context.Context) (int64, error)
 
 	// GetMeta and SetMeta keep small server settings (trust domain, ...).
 	// GetMeta returns ErrNotFound for an unset key.

@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// migrations build the schema, oldest first, with versions 1..n. Never edit
+// one that has shipped: append another. The SQL is shared by both dialects;
+// BLOB becomes BYTEA on PostgreSQL. Times are Unix microseconds.
+var migrations = []struct {
+	version int
+	sql     string
+}{
+	{1, `
+CREATE TABLE authorities (
+	id         TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL CHECK (kind IN ('root', 'intermediate')),
+	cert_der   BLOB NOT NULL,
+	sealed_key BLOB,
+	state      TEXT NOT NULL CHECK (state IN ('active', 'retiring', 'retired')),
+	created_at BIGINT NOT NULL
+);
+
+CREATE TABLE join_tokens (
+	hash       BLOB PRIMARY KEY,
+	spiffe_id  TEXT NOT NULL,
+	created_by TEXT NOT NULL,
+	created_at BIGINT NOT NULL,
+	expires_at BIGINT NOT NULL,
+	used_at    BIGINT,
+	voided_at  BIGINT
+);
+CREATE INDEX join_tokens_unused ON join_tokens (spiffe_id) WHERE used_at IS NULL AND voided_at IS NULL;
+
+CREATE TABLE certificates (
+	serial            TEXT PRIMARY KEY,
+	spiffe_id         TEXT NOT NULL,
+	issuer_id         TEXT NOT NULL,
+	not_before        BIGINT NOT NULL,
+	not_after         BIGINT NOT NULL,
+	der               BLOB NOT NULL,
+	renewal           BOOLEAN NOT NULL,
+	revoked_at        BIGINT,
+	revocation_reason INTEGER NOT NULL
+);
+CREATE INDEX certificates_spiffe_id ON certificates (spiffe_id, not_before);
+CREATE INDEX certificates_not_before ON certificates (not_before);
+CREATE INDEX certificates_unrevoked ON certificates (not_after) WHERE revoked_at IS NULL;
+CREATE INDEX certificates_revoked ON certificates (not_after) WHERE revoked_at IS NOT NULL;
+
+CREATE TABLE revocation_version (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	version BIGINT NOT NULL
+);
+INSERT INTO revocation_version (id, version) VALUES (1, 0);
+
+CREATE TABLE meta (
+	name  TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`},
+}
+
+// latestVersion is the schema version this code writes.
+func latestVersion() int { return migrations[len(migrations)-1].version }
+
+// migrationLock is the PostgreSQL advisory lock that serializes migrations
+// of servers starting at the same time.
+const migrationLock = 0x77617264 // "ward"
+
+// tooNewError says the store was written by a newer Ward.
+type tooNewError struct{ have, known int }
+
+func (e tooNewError) Error() string {
+	return fmt.Sprintf("store schema version %d is newer than this ward supports (%d); upgrade ward", e.have, e.known)
+}
+
+func (e tooNewError) Unwrap() error { return ErrSchemaTooNew }
+
+// migrate brings the schema up to date, one migration per transaction.
+func (s *SQL) migrate(ctx context.Context) error {
+	for {
+		done, err := s.migrateOne(ctx)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// migrateOne applies the next migration, if there is one.
+func (s *SQL) migrateOne(ctx context.Context) (done bool, err error) {
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if s.pg {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, migrationLock)); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at BIGINT NOT NULL
+		)`); err != nil {
+			return err
+		}
+		var have int
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+			return err
+		}
+		switch {
+		case have > latestVersion():
+			return tooNewError{have, latestVersion()}
+		case have == latestVersion():
+			done = true
+			return nil
+		}
+		m := migrations[have] // versions are 1..n
+		ddl := m.sql
+		if s.pg {
+			ddl = strings.ReplaceAll(ddl, "BLOB", "BYTEA")
+		}
+		if _, err := tx.ExecContext(ctx, ddl); err != nil {
+			return fmt.Errorf("migrate to schema version %d: %w", m.version, err)
+		}
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`),
+			m.version, micros(time.Now()))
+		return err
+	})
+	return done, err
+}

@@ -1,0 +1,197 @@
+// Package e2e runs the real ward binary as a user would.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+var wardBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ward-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	wardBin = filepath.Join(dir, "ward")
+	build := exec.Command("go", "build", "-o", wardBin, "./cmd/ward")
+	build.Dir = repoRoot()
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build ward:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// readmeBlock returns the first ```sh block after the heading that starts with heading.
+func readmeBlock(t *testing.T, heading string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(data), "\n"+heading)
+	if !ok {
+		t.Fatalf("README has no heading %q", heading)
+	}
+	_, after, ok = strings.Cut(after, "```sh\n")
+	if !ok {
+		t.Fatalf("no sh block after %q", heading)
+	}
+	block, _, ok := strings.Cut(after, "```")
+	if !ok {
+		t.Fatal("unterminated code block")
+	}
+	return block
+}
+
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: the test command installs it (scripts/test)", tool)
+		}
+	}
+}
+
+// TestREADMEWalkthrough runs the README's CLI walk-through as written, with
+// the freshly built binary in place of `go build`.
+func TestREADMEWalkthrough(t *testing.T) {
+	need(t, "openssl", "curl", "csplit", "bash")
+	block := readmeBlock(t, "## CLI walk-through")
+	const build = "go build -o ward ./cmd/ward"
+	if !strings.Contains(block, build) {
+		t.Fatalf("walk-through no longer starts with %q", build)
+	}
+	script := "set -u\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + strings.Replace(block, build, "cp \"$WARD_BIN\" ward", 1)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "WARD_BIN="+wardBin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	text := out.String()
+	t.Logf("walk-through output:\n%s", text)
+	if err != nil {
+		t.Fatalf("walk-through failed: %v", err)
+	}
+	for _, want := range []string{
+		"spiffe://example.org/svc/orders\nserial ", // enroll
+		"IDENTITY",            // cert list header
+		"part00: OK",          // openssl verify before revocation
+		"revoked",             // cert revoke output
+		"certificate revoked", // openssl verify -crl_check after revocation
+		"Response verify OK",  // OCSP signature
+		"part00: revoked",     // OCSP status
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, f := range []string{"orders/key.pem", "ward-data/kek", "ward-data/operator/admin.pem", "ward-data/ward.db"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+}
+
+func ward(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, wardBin, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestServerRefusesBadStore: a corrupt store file stops the server with a
+// clear error and is left as it was.
+func TestServerRefusesBadStore(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	garbage := bytes.Repeat([]byte("this is not a database "), 400)
+	db := filepath.Join(data, "ward.db")
+	if err := os.WriteFile(db, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ward(t, dir, "server", "--data-dir", data, "--trust-domain", "example.org", "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0")
+	if err == nil {
+		t.Fatalf("server started on a corrupt store:\n%s", out)
+	}
+	if !strings.Contains(out, "ward.db") || !strings.Contains(strings.ToLower(out), "not a valid") {
+		t.Errorf("unclear error:\n%s", out)
+	}
+	after, _ := os.ReadFile(db)
+	if !bytes.Equal(after, garbage) {
+		t.Error("corrupt store file was modified")
+	}
+}
+
+// TestCLIErrors: bad commands get a clear error and a non-zero exit.
+func TestCLIErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"token", "create"}, `required flag(s) "id" not set`},
+		{[]string{"token", "create", "--id", "spiffe://example.org/svc/a"}, "say where the server is"},
+		{[]string{"cert", "revoke"}, "give a serial or --id"},
+		{[]string{"server", "--data-dir", filepath.Join(dir, "d"), "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"}, "--trust-domain is required"},
+		{[]string{"server", "--data-dir", filepath.Join(dir, "e"), "--trust-domain", "Not A Domain!"}, "trust domain"},
+		{[]string{"identity", "enroll"}, "--server, --bundle, --token and --out are required"},
+		{[]string{"nope"}, `unknown command "nope"`},
+	}
+	for _, tt := range tests {
+		out, err := ward(t, dir, tt.args...)
+		if err == nil || !strings.Contains(out, tt.want) {
+			t.Errorf("ward %v: err=%v, output lacks %q:\n%s", tt.args, err, tt.want, out)
+		}
+	}
+}
+
+// TestDemo runs `ward demo --exit` and checks every step of its tour.
+func TestDemo(t *testing.T) {
+	out, err := ward(t, t.TempDir(), "demo", "--exit")
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"catalog -> orders: allowed, orders: hello spiffe://demo.ward.local/svc/catalog",
+		"intruder -> orders: refused",
+		"plaintext HTTP to orders: refused",
+		"orders refuses it after",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
