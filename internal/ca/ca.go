@@ -35,6 +35,8 @@ import (
 const (
 	DefaultSVIDTTL    = time.Hour
 	DefaultMaxSVIDTTL = 24 * time.Hour
+	// DefaultPublishDelay: see Config.PublishDelay.
+	DefaultPublishDelay = 30 * time.Second
 	rootTTL           = 10 * 365 * 24 * time.Hour
 	intermediateTTL   = 365 * 24 * time.Hour
 	backdate          = 30 * time.Second // tolerate small clock skew between hosts
@@ -51,6 +53,10 @@ type Config struct {
 	PublicURL string
 	// DefaultTTL and MaxTTL bound SVID lifetimes (defaults 1h and 24h).
 	DefaultTTL, MaxTTL time.Duration
+	// PublishDelay is how long a new intermediate sits in the trust bundle
+	// before it issues, so that every workload has it (through the trust
+	// feed) before it meets an SVID it signed. Default 30s.
+	PublishDelay time.Duration
 	Events             audit.Sink
 	Log                *slog.Logger
 	Now                func() time.Time // for tests; time.Now when nil
@@ -73,8 +79,7 @@ type signer struct {
 // state is an immutable view of the authorities, swapped whole.
 type state struct {
 	root    *signer
-	active  *signer   // the intermediate that issues
-	trusted []*signer // intermediates in the bundle: active and retiring
+	trusted []*signer // intermediates in the bundle, oldest first
 	bundle  *identity.Bundle
 }
 
@@ -114,6 +119,9 @@ func New(ctx context.Context, cfg Config, imp *Import) (*CA, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PublishDelay == 0 {
+		cfg.PublishDelay = DefaultPublishDelay
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -151,6 +159,24 @@ func New(ctx context.Context, cfg Config, imp *Import) (*CA, error) {
 	return c, nil
 }
 
+// issuer returns the intermediate that signs at now: the newest one with a
+// key that has been published for at least delay, else the oldest one (the
+// one every workload has had longest).
+func (s *state) issuer(now time.Time, delay time.Duration) *signer {
+	var oldest *signer
+	for i := len(s.trusted) - 1; i >= 0; i-- {
+		sg := s.trusted[i]
+		if sg.key == nil {
+			continue
+		}
+		if !sg.rec.CreatedAt.Add(delay).After(now) {
+			return sg
+		}
+		oldest = sg
+	}
+	return oldest
+}
+
 // Reload re-reads the authorities from the store (another server may have
 // rotated them).
 func (c *CA) Reload(ctx context.Context) error {
@@ -175,13 +201,10 @@ func (c *CA) Reload(ctx context.Context) error {
 		case a.Kind == store.KindIntermediate && a.State != store.AuthorityRetired:
 			s.trusted = append(s.trusted, sg)
 			bundleCerts = append(bundleCerts, sg.cert)
-			if a.State == store.AuthorityActive {
-				s.active = sg // the newest active one wins
-			}
 		}
 	}
-	if s.root == nil || s.active == nil || s.active.key == nil {
-		return errors.New("store holds no usable root and active intermediate")
+	if s.root == nil || s.issuer(c.now(), c.cfg.PublishDelay) == nil {
+		return errors.New("store holds no usable root and intermediate")
 	}
 	if s.bundle, err = identity.NewBundle(c.cfg.TrustDomain, bundleCerts); err != nil {
 		return err

@@ -11,8 +11,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"io"
+	"log/slog"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -75,7 +78,8 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func (f *fixture) config() ca.Config {
-	return ca.Config{TrustDomain: td, Store: f.store, KEK: f.kek, PublicURL: "http://127.0.0.1:8441", Events: f.events, Now: f.clock.Now}
+	return ca.Config{TrustDomain: td, Store: f.store, KEK: f.kek, PublicURL: "http://127.0.0.1:8441", Events: f.events, Now: f.clock.Now,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 func (f *fixture) token(t *testing.T, id string) string {
@@ -536,13 +540,22 @@ func TestIntermediateRotation(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	old, _ := f.enroll(t, "spiffe://example.org/svc/a")
+	f.clock.Add(time.Second) // authorities are ordered by creation time
 	next, err := f.ca.Rotate(ctx, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
+	early, _ := f.enroll(t, "spiffe://example.org/svc/b")
+	if hexID(early.Chain[1]) != hexID(old.Chain[1]) {
+		t.Fatal("a new intermediate issued before every workload could have it in its bundle")
+	}
+	if !slices.ContainsFunc(f.ca.Bundle().Intermediates, func(c *x509.Certificate) bool { return hexID(c) == next.ID }) {
+		t.Fatal("new intermediate is not published in the bundle")
+	}
+	f.clock.Add(ca.DefaultPublishDelay + time.Second)
 	fresh, _ := f.enroll(t, "spiffe://example.org/svc/b")
 	if hexID(fresh.Chain[1]) != next.ID || hexID(old.Chain[1]) == next.ID {
-		t.Fatal("new SVIDs must come from the new intermediate")
+		t.Fatal("once published, new SVIDs must come from the new intermediate")
 	}
 	now := f.clock.Now()
 	for _, c := range []*x509.Certificate{old.Cert, fresh.Cert} {

@@ -272,7 +272,7 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 // sign creates a leaf for id with the active intermediate. Workload TTLs
 // are capped by MaxTTL (capped); internal credentials pass their own.
 func (c *CA) sign(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dns []string, ips []net.IP, capped bool) (*Issued, store.Certificate, error) {
-	issuer := c.st.Load().active
+	issuer := c.st.Load().issuer(c.now(), c.cfg.PublishDelay)
 	if capped && ttl > c.cfg.MaxTTL {
 		ttl = c.cfg.MaxTTL
 	}

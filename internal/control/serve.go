@@ -56,6 +56,7 @@ type ServerConfig struct {
 	KEKFile      string
 	SVIDTTL      time.Duration
 	MaxSVIDTTL   time.Duration
+	PublishDelay time.Duration // see ca.Config.PublishDelay
 	Import       *ca.Import
 	SANs         []string // extra DNS names or IPs for the server certificate
 	Log          *slog.Logger
@@ -125,7 +126,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	}
 	s.CA, err = ca.New(ctx, ca.Config{
 		TrustDomain: td, Store: s.store, KEK: kek, PublicURL: publicURL,
-		DefaultTTL: cfg.SVIDTTL, MaxTTL: cfg.MaxSVIDTTL, Events: cfg.Events, Log: cfg.Log,
+		DefaultTTL: cfg.SVIDTTL, MaxTTL: cfg.MaxSVIDTTL, PublishDelay: cfg.PublishDelay, Events: cfg.Events, Log: cfg.Log,
 	}, cfg.Import)
 	if err != nil {
 		return nil, err
