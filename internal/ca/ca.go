@@ -37,10 +37,10 @@ const (
 	DefaultMaxSVIDTTL = 24 * time.Hour
 	// DefaultPublishDelay: see Config.PublishDelay.
 	DefaultPublishDelay = 30 * time.Second
-	rootTTL           = 10 * 365 * 24 * time.Hour
-	intermediateTTL   = 365 * 24 * time.Hour
-	backdate          = 30 * time.Second // tolerate small clock skew between hosts
-	metaTrustDomain   = "trust_domain"
+	rootTTL             = 10 * 365 * 24 * time.Hour
+	intermediateTTL     = 365 * 24 * time.Hour
+	backdate            = 30 * time.Second // tolerate small clock skew between hosts
+	metaTrustDomain     = "trust_domain"
 )
 
 // Config is what New needs.
@@ -57,9 +57,9 @@ type Config struct {
 	// before it issues, so that every workload has it (through the trust
 	// feed) before it meets an SVID it signed. Default 30s.
 	PublishDelay time.Duration
-	Events             audit.Sink
-	Log                *slog.Logger
-	Now                func() time.Time // for tests; time.Now when nil
+	Events       audit.Sink
+	Log          *slog.Logger
+	Now          func() time.Time // for tests; time.Now when nil
 }
 
 // Import carries an operator's own CA, PEM encoded. RootCert is required.
