@@ -563,10 +563,16 @@ func TestIntermediateRotation(t *testing.T) {
 			t.Fatalf("during rotation both must validate: %v", err)
 		}
 	}
-	if err := f.ca.Retire(ctx, next.ID, "test"); code(err) != "active" {
+	if err := f.ca.Retire(ctx, next.ID, false, "test"); code(err) != "active" {
 		t.Fatalf("retiring the active intermediate: %v", err)
 	}
-	if err := f.ca.Retire(ctx, hexID(old.Chain[1]), "test"); err != nil {
+	if err := f.ca.Retire(ctx, hexID(old.Chain[1]), false, "test"); code(err) != "in_use" {
+		t.Fatalf("retiring an intermediate whose SVIDs are valid: %v", err)
+	}
+	f.clock.Add(2 * time.Hour) // every SVID of the old intermediate has expired
+	now = f.clock.Now()
+	fresh, _ = f.enroll(t, "spiffe://example.org/svc/b")
+	if err := f.ca.Retire(ctx, hexID(old.Chain[1]), false, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.ca.Bundle().VerifySVID(old.Cert, now); err == nil {

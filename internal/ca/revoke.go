@@ -132,6 +132,16 @@ func (c *CA) WaitTrust(ctx context.Context, after int64, poll time.Duration) (in
 	}
 }
 
+// Sync re-reads the authorities if another server sharing the store
+// changed them (the feed version moved).
+func (c *CA) Sync(ctx context.Context) error {
+	v, err := c.cfg.Store.RevocationVersion(ctx)
+	if err != nil {
+		return err
+	}
+	return c.reloadIfChanged(ctx, v)
+}
+
 // reloadIfChanged re-reads the authorities when the feed version moved
 // since the last look.
 func (c *CA) reloadIfChanged(ctx context.Context, version int64) error {
@@ -290,14 +300,22 @@ func (c *CA) Rotate(ctx context.Context, actor string) (store.Authority, error) 
 }
 
 // Retire removes a retiring intermediate from the bundle: SVIDs it issued
-// stop validating. The active intermediate cannot be retired.
-func (c *CA) Retire(ctx context.Context, id, actor string) error {
+// stop validating. The active intermediate cannot be retired, nor, unless
+// force, one whose certificates are still valid and unrevoked.
+func (c *CA) Retire(ctx context.Context, id string, force bool, actor string) error {
 	for _, sg := range c.st.Load().trusted {
 		if sg.rec.ID != id {
 			continue
 		}
 		if sg.rec.State == store.AuthorityActive {
 			return refuse("active", "the active intermediate cannot be retired; rotate first", nil)
+		}
+		if !force {
+			if n, last, err := c.liveCertificates(ctx, id); err != nil {
+				return err
+			} else if n > 0 {
+				return refuse("in_use", fmt.Sprintf("%d certificates issued by %s are still valid (the last expires %s); wait for them to be renewed or expire, or force it", n, id, last.UTC().Format(time.RFC3339)), nil)
+			}
 		}
 		if err := c.cfg.Store.SetAuthorityState(ctx, id, store.AuthorityRetired); err != nil {
 			return err
@@ -307,6 +325,28 @@ func (c *CA) Retire(ctx context.Context, id, actor string) error {
 	}
 	return refuse("not_found", fmt.Sprintf("no trusted intermediate %q", id), nil)
 }
+
+// liveCertificates counts the unexpired, unrevoked certificates an
+// authority issued and returns the latest expiry among them.
+func (c *CA) liveCertificates(ctx context.Context, authorityID string) (int, time.Time, error) {
+	certs, err := c.cfg.Store.ListCertificates(ctx, store.CertFilter{ValidAt: c.now()})
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	n, last := 0, time.Time{}
+	for _, cert := range certs {
+		if cert.IssuerID == authorityID && !cert.Revoked() {
+			n++
+			if cert.NotAfter.After(last) {
+				last = cert.NotAfter
+			}
+		}
+	}
+	return n, last, nil
+}
+
+// IssuerID is the ID of the intermediate that signs now.
+func (c *CA) IssuerID() string { return c.st.Load().issuer(c.now(), c.cfg.PublishDelay).rec.ID }
 
 // trustChanged reloads the authorities and moves the trust feed's version
 // so that every watching workload fetches the new bundle.

@@ -151,18 +151,23 @@ func caCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	var force bool
 	retire := &cobra.Command{
-		Use:   "retire ID",
+		Use:   "retire ID [--force]",
 		Short: "Remove a retiring intermediate from the trust bundle",
-		Args:  cobra.ExactArgs(1),
+		Long: `Retire removes an intermediate from the trust bundle: every certificate it
+issued stops validating. It is refused while such certificates are still
+valid, unless --force.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			return c.Retire(cmd.Context(), args[0])
+			return c.Retire(cmd.Context(), args[0], force)
 		},
 	}
+	retire.Flags().BoolVar(&force, "force", false, "retire even though certificates it issued are still valid")
 	cmd.AddCommand(show, rotate, retire)
 	return cmd
 }

@@ -98,6 +98,9 @@ type AuthorityInfo struct {
 // RetireRequest retires an intermediate: it leaves the bundle.
 type RetireRequest struct {
 	ID string `json:"id"`
+	// Force retires even while certificates it issued are still valid:
+	// they stop validating at once.
+	Force bool `json:"force,omitempty"`
 }
 
 // Error is the body of every non-2xx answer: a message meant for the

@@ -23,7 +23,7 @@ import (
 // the system roots.
 type Client struct {
 	base   string
-	bundle *identity.Bundle
+	bundle func() *identity.Bundle
 	// cert is the client credential for operator calls (may be nil).
 	cert *tls.Certificate
 
@@ -40,12 +40,19 @@ func NewClient(base string, bundle *identity.Bundle, cert *tls.Certificate) (*Cl
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("server URL %q must look like https://host:port", base)
 	}
-	return &Client{base: u.Scheme + "://" + u.Host, bundle: bundle, cert: cert, byCert: map[*tls.Certificate]*http.Client{}}, nil
+	return &Client{base: u.Scheme + "://" + u.Host, bundle: func() *identity.Bundle { return bundle }, cert: cert, byCert: map[*tls.Certificate]*http.Client{}}, nil
 }
+
+// FollowBundle makes the client verify the server against bundle() from
+// now on, typically the Source's bundle, which the trust feed keeps
+// current: after an intermediate rotation the server presents a
+// certificate that the bundle the client started with does not know.
+// Call it before the client is used.
+func (c *Client) FollowBundle(bundle func() *identity.Bundle) { c.bundle = bundle }
 
 // serverID is the identity every Ward server presents.
 func (c *Client) serverID() spiffeid.ID {
-	id, _ := spiffeid.FromSegments(c.bundle.TrustDomain, "ward", "server")
+	id, _ := spiffeid.FromSegments(c.bundle().TrustDomain, "ward", "server")
 	return id
 }
 
@@ -66,7 +73,7 @@ func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 		// Verification is done in VerifyConnection against the Ward bundle
 		// and the server's SPIFFE ID, not against host names and system roots.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
-		VerifyConnection:   identity.VerifyPeer(func() *identity.Bundle { return c.bundle }, nil, identity.AuthorizeID(c.serverID())),
+		VerifyConnection:   identity.VerifyPeer(c.bundle, nil, identity.AuthorizeID(c.serverID())),
 	}
 	if cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
@@ -215,8 +222,8 @@ func (c *Client) Rotate(ctx context.Context) (AuthorityInfo, error) {
 }
 
 // Retire removes a retiring intermediate from the bundle.
-func (c *Client) Retire(ctx context.Context, id string) error {
-	return c.do(ctx, c.cert, http.MethodPost, PathRetire, RetireRequest{ID: id}, nil)
+func (c *Client) Retire(ctx context.Context, id string, force bool) error {
+	return c.do(ctx, c.cert, http.MethodPost, PathRetire, RetireRequest{ID: id, Force: force}, nil)
 }
 
 // Bundle fetches the current trust bundle (PEM).

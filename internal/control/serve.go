@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -8,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -43,6 +45,8 @@ const (
 	serverCertTTL  = 24 * time.Hour
 	shutdownGrace  = 10 * time.Second
 	BootstrapAdmin = "admin"
+	maintainEvery  = 5 * time.Second
+	ocspSuperseded = 4 // RFC 5280 CRLReason superseded
 )
 
 // ServerConfig configures `ward server`.
@@ -205,7 +209,12 @@ func (s *Server) refreshServerCert(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("issue server certificate: %w", err)
 	}
-	s.serverCert.Store(tlsCert(iss, key))
+	if old := s.serverCert.Swap(tlsCert(iss, key)); old != nil {
+		// Superseded: connections made with it go on; nothing new trusts it.
+		if _, err := s.CA.RevokeSerial(ctx, ca.SerialText(old.Leaf.SerialNumber), ocspSuperseded, "server"); err != nil {
+			s.cfg.Log.Warn("cannot revoke superseded server certificate", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -224,7 +233,7 @@ func (s *Server) writeFiles(ctx context.Context) error {
 	if err := s.ensureOperatorCredential(ctx); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, FileBundle), s.CA.Bundle().PEM(), 0o644); err != nil {
+	if err := s.writeBundle(); err != nil {
 		return err
 	}
 	// client.json comes last: once it exists, operator commands work.
@@ -237,9 +246,17 @@ func (s *Server) ensureOperatorCredential(ctx context.Context) error {
 	if cert, err := LoadCredential(path); err == nil {
 		leaf := cert.Leaf
 		rec, err := s.store.GetCertificate(ctx, ca.SerialText(leaf.SerialNumber))
-		fresh := time.Until(leaf.NotAfter) > operatorTTL/2
+		fresh := time.Until(leaf.NotAfter) > operatorTTL/2 && rec.IssuerID == s.CA.IssuerID()
 		if _, verr := s.CA.Bundle().VerifySVID(leaf, time.Now()); err == nil && verr == nil && !rec.Revoked() && fresh {
 			return nil
+		}
+		if err == nil && !rec.Revoked() {
+			// One bootstrap credential at a time: the superseded one is revoked.
+			defer func() {
+				if _, err := s.CA.RevokeSerial(ctx, rec.Serial, ocspSuperseded, "server"); err != nil {
+					s.cfg.Log.Warn("cannot revoke superseded bootstrap credential", "serial", rec.Serial, "err", err)
+				}
+			}()
 		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -342,10 +359,11 @@ func serve(ctx context.Context, srv *http.Server, l net.Listener) error {
 	}
 }
 
-// maintain renews the server certificate at half-life and keeps the
-// bootstrap credential fresh.
+// maintain renews the server certificate and the bootstrap credential at
+// half-life and as soon as a new intermediate issues, so that retiring the
+// old one never locks operators or workloads out of the server.
 func (s *Server) maintain(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(maintainEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -353,7 +371,10 @@ func (s *Server) maintain(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		if leaf := s.serverCert.Load().Leaf; time.Until(leaf.NotAfter) < serverCertTTL/2 {
+		if err := s.CA.Sync(ctx); err != nil {
+			s.cfg.Log.Warn("cannot sync the CA with the store", "err", err)
+		}
+		if leaf := s.serverCert.Load().Leaf; time.Until(leaf.NotAfter) < serverCertTTL/2 || hex.EncodeToString(leaf.AuthorityKeyId) != s.CA.IssuerID() {
 			if err := s.refreshServerCert(ctx); err != nil {
 				s.cfg.Log.Warn("server certificate renewal failed", "err", err)
 			}
@@ -361,7 +382,20 @@ func (s *Server) maintain(ctx context.Context) error {
 		if err := s.ensureOperatorCredential(ctx); err != nil {
 			s.cfg.Log.Warn("bootstrap credential refresh failed", "err", err)
 		}
+		if err := s.writeBundle(); err != nil {
+			s.cfg.Log.Warn("cannot write the trust bundle", "err", err)
+		}
 	}
+}
+
+// writeBundle keeps <data-dir>/bundle.pem equal to the CA's bundle.
+func (s *Server) writeBundle() error {
+	path := filepath.Join(s.cfg.DataDir, FileBundle)
+	pem := s.CA.Bundle().PEM()
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, pem) {
+		return nil
+	}
+	return WriteFileAtomic(path, pem, 0o644)
 }
 
 // Close releases the listeners and the store.

@@ -100,6 +100,7 @@ var refusalStatus = map[string]int{
 	"revoked":         http.StatusUnauthorized,
 	"not_found":       http.StatusNotFound,
 	"active":          http.StatusConflict,
+	"in_use":          http.StatusConflict,
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -407,7 +408,7 @@ func (h *Handler) retire(w http.ResponseWriter, r *http.Request, caller spiffeid
 		h.fail(w, r, err)
 		return
 	}
-	if err := h.CA.Retire(r.Context(), req.ID, caller.String()); err != nil {
+	if err := h.CA.Retire(r.Context(), req.ID, req.Force, caller.String()); err != nil {
 		h.fail(w, r, err)
 		return
 	}

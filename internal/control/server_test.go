@@ -73,6 +73,26 @@ func startServer(t *testing.T, mod func(*control.ServerConfig)) *testServer {
 	return ts
 }
 
+// reloadOperator reads the bootstrap credential again (the server
+// replaces it after an intermediate rotation).
+func (ts *testServer) reloadOperator(t *testing.T) {
+	t.Helper()
+	cred, err := control.LoadCredential(filepath.Join(ts.dir, control.FileOperator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(filepath.Join(ts.dir, control.FileBundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.bundle, err = identity.ParseBundlePEM(td, pem); err != nil {
+		t.Fatal(err)
+	}
+	if ts.operator, err = control.NewClient(ts.URL(), ts.bundle, cred); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // source enrolls a workload through the real API.
 func (ts *testServer) source(t *testing.T, name string) *identity.Source {
 	t.Helper()
@@ -81,10 +101,18 @@ func (ts *testServer) source(t *testing.T, name string) *identity.Source {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := identity.NewSource(identity.Config{Authority: ts.anon, TrustDomain: td, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	client, err := control.NewClient(ts.URL(), ts.bundle, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	src, err := identity.NewSource(identity.Config{Authority: client, TrustDomain: td, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.SetBundle(ts.bundle); err != nil {
+		t.Fatal(err)
+	}
+	client.FollowBundle(src.Bundle)
 	if err := src.Enroll(context.Background(), id, tok.Token); err != nil {
 		t.Fatal(err)
 	}
@@ -271,5 +299,34 @@ func TestServerRefusesOtherTrustDomain(t *testing.T) {
 	_, err = control.NewServer(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "example.org") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	ts := startServer(t, nil)
+	src := ts.source(t, "orders")
+	if _, err := ts.operator.Revoke(context.Background(), control.RevokeRequest{Serial: src.Current().Serial()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ts.anon.Enroll(context.Background(), "wjt1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", []byte("x")); err == nil {
+		t.Fatal("unknown token enrolled")
+	}
+	resp, err := http.Get("http://" + ts.PublicAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	for _, want := range []string{
+		"ward_ca_certificates_issued_total 3", // server, operator, orders
+		"ward_ca_certificates_revoked_total 1",
+		`ward_ca_requests_refused_total{reason="token_unknown"} 1`,
+		"ward_ca_certificates_expiring_24h 1", // the server's own certificate; orders is revoked
+		`ward_ca_expiry_seconds{authority="`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }

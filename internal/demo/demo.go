@@ -75,20 +75,24 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	anon, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
-	if err != nil {
-		return err
-	}
 	enroll := func(name string) (*identity.Source, error) {
 		id := spiffeid.RequireFromSegments(td, "svc", name)
 		tok, err := op.CreateToken(ctx, id.String(), time.Minute)
 		if err != nil {
 			return nil, err
 		}
-		src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: anon, Dir: filepath.Join(dir, name), Logger: d.Log.With("role", name)})
+		client, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
 		if err != nil {
 			return nil, err
 		}
+		src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: client, Dir: filepath.Join(dir, name), Logger: d.Log.With("role", name)})
+		if err != nil {
+			return nil, err
+		}
+		if err := src.SetBundle(srv.CA.Bundle()); err != nil {
+			return nil, err
+		}
+		client.FollowBundle(src.Bundle)
 		if err := src.Enroll(ctx, id, tok.Token); err != nil {
 			return nil, err
 		}

@@ -195,3 +195,86 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// startServer runs `ward server` on free ports and waits until it is ready.
+func startServer(t *testing.T) (dataDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	dataDir = filepath.Join(dir, "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, wardBin, "server", "--data-dir", dataDir, "--trust-domain", "example.org",
+		"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dataDir, "client.json")); err == nil {
+			return dataDir
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready:\n%s", logs.String())
+		}
+	}
+}
+
+func TestCARotationCLI(t *testing.T) {
+	data := startServer(t)
+	dir := filepath.Dir(data)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := ward(t, dir, append(args, "--data-dir", data)...)
+		if err != nil {
+			t.Fatalf("ward %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	show := run("ca", "show")
+	if strings.Count(show, "intermediate") != 1 || !strings.Contains(show, "root") {
+		t.Fatalf("ca show:\n%s", show)
+	}
+	oldID := ""
+	for _, line := range strings.Split(show, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == "intermediate" {
+			oldID = f[0]
+		}
+	}
+	newID := strings.TrimSpace(strings.Split(run("ca", "rotate"), "\n")[0])
+	show = run("ca", "show")
+	if !strings.Contains(show, oldID) || !strings.Contains(show, newID) || !strings.Contains(show, "retiring") {
+		t.Fatalf("after rotate:\n%s", show)
+	}
+	if out, err := ward(t, dir, "ca", "retire", newID, "--data-dir", data); err == nil || !strings.Contains(out, "cannot be retired") {
+		t.Fatalf("retiring the active intermediate: %v\n%s", err, out)
+	}
+	// The server's own certificate and the operator credential still come
+	// from the old intermediate: retiring it now would cut them off.
+	if out, err := ward(t, dir, "ca", "retire", oldID, "--data-dir", data); err == nil || !strings.Contains(out, "still valid") {
+		t.Fatalf("retiring an intermediate in use: %v\n%s", err, out)
+	}
+	run("ca", "retire", oldID, "--force")
+	// The server replaces its credentials from the new intermediate, so the
+	// operator is not locked out for long.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := ward(t, dir, "ca", "show", "--data-dir", data)
+		if err == nil {
+			if !strings.Contains(out, "retired") {
+				t.Fatalf("after retire:\n%s", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("operator locked out after retiring the old intermediate:\n%s", out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
