@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/sidecar"
+)
+
+func sidecarCmd(g *globals) *cobra.Command {
+	var cfg sidecar.Config
+	var token, dir string
+	var upstreams []string
+	cmd := &cobra.Command{
+		Use:   "sidecar --service NAME --listen ADDR --app ADDR --config FILE --server URL --bundle FILE [--token T]",
+		Short: "Run the mesh proxy beside one service: mTLS in and out, default-deny policy",
+		Long: `Run the sidecar of one service. Inbound (--listen) it accepts only mutual
+TLS 1.3 from SVIDs of the trust domain, authorizes every request against the
+AccessPolicies targeting the service (no policy: deny) and forwards to the
+app (--app, loopback) with the verified caller in X-Ward-Peer-Id.
+
+Outbound, the app sets HTTP_PROXY=http://<--outbound> and calls
+http://<service>/...; the sidecar opens mutual TLS to that service and checks
+it is that service. --upstream NAME=ADDR adds a local listener that carries
+everything (HTTP/2 and gRPC included, or raw TCP for tcp services) to NAME.
+
+On first start the sidecar enrolls with --token and keeps its SVID in
+--data-dir; later starts reuse it while it is valid.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Service == "" || g.server == "" || g.bundle == "" {
+				return errors.New("--service, --server and --bundle are required")
+			}
+			cfg.Upstreams = map[string]string{}
+			for _, u := range upstreams {
+				name, addr, ok := strings.Cut(u, "=")
+				if !ok || name == "" || addr == "" {
+					return fmt.Errorf("--upstream %q: want NAME=ADDR", u)
+				}
+				cfg.Upstreams[name] = addr
+			}
+			if dir == "" {
+				dir = "ward-sidecar-" + cfg.Service
+			}
+			return runSidecar(cmd.Context(), g, cfg, token, dir)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Service, "service", "", "the service this sidecar fronts (spiffe://TD/svc/NAME)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:9443", "inbound mutual-TLS address")
+	f.StringVar(&cfg.App, "app", "127.0.0.1:8080", "the app's address (loopback only)")
+	f.StringVar(&cfg.Outbound, "outbound", "127.0.0.1:15001", "the app's HTTP proxy address (loopback only; empty: none)")
+	f.StringSliceVar(&upstreams, "upstream", nil, "NAME=ADDR: a local listener carrying everything to service NAME (repeatable)")
+	f.StringVar(&cfg.ConfigFile, "config", "", "resource file with the mesh's Services and AccessPolicies (reloaded on change)")
+	f.StringVar(&cfg.Admin, "admin", "", "address for /metrics and /healthz (empty: none)")
+	f.StringVar(&token, "token", "", "one-time join token for the first start")
+	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
+	return cmd
+}
+
+func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir string) error {
+	log := g.logger().With("role", "sidecar", "service", cfg.Service)
+	bundle, err := loadBundle(g.bundle, "")
+	if err != nil {
+		return err
+	}
+	client, err := control.NewClient(g.server, bundle, nil)
+	if err != nil {
+		return err
+	}
+	src, err := identity.NewSource(identity.Config{TrustDomain: bundle.TrustDomain, Authority: client, Dir: dir, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := src.SetBundle(bundle); err != nil {
+		return err
+	}
+	client.FollowBundle(src.Bundle)
+	id, err := spiffeid.FromSegments(bundle.TrustDomain, "svc", cfg.Service)
+	if err != nil {
+		return fmt.Errorf("--service %q: %w", cfg.Service, err)
+	}
+	if err := src.LoadOrEnroll(ctx, id, token); err != nil {
+		return err
+	}
+	cfg.TrustDomain, cfg.Source, cfg.Log = bundle.TrustDomain, src, log
+	sc, err := sidecar.New(cfg)
+	if err != nil {
+		return err
+	}
+	grp, ctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return src.Run(ctx) })
+	grp.Go(func() error { return sc.Run(ctx) })
+	if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,86 @@
+package sidecar
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// appForwarder sends authorized requests to the app on loopback: HTTP/1.1
+// by default, prior-knowledge HTTP/2 for gRPC (what gRPC servers speak in
+// plaintext). Connection pools are bounded.
+type appForwarder struct {
+	h1, h2c *httputil.ReverseProxy
+}
+
+// bufPool is shared by every reverse proxy of the process.
+var bufPool = &byteBufPool{}
+
+type byteBufPool struct{ p sync.Pool }
+
+func (b *byteBufPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *byteBufPool) Put(buf []byte) { b.p.Put(&buf) }
+
+func newAppForwarder(addr string, lim Limits) *appForwarder {
+	target := &url.URL{Scheme: "http", Host: addr}
+	dialer := &net.Dialer{Timeout: lim.ConnectTimeout, KeepAlive: 30 * time.Second}
+	h1 := &http.Transport{
+		DialContext:           dialer.DialContext,
+		MaxIdleConnsPerHost:   256,
+		MaxConnsPerHost:       lim.MaxConnsPerApp,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: lim.RequestTimeout,
+		DisableCompression:    true,
+	}
+	h2c := &http.Transport{
+		DialContext:        dialer.DialContext,
+		MaxConnsPerHost:    lim.MaxConnsPerApp,
+		IdleConnTimeout:    90 * time.Second,
+		DisableCompression: true,
+		Protocols:          onlyH2C(),
+	}
+	mk := func(t http.RoundTripper) *httputil.ReverseProxy {
+		return &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.Out.Host = pr.In.Host // the app sees the name it was called by
+			},
+			Transport:     t,
+			BufferPool:    bufPool,
+			FlushInterval: -1, // stream (gRPC, server-sent events)
+			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) {
+				http.Error(w, "upstream app unavailable", http.StatusBadGateway)
+			},
+		}
+	}
+	return &appForwarder{h1: mk(h1), h2c: mk(h2c)}
+}
+
+func onlyH2C() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+// isGRPC reports a gRPC request (HTTP/2 with a gRPC content type).
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return r.ProtoMajor == 2 && len(ct) >= 16 && ct[:16] == "application/grpc"
+}
+
+func (a *appForwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isGRPC(r) {
+		a.h2c.ServeHTTP(w, r)
+		return
+	}
+	a.h1.ServeHTTP(w, r)
+}

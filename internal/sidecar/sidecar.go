@@ -1,0 +1,276 @@
+// Package sidecar is `ward sidecar`, the mesh proxy beside one service.
+// Inbound it speaks only mutual TLS 1.3, verifies the caller's SVID,
+// authorizes each request against the AccessPolicies that target its
+// service (default deny) and forwards to the app on loopback with the
+// verified identity in X-Ward-Peer-Id. Outbound it is the app's HTTP proxy:
+// the app calls http://<service>/..., the sidecar resolves the service,
+// opens mutual TLS to it and checks that the server is that service.
+// Services of protocol tcp are carried as opaque streams under the same
+// identity checks (L4).
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/identity"
+)
+
+// Config configures a sidecar.
+type Config struct {
+	Service     string               // the service this sidecar fronts
+	TrustDomain spiffeid.TrustDomain // of the mesh
+	Listen      string               // inbound mTLS address
+	App         string               // the app, on loopback
+	Outbound    string               // the app's HTTP proxy (HTTP_PROXY), loopback; empty: none
+	// Upstreams are local listeners that each carry everything to one
+	// service: name -> listen address (gRPC clients and TCP use these).
+	Upstreams  map[string]string
+	ConfigFile string // resource YAML, reloaded on change
+	Admin      string // /metrics, /healthz; empty: none
+	Source     *identity.Source
+	Log        *slog.Logger
+	Events     audit.Sink
+	// Limits on what is accepted; zero values take defaults.
+	Limits Limits
+}
+
+// Limits bound the work one request may cause.
+type Limits struct {
+	MaxHeaderBytes int
+	MaxBodyBytes   int64
+	ConnectTimeout time.Duration
+	RequestTimeout time.Duration
+	MaxConnsPerApp int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = 32 << 10
+	}
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = 16 << 20
+	}
+	if l.ConnectTimeout == 0 {
+		l.ConnectTimeout = 3 * time.Second
+	}
+	if l.RequestTimeout == 0 {
+		l.RequestTimeout = 60 * time.Second
+	}
+	if l.MaxConnsPerApp == 0 {
+		l.MaxConnsPerApp = 512
+	}
+	return l
+}
+
+// Sidecar is the running proxy. Build it with New, run it with Run.
+type Sidecar struct {
+	cfg      Config
+	id       spiffeid.ID
+	lim      Limits
+	log      *slog.Logger
+	conf     *configWatcher
+	metrics  *metrics
+	registry *prometheus.Registry
+	inbound  net.Listener
+	outbound net.Listener
+	ups      map[string]net.Listener
+	admin    net.Listener
+	app      *appForwarder
+	mesh     *meshClient
+}
+
+// New validates cfg, loads the resource file and binds every listener, so
+// that a bad flag or file fails at start. On error it releases what it opened.
+func New(cfg Config) (_ *Sidecar, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Events == nil {
+		cfg.Events = audit.SlogSink{Log: cfg.Log}
+	}
+	if cfg.Source == nil {
+		return nil, errors.New("sidecar needs an identity source")
+	}
+	id, err := spiffeid.FromSegments(cfg.TrustDomain, "svc", cfg.Service)
+	if err != nil {
+		return nil, fmt.Errorf("service name %q: %w", cfg.Service, err)
+	}
+	if err := requireLoopback("--app", cfg.App); err != nil {
+		return nil, err
+	}
+	s := &Sidecar{cfg: cfg, id: id, lim: cfg.Limits.withDefaults(), log: cfg.Log, ups: map[string]net.Listener{}, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.TrustDomain, cfg.Log); err != nil {
+		return nil, err
+	}
+	if _, ok := s.conf.Load().services[cfg.Service]; !ok {
+		return nil, fmt.Errorf("%s declares no Service named %q", cfg.ConfigFile, cfg.Service)
+	}
+	s.metrics = newMetrics(s.registry)
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.app = newAppForwarder(cfg.App, s.lim)
+	s.mesh = newMeshClient(cfg.Source, cfg.TrustDomain, s.conf, s.lim, cfg.Log)
+
+	if s.inbound, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("inbound listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.Outbound != "" {
+		if err := requireLoopback("--outbound", cfg.Outbound); err != nil {
+			return nil, err
+		}
+		if s.outbound, err = net.Listen("tcp", cfg.Outbound); err != nil {
+			return nil, fmt.Errorf("outbound listen %s: %w", cfg.Outbound, err)
+		}
+	}
+	for name, addr := range cfg.Upstreams {
+		if err := requireLoopback("--upstream "+name, addr); err != nil {
+			return nil, err
+		}
+		if _, ok := s.conf.Load().services[name]; !ok {
+			return nil, fmt.Errorf("--upstream %s: %s declares no Service named %q", name, cfg.ConfigFile, name)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s listen %s: %w", name, addr, err)
+		}
+		s.ups[name] = l
+	}
+	if cfg.Admin != "" {
+		if s.admin, err = net.Listen("tcp", cfg.Admin); err != nil {
+			return nil, fmt.Errorf("admin listen %s: %w", cfg.Admin, err)
+		}
+	}
+	return s, nil
+}
+
+// requireLoopback refuses addresses that are not on this host's loopback:
+// the app side of a sidecar is plaintext and must never leave the host.
+func requireLoopback(flag, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", flag, addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%s %q must be a loopback address: traffic between the sidecar and its app is not encrypted", flag, addr)
+	}
+	return nil
+}
+
+// InboundAddr, OutboundAddr and UpstreamAddr report bound addresses.
+func (s *Sidecar) InboundAddr() string { return s.inbound.Addr().String() }
+
+// OutboundAddr is the app's HTTP proxy address ("" when disabled).
+func (s *Sidecar) OutboundAddr() string {
+	if s.outbound == nil {
+		return ""
+	}
+	return s.outbound.Addr().String()
+}
+
+// UpstreamAddr is the local listener for one upstream service.
+func (s *Sidecar) UpstreamAddr(name string) string { return s.ups[name].Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (s *Sidecar) Run(ctx context.Context) error {
+	defer s.close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.conf.Run(ctx) })
+	g.Go(func() error { return s.serveInbound(ctx) })
+	if s.outbound != nil {
+		g.Go(func() error { return s.serveHTTP(ctx, s.outbound, s.outboundHandler("")) })
+	}
+	for name, l := range s.ups {
+		switch s.conf.Load().services[name].Protocol {
+		case "tcp":
+			g.Go(func() error { return s.serveL4Upstream(ctx, name, l) })
+		default:
+			g.Go(func() error { return s.serveHTTP(ctx, l, s.outboundHandler(name)) })
+		}
+	}
+	if s.admin != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		g.Go(func() error { return s.serveHTTP(ctx, s.admin, mux) })
+	}
+	s.log.Info("sidecar running", "service", s.cfg.Service, "id", s.id, "inbound", s.InboundAddr(), "app", s.cfg.App, "outbound", s.OutboundAddr())
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// serveHTTP serves a plaintext loopback listener (outbound proxy, upstream
+// listeners, admin) until ctx ends.
+func (s *Sidecar) serveHTTP(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    s.lim.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		Protocols:         plainProtocols(),
+	}
+	return serveUntil(ctx, srv, l)
+}
+
+// plainProtocols accepts HTTP/1.1 and prior-knowledge HTTP/2 (h2c, what a
+// gRPC client speaks) on loopback listeners.
+func plainProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+func serveUntil(ctx context.Context, srv *http.Server, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	}
+}
+
+func (s *Sidecar) close() {
+	for _, l := range []net.Listener{s.inbound, s.outbound, s.admin} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, l := range s.ups {
+		l.Close()
+	}
+	if s.mesh != nil {
+		s.mesh.close()
+	}
+}
