@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 // appForwarder sends authorized requests to the app on loopback: HTTP/1.1
@@ -57,6 +59,14 @@ func newAppForwarder(addr string, lim Limits) *appForwarder {
 			Transport:     t,
 			BufferPool:    bufPool,
 			FlushInterval: -1, // stream (gRPC, server-sent events)
+			// After 101 the inbound connection carries raw bytes both ways:
+			// the request guard steps aside.
+			ModifyResponse: func(resp *http.Response) error {
+				if resp.StatusCode == http.StatusSwitchingProtocols {
+					proxy.UpgradeFromContext(resp.Request.Context())
+				}
+				return nil
+			},
 			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) {
 				http.Error(w, "upstream app unavailable", http.StatusBadGateway)
 			},

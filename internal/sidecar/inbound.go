@@ -21,6 +21,7 @@ import (
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/policy"
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 const (
@@ -75,7 +76,7 @@ func (s *Sidecar) serveInbound(ctx context.Context) error {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			switch c := c.(type) {
 			case *meshConn:
-				return context.WithValue(ctx, peerKey{}, c.peer)
+				return proxy.ConnContext(context.WithValue(ctx, peerKey{}, c.peer), c.Conn)
 			case *tls.Conn:
 				if p, err := peerOf(c.ConnectionState()); err == nil {
 					return context.WithValue(ctx, peerKey{}, p)
