@@ -110,6 +110,7 @@ func (m *mesh) source(name string) *identity.Source {
 
 // node is one service: its app, its sidecar, its identity.
 type node struct {
+	stop   func() // stops the sidecar and waits for it
 	name   string
 	src    *identity.Source
 	sc     *sidecar.Sidecar
@@ -120,22 +121,34 @@ type node struct {
 // sidecar starts a sidecar for name in front of app at inbound address listen.
 func (m *mesh) sidecar(name, listen string, app *recorder, upstreams map[string]string) *node {
 	m.t.Helper()
+	return m.sidecarWith(name, listen, app, upstreams, nil)
+}
+
+func (m *mesh) sidecarWith(name, listen string, app *recorder, upstreams map[string]string, mod func(*sidecar.Config)) *node {
+	m.t.Helper()
 	n := &node{name: name, src: m.source(name), app: app, events: &audit.Recorder{}}
-	var err error
-	n.sc, err = sidecar.New(sidecar.Config{
+	cfg := sidecar.Config{
 		Service: name, TrustDomain: td, Listen: listen, App: app.addr, Outbound: "127.0.0.1:0",
 		Upstreams: upstreams, ConfigFile: m.config, Source: n.src, Log: quiet(), Events: n.events,
-	})
-	if err != nil {
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	var err error
+	if n.sc, err = sidecar.New(cfg); err != nil {
 		m.t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	done := make(chan struct{})
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := n.sc.Run(m.ctx); err != nil {
+		defer close(done)
+		if err := n.sc.Run(ctx); err != nil {
 			m.t.Errorf("sidecar %s: %v", name, err)
 		}
 	}()
+	n.stop = func() { cancel(); <-done }
 	return n
 }
 

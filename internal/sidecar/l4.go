@@ -66,7 +66,13 @@ func (s *Sidecar) serveL4Upstream(ctx context.Context, name string, l net.Listen
 				s.log.Warn("L4 upstream", "service", name, "err", err)
 				return
 			}
-			tc, _, err := s.mesh.dialTLS(ctx, u, []string{alpnL4})
+			host, err := u.hosts.Pick()
+			if err != nil {
+				s.log.Warn("L4 upstream", "service", name, "err", err)
+				return
+			}
+			tc, err := s.mesh.dialTLS(ctx, u, host, []string{alpnL4})
+			u.hosts.Report(host, err == nil)
 			if err != nil {
 				s.log.Warn("L4 upstream", "service", name, "err", err)
 				return

@@ -26,6 +26,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 // Config configures a sidecar.
@@ -45,6 +46,16 @@ type Config struct {
 	Events     audit.Sink
 	// Limits on what is accepted; zero values take defaults.
 	Limits Limits
+	// Resilience tunes outlier ejection, circuit breaking and retries
+	// towards upstream services; zero values take defaults.
+	Resilience Resilience
+}
+
+// Resilience configures how the sidecar treats failing upstreams.
+type Resilience struct {
+	Ejector proxy.EjectorConfig
+	Breaker proxy.BreakerConfig
+	Retry   proxy.RetryBudgetConfig
 }
 
 // Limits bound the work one request may cause.
@@ -126,7 +137,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	s.metrics = newMetrics(s.registry)
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.app = newAppForwarder(cfg.App, s.lim)
-	s.mesh = newMeshClient(cfg.Source, cfg.TrustDomain, s.conf, s.lim, cfg.Log)
+	s.mesh = newMeshClient(cfg.Source, cfg.TrustDomain, s.conf, s.lim, cfg.Resilience, cfg.Log)
 
 	if s.inbound, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("inbound listen %s: %w", cfg.Listen, err)
