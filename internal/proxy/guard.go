@@ -32,9 +32,35 @@ import (
 // body must read it to its end before forwarding (or stream it and abort the
 // upstream request on error).
 //
-// The rules are listed in the package tests (TestGuardRejects). Keep-alive,
-// pipelining, Expect: 100-continue, streaming bodies and protocol upgrades
-// ([Passthrough]) work as without the guard.
+// What the guard refuses (400 unless said otherwise):
+//   - framing ambiguity: Content-Length with Transfer-Encoding; more than
+//     one Content-Length (even equal, or as a list); a Content-Length that
+//     is not all digits or overflows; Transfer-Encoding other than exactly
+//     "chunked" (any case), or repeated; Transfer-Encoding in HTTP/1.0; a
+//     Trailer header naming Content-Length, Transfer-Encoding, Trailer or
+//     Host;
+//   - Host: missing in HTTP/1.1, repeated, not host[:port], or not equal
+//     to the authority of an absolute-form target;
+//   - syntax: a request line other than token SP target SP HTTP/1.0|1.1
+//     (505 for other versions and the HTTP/2 preface); a line ending
+//     without CR or a CR without LF; control characters (HTAB allowed in
+//     values); obs-fold; a field name that is not a token, contains '_',
+//     or is followed by whitespace before the colon; an empty line before
+//     the request line; a target with '#', non-ASCII or bad
+//     percent-encoding, a userinfo, a scheme other than http(s), '*' with
+//     a method other than OPTIONS, or an authority-form target other than
+//     in CONNECT;
+//   - limits: head over MaxHeaderBytes or over MaxHeaders fields (431),
+//     target over MaxURLBytes (414), Content-Length over MaxBodyBytes
+//     (413), head not received within HeaderTimeout (408).
+//   - in a chunked body, as a FramingError: a chunk size that is not 1 to
+//     16 hex digits; a chunk extension with controls or a size line over
+//     1 KiB; a missing CRLF; more than 16 KiB of overhead (net/http's
+//     bound); a body over MaxBodyBytes (413); trailers that break the
+//     header rules above, name a framing field, or exceed 4 KiB (431).
+//
+// Keep-alive, pipelining, Expect: 100-continue, streaming bodies and
+// protocol upgrades ([Passthrough]) work as without the guard.
 //
 // A Guard must not be copied or changed after its first use.
 type Guard struct {

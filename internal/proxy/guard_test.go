@@ -198,6 +198,7 @@ var passCases = []passCase{
 	{"Content-Length zero", "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", []seen{{Method: "POST", URI: "/z", Host: "a"}}},
 	{"Content-Length leading zeros", "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 003\r\n\r\nabc", []seen{{Method: "POST", URI: "/z", Host: "a", Body: "abc"}}},
 	{"custom method", "PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n", []seen{{Method: "PURGE", URI: "/x", Host: "a"}}},
+	{"CONNECT", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", []seen{{Method: "CONNECT", URI: "a.example:443", Host: "a.example:443"}}},
 }
 
 func TestGuardPasses(t *testing.T) {

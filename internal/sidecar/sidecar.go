@@ -224,7 +224,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		g.Go(func() error { return s.serveHTTP(ctx, s.admin, mux) })
 	}
-	s.log.Info("sidecar running", "service", s.cfg.Service, "id", s.id, "inbound", s.InboundAddr(), "app", s.cfg.App, "outbound", s.OutboundAddr())
+	s.log.Info("sidecar running", "id", s.id, "inbound", s.InboundAddr(), "app", s.cfg.App, "outbound", s.OutboundAddr())
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
