@@ -37,13 +37,16 @@ type mesh struct {
 	wg       sync.WaitGroup
 }
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t *testing.T) *mesh { t.Helper(); return newMeshTTL(t, 0) }
+
+// newMeshTTL starts a mesh whose SVIDs live ttl (0: the default hour).
+func newMeshTTL(t *testing.T, ttl time.Duration) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
 	srv, err := control.NewServer(ctx, control.ServerConfig{
 		DataDir: filepath.Join(dir, "server"), TrustDomain: td.Name(),
-		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: quiet(),
+		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: quiet(), SVIDTTL: ttl,
 	})
 	if err != nil {
 		t.Fatal(err)

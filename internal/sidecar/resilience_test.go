@@ -57,3 +57,33 @@ func TestEjection(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestRotationUnderLoad: both sidecars' SVIDs roll every two seconds while
+// catalog calls orders without pause; not one request fails.
+func TestRotationUnderLoad(t *testing.T) {
+	m := newMeshTTL(t, 4*time.Second)
+	ordersAddr, catalogAddr := freeAddr(t), freeAddr(t)
+	m.writeConfig(meshYAML(ordersAddr, catalogAddr))
+	orders := m.sidecar("orders", ordersAddr, newRecorder(t, nil), nil)
+	catalog := m.sidecar("catalog", catalogAddr, newRecorder(t, nil), nil)
+	c := catalog.outbound()
+	serials := map[string]bool{}
+	failures, total := 0, 0
+	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); {
+		status, body, _ := get(t, c, "GET", "http://orders/orders/1", nil)
+		total++
+		if status != 200 {
+			failures++
+			t.Logf("request %d: %d %s", total, status, body)
+		}
+		serials[orders.src.Current().Serial()] = true
+		serials[catalog.src.Current().Serial()] = true
+	}
+	t.Logf("%d requests, %d failed, %d SVIDs seen", total, failures, len(serials))
+	if failures != 0 {
+		t.Fatalf("%d of %d requests failed during rotation", failures, total)
+	}
+	if len(serials) < 6 {
+		t.Fatalf("only %d SVIDs seen: rotation did not happen", len(serials))
+	}
+}
