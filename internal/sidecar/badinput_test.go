@@ -95,4 +95,13 @@ func TestSmuggling(t *testing.T) {
 			}
 		})
 	}
+	refusals := 0
+	for _, e := range ts.orders.events.Events() {
+		if e.Decision == "deny" && e.Reason == "malformed_request" && e.Actor == "spiffe://example.org/svc/catalog" {
+			refusals++
+		}
+	}
+	if refusals < len(cases)-2 { // bad chunking is found by the body reader, after the head passed
+		t.Errorf("%d malformed requests audited, want at least %d", refusals, len(cases)-2)
+	}
 }

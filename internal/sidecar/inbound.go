@@ -149,7 +149,7 @@ func (s *Sidecar) handleInbound(ctx context.Context, raw net.Conn, cfg *tls.Conf
 	}
 	var c net.Conn = tc
 	if st.NegotiatedProtocol != "h2" {
-		c = &meshConn{Conn: s.guard(tc), peer: p}
+		c = &meshConn{Conn: s.guard.Conn(tc), peer: p}
 	}
 	if !conns.push(ctx, c) {
 		c.Close()

@@ -101,6 +101,7 @@ type Sidecar struct {
 	admin    net.Listener
 	app      *appForwarder
 	mesh     *meshClient
+	guard    *proxy.Guard
 }
 
 // New validates cfg, loads the resource file and binds every listener, so
@@ -137,6 +138,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	s.metrics = newMetrics(s.registry)
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.app = newAppForwarder(cfg.App, s.lim)
+	s.guard = s.newGuard()
 	s.mesh = newMeshClient(cfg.Source, cfg.TrustDomain, s.conf, s.lim, cfg.Resilience, cfg.Log)
 
 	if s.inbound, err = net.Listen("tcp", cfg.Listen); err != nil {
