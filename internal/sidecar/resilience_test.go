@@ -87,3 +87,24 @@ func TestRotationUnderLoad(t *testing.T) {
 		t.Fatalf("only %d SVIDs seen: rotation did not happen", len(serials))
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	m := newMesh(t)
+	ordersAddr, catalogAddr := freeAddr(t), freeAddr(t)
+	m.writeConfig(meshYAML(ordersAddr, catalogAddr))
+	orders := m.sidecarWith("orders", ordersAddr, newRecorder(t, nil), nil, func(c *sidecar.Config) { c.Admin = "127.0.0.1:0" })
+	catalog := m.sidecar("catalog", catalogAddr, newRecorder(t, nil), nil)
+	c := catalog.outbound()
+	get(t, c, "GET", "http://orders/orders/1", nil)
+	get(t, c, "POST", "http://orders/orders/1", nil)
+	_, body, _ := get(t, &http.Client{Timeout: 5 * time.Second}, "GET", "http://"+orders.sc.AdminAddr()+"/metrics", nil)
+	for _, want := range []string{
+		`ward_sidecar_requests_total{decision="allow",destination="orders",source="spiffe://example.org/svc/catalog",status="2xx"} 1`,
+		`ward_sidecar_requests_total{decision="deny",destination="orders",source="spiffe://example.org/svc/catalog",status="4xx"} 1`,
+		`ward_sidecar_request_duration_seconds_count{decision="allow",destination="orders",source="spiffe://example.org/svc/catalog"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -200,6 +200,14 @@ func (s *Sidecar) OutboundAddr() string {
 	return s.outbound.Addr().String()
 }
 
+// AdminAddr is the metrics listener's address ("" when disabled).
+func (s *Sidecar) AdminAddr() string {
+	if s.admin == nil {
+		return ""
+	}
+	return s.admin.Addr().String()
+}
+
 // UpstreamAddr is the local listener for one upstream service.
 func (s *Sidecar) UpstreamAddr(name string) string { return s.ups[name].Addr().String() }
 
