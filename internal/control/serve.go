@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wardsec/ward/internal/atomicfile"
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
@@ -238,7 +239,7 @@ func (s *Server) writeFiles(ctx context.Context) error {
 	}
 	// client.json comes last: once it exists, operator commands work.
 	info, _ := json.MarshalIndent(ClientInfo{Server: s.URL(), TrustDomain: s.CA.TrustDomain().Name()}, "", "  ")
-	return WriteFileAtomic(filepath.Join(dir, FileClient), append(info, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(dir, FileClient), append(info, '\n'), 0o644)
 }
 
 func (s *Server) ensureOperatorCredential(ctx context.Context) error {
@@ -273,7 +274,7 @@ func (s *Server) ensureOperatorCredential(ctx context.Context) error {
 	}
 	data := append(iss.ChainPEM(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
 	s.cfg.Log.Info("wrote bootstrap operator credential", "path", path, "id", iss.Cert.URIs[0].String(), "not_after", iss.Cert.NotAfter)
-	return WriteFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // LoadCredential reads a PEM file holding a certificate chain and its key.
@@ -287,32 +288,6 @@ func LoadCredential(path string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("credential %s: %w", path, err)
 	}
 	return &c, nil
-}
-
-// WriteFileAtomic writes data to path through a temporary file and rename,
-// with the given mode from the start (never briefly more open).
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // Run serves until ctx is done, then shuts down within a grace period.
@@ -395,7 +370,7 @@ func (s *Server) writeBundle() error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, pem) {
 		return nil
 	}
-	return WriteFileAtomic(path, pem, 0o644)
+	return atomicfile.Write(path, pem, 0o644)
 }
 
 // Close releases the listeners and the store.
