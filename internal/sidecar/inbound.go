@@ -256,6 +256,7 @@ func (s *Sidecar) inboundHandler() http.Handler {
 		}
 		s.emit(r.Context(), ev)
 		stripWard(r.Header)
+		r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
 		r.Header.Set(headerPeerID, p.id.String())
 		r.Header.Set(headerRequestID, reqID)
 		if err := s.bufferChunked(w, r); err != nil {

@@ -86,9 +86,14 @@ func TestMeshCall(t *testing.T) {
 	ts := startTwo(t)
 	c := ts.catalog.outbound()
 
-	status, body, _ := get(t, c, "GET", "http://orders/orders/42", http.Header{"X-Ward-Peer-Id": {"spiffe://example.org/svc/admin"}})
+	status, body, _ := get(t, c, "GET", "http://orders/orders/42", http.Header{
+		"X-Ward-Peer-Id": {"spiffe://example.org/svc/admin"}, "X-Ward-Anything": {"x"}, "Proxy": {"http://evil:1"},
+	})
 	if status != 200 || body != "app saw GET /orders/42 from spiffe://example.org/svc/catalog" {
 		t.Fatalf("allowed call: %d %q", status, body)
+	}
+	if h := ts.orders.app.last().Header; h.Get("X-Ward-Anything") != "" || h.Get("Proxy") != "" || len(h.Values("X-Ward-Peer-Id")) != 1 {
+		t.Errorf("forged headers reached the app: %v", h)
 	}
 	if got := ts.orders.app.last().Header.Get("X-Ward-Request-Id"); len(got) != 24 {
 		t.Errorf("request id %q", got)
