@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -327,6 +328,52 @@ func TestMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent logging.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestSecretsNeverLogged: join tokens, private keys and the KEK never
+// appear in the server's log, even at debug level.
+func TestSecretsNeverLogged(t *testing.T) {
+	var logs syncBuffer
+	ts := startServer(t, func(c *control.ServerConfig) {
+		c.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	tok, err := ts.operator.CreateToken(context.Background(), "spiffe://example.org/svc/a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewSource(identity.Config{Authority: ts.anon, TrustDomain: td, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Enroll(context.Background(), spiffeid.RequireFromString("spiffe://example.org/svc/a"), tok.Token); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = ts.anon.Enroll(context.Background(), tok.Token, []byte("x")) // a refused reuse is logged too
+	kek, err := os.ReadFile(filepath.Join(ts.dir, control.FileKEK))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := logs.String()
+	if !strings.Contains(text, "ca.enroll") {
+		t.Fatalf("the log does not show the enrollment; the test would prove nothing:\n%s", text)
+	}
+	for name, secret := range map[string]string{
+		"join token": tok.Token, "token secret": strings.TrimPrefix(tok.Token, "wjt1_"),
+		"KEK": strings.TrimSpace(string(kek)), "private key": "PRIVATE KEY",
+	} {
+		if strings.Contains(text, secret) {
+			t.Errorf("%s found in the log", name)
 		}
 	}
 }
