@@ -61,6 +61,13 @@ func NewRoot(out, errw io.Writer) *cobra.Command {
 	pf.StringVar(&g.credential, "credential", os.Getenv("WARD_CREDENTIAL"), "operator credential PEM (default <data-dir>/operator/admin.pem)")
 	pf.StringVar(&g.bundle, "bundle", "", "trust bundle PEM (default <data-dir>/bundle.pem)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+			return fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)
+		}
+		return nil
+	}
 	root.AddCommand(demoCmd(g), serverCmd(g), sidecarCmd(g), tokenCmd(g), certCmd(g), caCmd(g), identityCmd(g), versionCmd(g))
 	return root
 }

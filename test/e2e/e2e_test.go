@@ -169,6 +169,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"server", "--data-dir", filepath.Join(dir, "e"), "--trust-domain", "Not A Domain!"}, "trust domain"},
 		{[]string{"identity", "enroll"}, "--server, --bundle, --token and --out are required"},
 		{[]string{"nope"}, `unknown command "nope"`},
+		{[]string{"cert", "list", "--log-level", "loud"}, `--log-level "loud": use debug, info, warn or error`},
+		{[]string{"sidecar", "--service", "a"}, "--service, --server and --bundle are required"},
 	}
 	for _, tt := range tests {
 		out, err := ward(t, dir, tt.args...)
