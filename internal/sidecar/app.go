@@ -56,9 +56,8 @@ func newAppForwarder(addr string, lim Limits) *appForwarder {
 				pr.SetURL(target)
 				pr.Out.Host = pr.In.Host // the app sees the name it was called by
 			},
-			Transport:     t,
-			BufferPool:    bufPool,
-			FlushInterval: -1, // stream (gRPC, server-sent events)
+			Transport:  t,
+			BufferPool: bufPool, // streams (gRPC, events) are flushed at once by ReverseProxy itself
 			// After 101 the inbound connection carries raw bytes both ways:
 			// the request guard steps aside.
 			ModifyResponse: func(resp *http.Response) error {

@@ -70,7 +70,9 @@ func (r *resilient) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil && req.Context().Err() == nil && r.u.budget.CanRetryRequest(req) {
 		resp, err = r.try(req)
 	}
-	done(err == nil && !gatewayError(resp.StatusCode))
+	// A caller that hung up says nothing about the upstream: it must not
+	// open the breaker for everyone else (it releases a probe as a success).
+	done(req.Context().Err() != nil || (err == nil && !gatewayError(resp.StatusCode)))
 	return resp, err
 }
 
@@ -86,7 +88,9 @@ func (r *resilient) try(req *http.Request) (*http.Response, error) {
 	u.Host = host
 	out.URL = &u
 	resp, err := r.rt.RoundTrip(&out)
-	r.u.hosts.Report(host, err == nil && !gatewayError(resp.StatusCode))
+	if req.Context().Err() == nil { // a caller hanging up is not the endpoint's fault
+		r.u.hosts.Report(host, err == nil && !gatewayError(resp.StatusCode))
+	}
 	return resp, err
 }
 
@@ -175,9 +179,11 @@ func (m *meshClient) proxy(u *upstream, t http.RoundTripper) *httputil.ReversePr
 			pr.Out.Host = u.name
 			pr.Out.RequestURI = ""
 		},
-		Transport:     t,
-		BufferPool:    bufPool,
-		FlushInterval: -1,
+		Transport:  t,
+		BufferPool: bufPool,
+		// No FlushInterval: ReverseProxy flushes at once by itself for
+		// responses without a length (gRPC) and event streams; forcing it
+		// for every response costs a write per response (measured in bench/mesh).
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			m.log.Warn("upstream call failed", "service", u.name, "err", err)
 			status := http.StatusBadGateway

@@ -108,3 +108,27 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestCallersHangingUpDoNotTripTheBreaker: callers that give up early are
+// not upstream failures; the next caller is served.
+func TestCallersHangingUpDoNotTripTheBreaker(t *testing.T) {
+	m := newMesh(t)
+	ordersAddr, catalogAddr := freeAddr(t), freeAddr(t)
+	m.writeConfig(meshYAML(ordersAddr, catalogAddr))
+	m.sidecar("orders", ordersAddr, newRecorder(t, func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		fmt.Fprint(w, "slow")
+	}), nil)
+	catalog := m.sidecar("catalog", catalogAddr, newRecorder(t, nil), nil)
+	impatient := catalog.outbound()
+	impatient.Timeout = 20 * time.Millisecond
+	for range 12 {
+		if resp, err := impatient.Get("http://orders/orders/1"); err == nil {
+			resp.Body.Close()
+		}
+	}
+	status, body, _ := get(t, catalog.outbound(), "GET", "http://orders/orders/1", nil)
+	if status != 200 || body != "slow" {
+		t.Fatalf("after impatient callers: %d %q", status, body)
+	}
+}
