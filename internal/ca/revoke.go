@@ -30,13 +30,16 @@ const (
 	MaxOCSPRequest = 4 << 10
 )
 
+// ReasonSuperseded is the CRLReason for a credential replaced by a newer one.
+const ReasonSuperseded = ocsp.Superseded
+
 // Reasons maps the names operators use to RFC 5280 CRLReason codes.
 var Reasons = map[string]int{
 	"unspecified":          ocsp.Unspecified,
 	"keyCompromise":        ocsp.KeyCompromise,
 	"caCompromise":         ocsp.CACompromise,
 	"affiliationChanged":   ocsp.AffiliationChanged,
-	"superseded":           ocsp.Superseded,
+	"superseded":           ReasonSuperseded,
 	"cessationOfOperation": ocsp.CessationOfOperation,
 }
 

@@ -47,7 +47,6 @@ const (
 	shutdownGrace  = 10 * time.Second
 	BootstrapAdmin = "admin"
 	maintainEvery  = 5 * time.Second
-	ocspSuperseded = 4 // RFC 5280 CRLReason superseded
 )
 
 // ServerConfig configures `ward server`.
@@ -212,7 +211,7 @@ func (s *Server) refreshServerCert(ctx context.Context) error {
 	}
 	if old := s.serverCert.Swap(tlsCert(iss, key)); old != nil {
 		// Superseded: connections made with it go on; nothing new trusts it.
-		if _, err := s.CA.RevokeSerial(ctx, ca.SerialText(old.Leaf.SerialNumber), ocspSuperseded, "server"); err != nil {
+		if _, err := s.CA.RevokeSerial(ctx, ca.SerialText(old.Leaf.SerialNumber), ca.ReasonSuperseded, "server"); err != nil {
 			s.cfg.Log.Warn("cannot revoke superseded server certificate", "err", err)
 		}
 	}
@@ -254,7 +253,7 @@ func (s *Server) ensureOperatorCredential(ctx context.Context) error {
 		if err == nil && !rec.Revoked() {
 			// One bootstrap credential at a time: the superseded one is revoked.
 			defer func() {
-				if _, err := s.CA.RevokeSerial(ctx, rec.Serial, ocspSuperseded, "server"); err != nil {
+				if _, err := s.CA.RevokeSerial(ctx, rec.Serial, ca.ReasonSuperseded, "server"); err != nil {
 					s.cfg.Log.Warn("cannot revoke superseded bootstrap credential", "serial", rec.Serial, "err", err)
 				}
 			}()
