@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/wardsec/ward/internal/proxy"
@@ -17,20 +16,6 @@ import (
 type appForwarder struct {
 	h1, h2c *httputil.ReverseProxy
 }
-
-// bufPool is shared by every reverse proxy of the process.
-var bufPool = &byteBufPool{}
-
-type byteBufPool struct{ p sync.Pool }
-
-func (b *byteBufPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
-
-func (b *byteBufPool) Put(buf []byte) { b.p.Put(&buf) }
 
 func newAppForwarder(addr string, lim Limits) *appForwarder {
 	target := &url.URL{Scheme: "http", Host: addr}
@@ -57,7 +42,7 @@ func newAppForwarder(addr string, lim Limits) *appForwarder {
 				pr.Out.Host = pr.In.Host // the app sees the name it was called by
 			},
 			Transport:  t,
-			BufferPool: bufPool, // streams (gRPC, events) are flushed at once by ReverseProxy itself
+			BufferPool: proxy.Buffers, // streams (gRPC, events) are flushed at once by ReverseProxy itself
 			// After 101 the inbound connection carries raw bytes both ways:
 			// the request guard steps aside.
 			ModifyResponse: func(resp *http.Response) error {

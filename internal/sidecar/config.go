@@ -57,6 +57,12 @@ func newConfigWatcher(path string, td spiffeid.TrustDomain, log *slog.Logger) (*
 	return w, nil
 }
 
+// endpoints resolves a service for the mesh client.
+func (w *configWatcher) endpoints(name string) ([]string, bool) {
+	svc, ok := w.cur.Load().services[name]
+	return svc.Endpoints, ok
+}
+
 // Load returns the current snapshot.
 func (w *configWatcher) Load() *snapshot { return w.cur.Load() }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/policy"
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 // serveL4Inbound authorizes the peer of a verified mTLS connection to a
@@ -61,18 +62,12 @@ func (s *Sidecar) serveL4Upstream(ctx context.Context, name string, l net.Listen
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			u, err := s.mesh.upstream(name)
+			u, err := s.mesh.Upstream(name)
 			if err != nil {
 				s.log.Warn("L4 upstream", "service", name, "err", err)
 				return
 			}
-			host, err := u.hosts.Pick()
-			if err != nil {
-				s.log.Warn("L4 upstream", "service", name, "err", err)
-				return
-			}
-			tc, err := s.mesh.dialTLS(ctx, u, host, []string{alpnL4})
-			u.hosts.Report(host, err == nil)
+			tc, err := u.DialStream(ctx, alpnL4)
 			if err != nil {
 				s.log.Warn("L4 upstream", "service", name, "err", err)
 				return
@@ -90,9 +85,9 @@ type closeWriter interface{ CloseWrite() error }
 func splice(ctx context.Context, a, b net.Conn) {
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
-		buf := bufPool.Get()
+		buf := proxy.Buffers.Get()
 		_, _ = io.CopyBuffer(dst, src, buf)
-		bufPool.Put(buf)
+		proxy.Buffers.Put(buf)
 		if cw, ok := dst.(closeWriter); ok {
 			_ = cw.CloseWrite()
 		} else {

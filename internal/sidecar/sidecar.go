@@ -26,6 +26,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/mesh"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -52,11 +53,7 @@ type Config struct {
 }
 
 // Resilience configures how the sidecar treats failing upstreams.
-type Resilience struct {
-	Ejector proxy.EjectorConfig
-	Breaker proxy.BreakerConfig
-	Retry   proxy.RetryBudgetConfig
-}
+type Resilience = mesh.Resilience
 
 // Limits bound the work one request may cause.
 type Limits struct {
@@ -100,7 +97,7 @@ type Sidecar struct {
 	ups      map[string]net.Listener
 	admin    net.Listener
 	app      *appForwarder
-	mesh     *meshClient
+	mesh     *mesh.Client
 	guard    *proxy.Guard
 }
 
@@ -139,7 +136,11 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.app = newAppForwarder(cfg.App, s.lim)
 	s.guard = s.newGuard()
-	s.mesh = newMeshClient(cfg.Source, cfg.TrustDomain, s.conf, s.lim, cfg.Resilience, cfg.Log)
+	s.mesh = mesh.New(mesh.Config{
+		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: s.conf.endpoints,
+		ConnectTimeout: s.lim.ConnectTimeout, RequestTimeout: s.lim.RequestTimeout,
+		Resilience: cfg.Resilience, Log: cfg.Log,
+	})
 
 	if s.inbound, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("inbound listen %s: %w", cfg.Listen, err)
@@ -292,6 +293,6 @@ func (s *Sidecar) close() {
 		l.Close()
 	}
 	if s.mesh != nil {
-		s.mesh.close()
+		s.mesh.Close()
 	}
 }
