@@ -64,6 +64,7 @@ type Decision struct {
 type Engine struct {
 	td      spiffeid.TrustDomain
 	targets map[string]*target
+	routes  map[string]*condition // Route name -> its auth.when condition
 }
 
 // target holds the policies of one service by mode; nil when there is none of
@@ -114,7 +115,7 @@ func Compile(td spiffeid.TrustDomain, objs []resource.Object) (*Engine, error) {
 		return nil, errors.New("policy: no trust domain")
 	}
 	errs := resource.AsList(resource.Validate(objs))
-	e := &Engine{td: td, targets: map[string]*target{}}
+	e := &Engine{td: td, targets: map[string]*target{}, routes: map[string]*condition{}}
 	var pols []*resource.Object
 	for i := range objs {
 		if _, ok := objs[i].Spec.(*resource.AccessPolicySpec); ok && objs[i].Kind == resource.KindAccessPolicy {
@@ -136,10 +137,35 @@ func Compile(td spiffeid.TrustDomain, objs []resource.Object) (*Engine, error) {
 			set.rules = append(set.rules, cr)
 		}
 	}
+	for i := range objs {
+		o := &objs[i]
+		if r, ok := o.Spec.(*resource.RouteSpec); ok && o.Kind == resource.KindRoute && r.Auth.When != "" {
+			c, err := compileCondition(r.Auth.When)
+			if err != nil {
+				errs = append(errs, o.Origin.Errorf("spec.auth.when", "%v", err))
+			}
+			e.routes[o.Metadata.Name] = c
+		}
+	}
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// RouteCondition evaluates the auth.when condition of the Route named route
+// for req (request, peer and user as in AccessPolicy conditions). A route
+// without a condition holds; an evaluation error does not (fail closed).
+func (e *Engine) RouteCondition(route string, req Request) (bool, error) {
+	c := e.routes[route]
+	if c == nil {
+		return true, nil
+	}
+	path, err := NormalizePath(req.Path)
+	if err != nil {
+		return false, err
+	}
+	return c.eval(&call{req: req, method: req.Method, path: path})
 }
 
 func compileRule(o *resource.Object, index int, r resource.Rule) (rule, resource.ErrorList) {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -466,5 +467,52 @@ spec:
 				e.Decide(bb.req)
 			}
 		})
+	}
+}
+
+// TestRouteCondition checks a Route's auth.when: compiled with the set,
+// located by file and line when it does not compile, and failing closed.
+func TestRouteCondition(t *testing.T) {
+	const src = `apiVersion: ward/v1
+kind: Service
+metadata: {name: orders}
+spec: {endpoints: ["127.0.0.1:1"]}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: r}
+spec:
+  pathPrefix: /orders
+  service: orders
+  auth: {apiKey: none, user: anonymous, when: '%s'}
+`
+	compile := func(cond string) (*Engine, error) {
+		objs, err := resource.Parse("routes.yaml", []byte(fmt.Sprintf(src, cond)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Compile(spiffeid.RequireTrustDomainFromString("example.org"), objs)
+	}
+	e, err := compile(`"orders:read" in user.scopes && request.method == "GET"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Target: "orders", Method: "GET", Path: "/orders/1", Claims: map[string]any{"scopes": []string{"orders:read"}}}
+	if ok, err := e.RouteCondition("r", req); !ok || err != nil {
+		t.Errorf("with the scope: %v, %v; want true", ok, err)
+	}
+	req.Claims = map[string]any{"scopes": []string{"catalog:read"}}
+	if ok, _ := e.RouteCondition("r", req); ok {
+		t.Error("without the scope: true, want false")
+	}
+	req.Claims = nil // no scopes at all: an evaluation error, which must not hold
+	if ok, err := e.RouteCondition("r", req); ok || err == nil {
+		t.Errorf("without claims: %v, %v; want false and an error", ok, err)
+	}
+	if ok, err := e.RouteCondition("other", req); !ok || err != nil {
+		t.Errorf("route without a condition: %v, %v; want true", ok, err)
+	}
+	if _, err := compile(`user.scopes.exists(s, s ==`); err == nil || !strings.Contains(err.Error(), "routes.yaml:12: spec.auth.when: invalid condition") {
+		t.Errorf("bad condition: %v", err)
 	}
 }

@@ -20,6 +20,8 @@ const (
 var kinds = map[string]func() Spec{
 	KindService:      func() Spec { return new(ServiceSpec) },
 	KindAccessPolicy: func() Spec { return new(AccessPolicySpec) },
+	KindRoute:        func() Spec { return new(RouteSpec) },
+	KindIssuer:       func() Spec { return new(IssuerSpec) },
 }
 
 // knownKinds lists the kinds for error messages.
@@ -43,8 +45,8 @@ type Metadata struct {
 	Name string `yaml:"name"`
 }
 
-// Spec is the part of an Object that depends on its kind: *ServiceSpec or
-// *AccessPolicySpec.
+// Spec is the part of an Object that depends on its kind: *ServiceSpec,
+// *AccessPolicySpec, *RouteSpec or *IssuerSpec.
 type Spec interface {
 	setDefaults()
 	validate(v validator)

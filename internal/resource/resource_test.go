@@ -110,6 +110,8 @@ func TestValidate(t *testing.T) {
 	const (
 		svc    = "apiVersion: ward/v1\nkind: Service\nmetadata: {name: orders}\nspec: {endpoints: [\"a:1\"]}\n"
 		tcp    = "apiVersion: ward/v1\nkind: Service\nmetadata: {name: db}\nspec: {protocol: tcp, endpoints: [\"a:1\"]}\n"
+		issuer = "apiVersion: ward/v1\nkind: Issuer\nmetadata: {name: corp}\nspec: {issuerURL: \"https://idp\", audiences: [api]}\n"
+		route  = "apiVersion: ward/v1\nkind: Route\nmetadata: {name: %s}\nspec:\n  pathPrefix: /orders\n  service: %s\n  auth: {issuers: %s}\n"
 		policy = "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: %s\n  rules:\n  - from: [\"*\"]\n%s"
 	)
 	tests := []struct {
@@ -127,6 +129,13 @@ func TestValidate(t *testing.T) {
 			`f1.yaml:7: spec.rules[0]: methods and paths do not apply to tcp Service "db"`},
 		{"paths for tcp", []string{tcp, fmt.Sprintf(policy, "db", "    paths: [/x]\n")},
 			`f1.yaml:7: spec.rules[0]: methods and paths do not apply to tcp Service "db"`},
+		{"route resolves", []string{svc + "---\n" + issuer, fmt.Sprintf(route, "r1", "orders", "[corp]")}, ""},
+		{"route to a missing service", []string{issuer, fmt.Sprintf(route, "r1", "users", "[corp]")},
+			`f1.yaml:6: spec.service: no Service named "users"`},
+		{"route with a missing issuer", []string{svc, fmt.Sprintf(route, "r1", "orders", "[corp]")},
+			`f1.yaml:7: spec.auth.issuers[0]: no Issuer named "corp"`},
+		{"conflicting routes", []string{svc, fmt.Sprintf(route, "r1", "orders", "[]"), fmt.Sprintf(route, "r2", "orders", "[]")},
+			`f2.yaml:5: spec.pathPrefix: Route "r1" already answers host "" and prefix /orders (f1.yaml:3)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

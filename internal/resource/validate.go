@@ -41,6 +41,7 @@ func check(objs []Object, errs *ErrorList, refs bool) {
 	if !refs {
 		return
 	}
+	checkRoutes(objs, errs, func(kind, name string) bool { return first[key{kind, name}] != nil })
 	for i := range objs {
 		p, ok := objs[i].Spec.(*AccessPolicySpec)
 		if !ok || objs[i].Kind != KindAccessPolicy {
