@@ -63,6 +63,24 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 );
 `},
+	{2, `
+CREATE TABLE api_keys (
+	prefix     TEXT PRIMARY KEY,
+	app_id     TEXT NOT NULL,
+	hash       BLOB NOT NULL,
+	scopes     TEXT NOT NULL,
+	created_at BIGINT NOT NULL,
+	expires_at BIGINT,
+	revoked_at BIGINT,
+	created_by TEXT NOT NULL
+);
+
+CREATE TABLE feed_versions (
+	name    TEXT PRIMARY KEY,
+	version BIGINT NOT NULL
+);
+INSERT INTO feed_versions (name, version) VALUES ('api_keys', 0);
+`},
 }
 
 // latestVersion is the schema version this code writes.

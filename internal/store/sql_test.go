@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -81,7 +82,7 @@ func TestSchemaTooNew(t *testing.T) {
 			if !errors.Is(err, ErrSchemaTooNew) {
 				t.Fatalf("open: got error %v, want ErrSchemaTooNew", err)
 			}
-			if want := "store schema version 7 is newer than this ward supports (1); upgrade ward"; !contains(err, want) {
+			if want := fmt.Sprintf("store schema version 7 is newer than this ward supports (%d); upgrade ward", latestVersion()); !contains(err, want) {
 				t.Fatalf("error %q does not say %q", err, want)
 			}
 			if n, max := schemaVersions(t, db); n != latestVersion()+1 || max != 7 {

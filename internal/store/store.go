@@ -1,5 +1,6 @@
 // Package store keeps Ward's durable state: certificate authorities, join
-// tokens, issued certificates and revocations (and, later, resources).
+// tokens, issued certificates and revocations, API keys (and, later,
+// resources).
 //
 // Two implementations share one interface and one test suite: SQLite in the
 // server's data directory (the zero-setup default, pure Go, no cgo) and
@@ -11,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/wardsec/ward/internal/authn"
 )
 
 // Errors a caller can act on. Implementations wrap them with context.
@@ -132,6 +135,18 @@ type Store interface {
 	// BumpRevocationVersion moves the version on without revoking anything
 	// (the trust bundle changed) and returns the new version.
 	BumpRevocationVersion(ctx context.Context) (int64, error)
+
+	// CreateAPIKey records an API key (its hash, never the key) and bumps
+	// the API key version; ErrExists if the prefix is taken.
+	CreateAPIKey(ctx context.Context, rec authn.APIKeyRecord, createdBy string) error
+	// RevokeAPIKey marks a key revoked and bumps the API key version.
+	// Revoking a revoked key changes nothing; ErrNotFound if unknown.
+	RevokeAPIKey(ctx context.Context, prefix string) error
+	// ListAPIKeys returns every API key, revoked and expired ones included,
+	// oldest first.
+	ListAPIKeys(ctx context.Context) ([]authn.APIKeyRecord, error)
+	// APIKeysVersion grows with every API key created or revoked.
+	APIKeysVersion(ctx context.Context) (int64, error)
 
 	// GetMeta and SetMeta keep small server settings (trust domain, ...).
 	// GetMeta returns ErrNotFound for an unset key.

@@ -37,6 +37,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"ConcurrentRevokes", testConcurrentRevokes},
 		{"RevokeRacesEnroll", testRevokeRacesEnroll},
+		{"APIKeys", testAPIKeys},
+		{"ConcurrentAPIKeys", testConcurrentAPIKeys},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
