@@ -247,10 +247,17 @@ func (c *CA) IssueOperator(ctx context.Context, name string, pub crypto.PublicKe
 }
 
 func (c *CA) issueInternal(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dns []string, ips []net.IP, kind string) (*Issued, error) {
+	return c.issueRecorded(ctx, pub, audit.Event{Subject: id.String(), Fields: map[string]string{"kind": kind}},
+		func() (*Issued, store.Certificate, error) { return c.sign(id, pub, ttl, dns, ips, false) })
+}
+
+// issueRecorded signs with sign, records the certificate in the inventory
+// and emits ev as a ca.issue event.
+func (c *CA) issueRecorded(ctx context.Context, pub crypto.PublicKey, ev audit.Event, sign func() (*Issued, store.Certificate, error)) (*Issued, error) {
 	if err := checkPublicKey(pub); err != nil {
 		return nil, err
 	}
-	iss, rec, err := c.sign(id, pub, ttl, dns, ips, false)
+	iss, rec, err := sign()
 	if err != nil {
 		return nil, err
 	}
@@ -258,9 +265,91 @@ func (c *CA) issueInternal(ctx context.Context, id spiffeid.ID, pub crypto.Publi
 		return nil, err
 	}
 	c.metrics.issued.Inc()
-	c.emit(ctx, audit.Event{Type: "ca.issue", Subject: id.String(), Decision: "allow",
-		Fields: map[string]string{"kind": kind, "serial": SerialText(iss.Cert.SerialNumber)}})
+	ev.Type, ev.Decision = "ca.issue", "allow"
+	ev.Fields["serial"] = SerialText(iss.Cert.SerialNumber)
+	c.emit(ctx, ev)
 	return iss, nil
+}
+
+// Edge certificate limits.
+const (
+	MaxEdgeTTL   = 7 * 24 * time.Hour
+	MaxEdgeNames = 100
+)
+
+// IssueEdge issues a TLS server certificate for the public side of a
+// gateway: DNS and IP names only (no SPIFFE URI, so it can never pass as a
+// workload identity) and serverAuth as its only extended key usage. It is
+// recorded in the inventory under requester, the gateway that asked, so
+// that `ward cert revoke --id` of a gateway revokes its edge certificates
+// too. Which names a gateway may hold is the caller's decision; IssueEdge
+// only checks that they are well formed.
+func (c *CA) IssueEdge(ctx context.Context, requester spiffeid.ID, pub crypto.PublicKey, names []string, ttl time.Duration) (*Issued, error) {
+	if !requester.MemberOf(c.cfg.TrustDomain) {
+		return nil, refuse("bad_id", fmt.Sprintf("%s is outside trust domain %s", requester, c.cfg.TrustDomain), nil)
+	}
+	if ttl <= 0 || ttl > MaxEdgeTTL {
+		return nil, refuse("bad_ttl", fmt.Sprintf("edge certificate TTL %s must be positive and at most %s", ttl, MaxEdgeTTL), nil)
+	}
+	dns, ips, err := ParseEdgeNames(names)
+	if err != nil {
+		return nil, refuse("bad_names", err.Error(), nil)
+	}
+	ev := audit.Event{Actor: requester.String(), Subject: requester.String(),
+		Fields: map[string]string{"kind": "edge", "names": strings.Join(names, ",")}}
+	return c.issueRecorded(ctx, pub, ev, func() (*Issued, store.Certificate, error) {
+		return c.signLeaf(requester, pub, ttl, false, func(t *x509.Certificate) {
+			t.DNSNames, t.IPAddresses = dns, ips
+			t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		})
+	})
+}
+
+// ParseEdgeNames splits the names of an edge certificate into DNS names
+// (lowercased; a leading "*." wildcard label is allowed) and IP addresses.
+// It refuses an empty list, too many names and anything that is neither.
+func ParseEdgeNames(names []string) (dns []string, ips []net.IP, err error) {
+	if len(names) == 0 {
+		return nil, nil, errors.New("give at least one DNS name or IP address")
+	}
+	if len(names) > MaxEdgeNames {
+		return nil, nil, fmt.Errorf("%d names: at most %d", len(names), MaxEdgeNames)
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		if !IsDNSName(n) {
+			return nil, nil, fmt.Errorf("%q is neither a DNS name nor an IP address", n)
+		}
+		dns = append(dns, strings.ToLower(n))
+	}
+	return dns, ips, nil
+}
+
+// IsDNSName reports whether s is a host name of letters, digits and '-' in
+// dot-separated labels of 1 to 63 characters (no label starting or ending
+// with '-'), at most 253 characters, with at least two labels, optionally
+// starting with a "*." wildcard label.
+func IsDNSName(s string) bool {
+	s = strings.TrimPrefix(s, "*.")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			ch := l[i] | 0x20 // ASCII lowercase; digits and '-' keep their meaning below
+			if (ch < 'a' || ch > 'z') && (l[i] < '0' || l[i] > '9') && l[i] != '-' {
+				return false
+			}
+		}
+	}
+	return len(labels) >= 2 || labels[0] == "localhost"
 }
 
 // ServerID is the Ward server's SPIFFE ID in td.
@@ -272,6 +361,16 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 // sign creates a leaf for id with the active intermediate. Workload TTLs
 // are capped by MaxTTL (capped); internal credentials pass their own.
 func (c *CA) sign(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dns []string, ips []net.IP, capped bool) (*Issued, store.Certificate, error) {
+	return c.signLeaf(id, pub, ttl, capped, func(t *x509.Certificate) {
+		t.URIs = []*url.URL{id.URL()}
+		t.DNSNames, t.IPAddresses = dns, ips
+		t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	})
+}
+
+// signLeaf creates a leaf with the active intermediate; names sets its
+// names and extended key usages. The inventory records it under id.
+func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, capped bool, names func(*x509.Certificate)) (*Issued, store.Certificate, error) {
 	issuer := c.st.Load().issuer(c.now(), c.cfg.PublishDelay)
 	if capped && ttl > c.cfg.MaxTTL {
 		ttl = c.cfg.MaxTTL
@@ -295,14 +394,11 @@ func (c *CA) sign(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dns [
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              notAfter,
 		KeyUsage:              ku,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{id.URL()},
-		DNSNames:              dns,
-		IPAddresses:           ips,
 		CRLDistributionPoints: []string{c.crlURL(issuer.rec.ID)},
 		OCSPServer:            []string{c.cfg.PublicURL + "/ocsp"},
 	}
+	names(tmpl)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer.cert, pub, issuer.key)
 	if err != nil {
 		return nil, store.Certificate{}, fmt.Errorf("sign certificate: %w", err)
