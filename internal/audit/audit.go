@@ -21,6 +21,18 @@ type Event struct {
 	Reason   string // reason code for a deny, machine-readable
 	Source   string // remote address, when known
 	Fields   map[string]string
+
+	// Identities and correlation, filled in when known. Service is the
+	// service the event concerns; User the person (token subject); App the
+	// application (API key id); RequestID joins the gateway's record to the
+	// sidecar's; TraceID is the W3C trace id; Result is what happened after
+	// the decision (e.g. an HTTP status).
+	Service   string
+	User      string
+	App       string
+	RequestID string
+	TraceID   string
+	Result    string
 }
 
 // Sink records events. Emit must not block for long and must be safe for

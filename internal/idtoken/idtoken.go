@@ -172,7 +172,7 @@ func (v *Verifier) Verify(token string, peer spiffeid.ID, now time.Time) (*Claim
 }
 
 func (v *Verifier) verify(token string, peer spiffeid.ID, now time.Time) (*Claims, string, error) {
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
