@@ -143,7 +143,9 @@ func TestRenewingSourceFirstObtain(t *testing.T) {
 			return c, nil
 		},
 		"no certificate": func() (*tls.Certificate, error) { return &tls.Certificate{PrivateKey: other}, nil },
-		"garbage":        func() (*tls.Certificate, error) { return &tls.Certificate{Certificate: [][]byte{{1, 2}}, PrivateKey: other}, nil },
+		"garbage": func() (*tls.Certificate, error) {
+			return &tls.Certificate{Certificate: [][]byte{{1, 2}}, PrivateKey: other}, nil
+		},
 	}
 	for name, f := range bad {
 		src := NewRenewingSource(func(context.Context) (*tls.Certificate, error) { return f() }, nil)
