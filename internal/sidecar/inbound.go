@@ -20,14 +20,12 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
-const (
-	handshakeTimeout = 10 * time.Second
-	shutdownGrace    = 5 * time.Second
-)
+const handshakeTimeout = 10 * time.Second
 
 // Headers Ward sets for the app. Every inbound header starting with
 // wardPrefix is removed first, so none can be forged from outside.
@@ -36,6 +34,11 @@ const (
 	headerPeerID     = "X-Ward-Peer-Id"
 	headerRequestID  = "X-Ward-Request-Id"
 	headerDenyReason = "X-Ward-Deny-Reason"
+	headerUser       = "X-Ward-User"
+	headerUserIssuer = "X-Ward-User-Issuer"
+	headerApp        = "X-Ward-App"
+	headerAnonymous  = "X-Ward-Anonymous-Id"
+	headerScopes     = "X-Ward-Scopes"
 )
 
 // peer is the verified caller of one mesh connection.
@@ -85,49 +88,15 @@ func (s *Sidecar) serveInbound(ctx context.Context) error {
 			return ctx
 		},
 	}
-	h1conns := newChanListener(s.inbound.Addr())
+	h1conns := proxy.NewConnQueue(s.inbound.Addr())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); _ = serveUntil(ctx, h1, h1conns) }()
+	go func() { defer wg.Done(); _ = proxy.Serve(ctx, h1, h1conns) }()
 	defer wg.Wait()
-
-	// live tracks connections so that those still open after the grace
-	// period are closed rather than waited for.
-	var live sync.Map
-	var conns sync.WaitGroup
-	defer func() {
-		done := make(chan struct{})
-		go func() { conns.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(shutdownGrace):
-			live.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-			<-done
-		}
-	}()
-	go func() { <-ctx.Done(); s.inbound.Close() }()
-	for {
-		c, err := s.inbound.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			return err
-		}
-		conns.Add(1)
-		live.Store(c, struct{}{})
-		go func() {
-			defer conns.Done()
-			defer live.Delete(c)
-			s.handleInbound(ctx, c, tlsCfg, h1conns)
-		}()
-	}
+	return proxy.AcceptLoop(ctx, s.inbound, func(c net.Conn) { s.handleInbound(ctx, c, tlsCfg, h1conns) })
 }
 
-func (s *Sidecar) handleInbound(ctx context.Context, raw net.Conn, cfg *tls.Config, conns *chanListener) {
+func (s *Sidecar) handleInbound(ctx context.Context, raw net.Conn, cfg *tls.Config, conns *proxy.ConnQueue) {
 	tc := tls.Server(raw, cfg)
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -151,7 +120,7 @@ func (s *Sidecar) handleInbound(ctx context.Context, raw net.Conn, cfg *tls.Conf
 	if st.NegotiatedProtocol != "h2" {
 		c = &meshConn{Conn: s.guard.Conn(tc), peer: p}
 	}
-	if !conns.push(ctx, c) {
+	if !conns.Push(ctx, c) {
 		c.Close()
 	}
 }
@@ -238,9 +207,21 @@ func (s *Sidecar) inboundHandler() http.Handler {
 		w := &statusWriter{ResponseWriter: rw}
 		p, _ := r.Context().Value(peerKey{}).(peer)
 		reqID := newRequestID()
-		dec := s.authorize(r, p)
+		user, token, dec := s.caller(r, p)
+		if dec.Reason == "" {
+			dec = s.authorize(r, p, user)
+		}
 		ev := audit.Event{Type: "sidecar.request", Actor: p.id.String(), Subject: s.id.String(), Decision: "allow", Reason: dec.Reason,
-			Source: r.RemoteAddr, Fields: map[string]string{"method": r.Method, "path": r.URL.EscapedPath(), "policy": dec.Policy, "message": dec.Message, "request_id": reqID}}
+			Source: r.RemoteAddr, Service: s.cfg.Service, RequestID: reqID,
+			Fields: map[string]string{"method": r.Method, "path": r.URL.EscapedPath(), "policy": dec.Policy, "message": dec.Message, "request_id": reqID}}
+		if user != nil {
+			ev.User, ev.App = user.Subject, user.App
+			// A gateway's request id joins its access record to this one.
+			if id := r.Header.Get(headerRequestID); validRequestID(id) {
+				ev.RequestID, reqID = id, id
+				ev.Fields["request_id"] = id
+			}
+		}
 		if dec.DryRun {
 			ev.Fields["dry_run"] = "true"
 		}
@@ -259,6 +240,16 @@ func (s *Sidecar) inboundHandler() http.Handler {
 		r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
 		r.Header.Set(headerPeerID, p.id.String())
 		r.Header.Set(headerRequestID, reqID)
+		if user != nil {
+			// The verified identity, for the app; the token itself lets the
+			// app check it again.
+			r.Header.Set(idtoken.Header, token)
+			setIfNotEmpty(r.Header, headerUser, user.Subject)
+			setIfNotEmpty(r.Header, headerUserIssuer, user.UserIssuer)
+			setIfNotEmpty(r.Header, headerApp, user.App)
+			setIfNotEmpty(r.Header, headerAnonymous, user.Anonymous)
+			setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
+		}
 		if err := s.bufferChunked(w, r); err != nil {
 			return
 		}
@@ -266,9 +257,45 @@ func (s *Sidecar) inboundHandler() http.Handler {
 	})
 }
 
+// validRequestID accepts what Ward's gateway generates: 1 to 64 letters,
+// digits and '-'.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func setIfNotEmpty(h http.Header, k, v string) {
+	if v != "" {
+		h.Set(k, v)
+	}
+}
+
+// caller verifies the identity token a gateway sent with the request, if
+// any. A token that does not verify denies the request: policy may depend
+// on the user it names, so it is never silently dropped.
+func (s *Sidecar) caller(r *http.Request, p peer) (*idtoken.Claims, string, policy.Decision) {
+	tok := r.Header.Get(idtoken.Header)
+	if tok == "" || p.id.IsZero() {
+		return nil, "", policy.Decision{}
+	}
+	c, err := s.idtokens.Verify(tok, p.id, time.Now())
+	if err != nil {
+		return nil, "", policy.Decision{Reason: "identity_token_invalid", Message: err.Error()}
+	}
+	return c, tok, policy.Decision{}
+}
+
 // authorize checks the connection's peer is still unrevoked, normalizes
 // the path and asks the policy engine.
-func (s *Sidecar) authorize(r *http.Request, p peer) policy.Decision {
+func (s *Sidecar) authorize(r *http.Request, p peer, user *idtoken.Claims) policy.Decision {
 	if p.id.IsZero() {
 		return policy.Decision{Reason: "no_identity", Message: "no verified caller identity"}
 	}
@@ -281,7 +308,11 @@ func (s *Sidecar) authorize(r *http.Request, p peer) policy.Decision {
 	}
 	// The app sees exactly the path that was authorized.
 	r.URL.Path, r.URL.RawPath = path, ""
-	return s.conf.Load().engine.Decide(policy.Request{Target: s.cfg.Service, Peer: p.id, Method: r.Method, Path: path})
+	req := policy.Request{Target: s.cfg.Service, Peer: p.id, Method: r.Method, Path: path, Header: r.Header}
+	if user != nil {
+		req.Claims = user.User()
+	}
+	return s.conf.Load().engine.Decide(req)
 }
 
 // denyBody is what the caller is told: the policy and the reason code.
@@ -298,6 +329,8 @@ func denyStatus(reason string) int {
 	switch reason {
 	case "ambiguous_path":
 		return http.StatusBadRequest
+	case "identity_token_invalid":
+		return http.StatusUnauthorized
 	default:
 		return http.StatusForbidden
 	}
@@ -325,38 +358,3 @@ func (s *Sidecar) bufferChunked(w http.ResponseWriter, r *http.Request) error {
 	r.TransferEncoding = nil
 	return nil
 }
-
-// chanListener hands connections accepted elsewhere to an http.Server.
-type chanListener struct {
-	addr   net.Addr
-	ch     chan net.Conn
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *chanListener) push(ctx context.Context, c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.closed:
-		return false
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error   { l.once.Do(func() { close(l.closed) }); return nil }
-func (l *chanListener) Addr() net.Addr { return l.addr }

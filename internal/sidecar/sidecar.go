@@ -26,6 +26,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/mesh"
 	"github.com/wardsec/ward/internal/proxy"
 )
@@ -99,6 +100,7 @@ type Sidecar struct {
 	app      *appForwarder
 	mesh     *mesh.Client
 	guard    *proxy.Guard
+	idtokens *idtoken.Verifier
 }
 
 // New validates cfg, loads the resource file and binds every listener, so
@@ -136,6 +138,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.app = newAppForwarder(cfg.App, s.lim)
 	s.guard = s.newGuard()
+	s.idtokens = &idtoken.Verifier{Audience: id, Bundle: cfg.Source.Bundle, Revoked: cfg.Source.Revoked}
 	s.mesh = mesh.New(mesh.Config{
 		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: s.conf.endpoints,
 		ConnectTimeout: s.lim.ConnectTimeout, RequestTimeout: s.lim.RequestTimeout,
@@ -253,7 +256,7 @@ func (s *Sidecar) serveHTTP(ctx context.Context, l net.Listener, h http.Handler)
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		Protocols:         plainProtocols(),
 	}
-	return serveUntil(ctx, srv, l)
+	return proxy.Serve(ctx, srv, l)
 }
 
 // plainProtocols accepts HTTP/1.1 and prior-knowledge HTTP/2 (h2c, what a
@@ -263,24 +266,6 @@ func plainProtocols() *http.Protocols {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	return p
-}
-
-func serveUntil(ctx context.Context, srv *http.Server, l net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-errc
-		return nil
-	}
 }
 
 func (s *Sidecar) close() {
