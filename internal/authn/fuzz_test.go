@@ -46,7 +46,7 @@ func fuzzSeeds(t testing.TB) []string {
 func newFuzzVerifier(f *testing.F) *Verifier {
 	rk, ek := testKeys(f)
 	p := newIDP(f, pubJWK(rk, "rsa1", "RS256"), pubJWK(ek, "ec1", "ES256"))
-	v, err := NewVerifier([]Issuer{{Name: "fuzz", IssuerURL: fuzzIssuer, JWKSURL: p.srv.URL + "/jwks", Audiences: []string{"ward-edge"}}},
+	v, err := NewVerifier([]Issuer{{Name: "fuzz", IssuerURL: fuzzIssuer, JWKSURL: p.URL + "/jwks", Audiences: []string{"ward-edge"}}},
 		WithInsecureLoopbackHTTP(), WithHTTPClient(testClient(f)), WithClock(func() time.Time { return fuzzNow }),
 		WithRefresh(time.Hour, time.Hour))
 	if err != nil {
@@ -167,7 +167,7 @@ func TestFuzzCorpus(t *testing.T) {
 func TestFuzzSeedsReachDeepChecks(t *testing.T) {
 	rk, ek := testKeys(t)
 	p := newIDP(t, pubJWK(rk, "rsa1", "RS256"), pubJWK(ek, "ec1", "ES256"))
-	v, err := NewVerifier([]Issuer{{Name: "fuzz", IssuerURL: fuzzIssuer, JWKSURL: p.srv.URL + "/jwks", Audiences: []string{"ward-edge"}}},
+	v, err := NewVerifier([]Issuer{{Name: "fuzz", IssuerURL: fuzzIssuer, JWKSURL: p.URL + "/jwks", Audiences: []string{"ward-edge"}}},
 		WithInsecureLoopbackHTTP(), WithHTTPClient(testClient(t)), WithClock(func() time.Time { return fuzzNow }))
 	if err != nil {
 		t.Fatal(err)

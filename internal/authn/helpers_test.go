@@ -3,23 +3,17 @@ package authn
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/hmac"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/wardsec/ward/internal/authn/authntest"
 )
 
 const testAudience = "ward-edge"
@@ -46,54 +40,13 @@ func testKeys(t testing.TB) (*rsa.PrivateKey, *ecdsa.PrivateKey) {
 	return loadKey(t, "rsa.pem").(*rsa.PrivateKey), loadKey(t, "ec.pem").(*ecdsa.PrivateKey)
 }
 
-// idp is a fake OIDC provider on 127.0.0.1: discovery plus a JWKS that tests
-// can replace, counting requests per path.
-type idp struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	jwks jose.JSONWebKeySet
-	hits sync.Map // path -> *atomic.Int64
-}
+// idp is the fake OIDC provider of package authntest.
+type idp = authntest.IDP
 
-func newIDP(t testing.TB, keys ...jose.JSONWebKey) *idp {
-	t.Helper()
-	p := &idp{}
-	p.setKeys(keys...)
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := p.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
-		n.(*atomic.Int64).Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		switch r.URL.Path {
-		case "/.well-known/openid-configuration":
-			_ = json.NewEncoder(w).Encode(map[string]string{"issuer": p.srv.URL, "jwks_uri": p.srv.URL + "/jwks"})
-		case "/jwks":
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			_ = json.NewEncoder(w).Encode(p.jwks)
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func (p *idp) setKeys(keys ...jose.JSONWebKey) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.jwks = jose.JSONWebKeySet{Keys: keys}
-}
-
-func (p *idp) count(path string) int64 {
-	n, ok := p.hits.Load(path)
-	if !ok {
-		return 0
-	}
-	return n.(*atomic.Int64).Load()
-}
+func newIDP(t testing.TB, keys ...jose.JSONWebKey) *idp { return authntest.NewIDP(t, keys...) }
 
 func pubJWK(key crypto.Signer, kid, alg string) jose.JSONWebKey {
-	return jose.JSONWebKey{Key: key.Public(), KeyID: kid, Algorithm: alg, Use: "sig"}
+	return authntest.PubJWK(key, kid, alg)
 }
 
 // testClient has its own transport so tests can close idle connections
@@ -108,7 +61,7 @@ var testNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func newTestVerifier(t testing.TB, p *idp, mod func(*Issuer), opts ...Option) *Verifier {
 	t.Helper()
-	iss := Issuer{Name: "corp", IssuerURL: p.srv.URL, Audiences: []string{testAudience}}
+	iss := Issuer{Name: "corp", IssuerURL: p.URL, Audiences: []string{testAudience}}
 	if mod != nil {
 		mod(&iss)
 	}
@@ -123,7 +76,7 @@ func newTestVerifier(t testing.TB, p *idp, mod func(*Issuer), opts ...Option) *V
 // claimsFor returns valid claims for p at testNow.
 func claimsFor(p *idp) map[string]any {
 	return map[string]any{
-		"iss":   p.srv.URL,
+		"iss":   p.URL,
 		"sub":   "alice",
 		"aud":   []string{testAudience},
 		"exp":   testNow.Add(5 * time.Minute).Unix(),
@@ -133,59 +86,21 @@ func claimsFor(p *idp) map[string]any {
 	}
 }
 
-// sign signs claims with go-jose, the way an honest issuer would.
 func sign(t testing.TB, key crypto.Signer, alg, kid string, extra map[jose.HeaderKey]any, claims map[string]any) string {
 	t.Helper()
-	opts := &jose.SignerOptions{ExtraHeaders: map[jose.HeaderKey]any{}}
-	if kid != "" {
-		opts.ExtraHeaders["kid"] = kid
-	}
-	for k, v := range extra {
-		opts.ExtraHeaders[k] = v
-	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(alg), Key: key}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return authntest.Sign(t, key, alg, kid, extra, claims)
 }
 
-func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+func b64(b []byte) string { return authntest.B64(b) }
 
-func b64json(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b64(b)
-}
+func b64json(t testing.TB, v any) string { t.Helper(); return authntest.B64JSON(t, v) }
 
-// craft builds a compact JWS by hand: header and claims as given, signature
-// bytes as given (nil: empty).
 func craft(t testing.TB, header map[string]any, claims map[string]any, sig []byte) string {
-	return b64json(t, header) + "." + b64json(t, claims) + "." + b64(sig)
+	return authntest.Craft(t, header, claims, sig)
 }
 
-// hmacToken signs with HS256 using secret, the classic key-confusion attack
-// when secret is the issuer's public key.
 func hmacToken(t testing.TB, kid string, secret []byte, claims map[string]any) string {
-	signingInput := b64json(t, map[string]any{"alg": "HS256", "typ": "JWT", "kid": kid}) + "." + b64json(t, claims)
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(signingInput))
-	return signingInput + "." + b64(m.Sum(nil))
+	return authntest.HMACToken(t, kid, secret, claims)
 }
 
 func publicPEM(t testing.TB, pub any) []byte {

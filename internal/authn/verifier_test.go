@@ -38,7 +38,7 @@ func TestVerifyValid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if pr.User != "alice" || pr.Issuer != p.srv.URL {
+			if pr.User != "alice" || pr.Issuer != p.URL {
 				t.Fatalf("principal %+v", pr)
 			}
 			if !slices.Equal(pr.Scopes, []string{"orders:read", "orders:write"}) || !pr.HasScope("orders:read") {
@@ -66,7 +66,7 @@ func TestVerifyValid(t *testing.T) {
 	if err != nil || !slices.Equal(pr.Scopes, []string{"a", "b"}) {
 		t.Fatalf("scp: %v %v", pr.Scopes, err)
 	}
-	if got := p.count("/jwks"); got != 1 {
+	if got := p.Count("/jwks"); got != 1 {
 		t.Fatalf("jwks fetched %d times, want 1 (cached)", got)
 	}
 }
@@ -151,7 +151,7 @@ func TestVerifyAttacks(t *testing.T) {
 		{"no exp", sign(t, rk, "RS256", "rsa1", nil, with("exp", nil)), ReasonJWTMissingClaim},
 		{"no sub", sign(t, rk, "RS256", "rsa1", nil, with("sub", nil)), ReasonJWTMissingClaim},
 		{"wrong issuer", sign(t, rk, "RS256", "rsa1", nil, with("iss", "https://evil.example")), ReasonJWTWrongIssuer},
-		{"issuer with trailing slash", sign(t, rk, "RS256", "rsa1", nil, with("iss", p.srv.URL+"/")), ReasonJWTWrongIssuer},
+		{"issuer with trailing slash", sign(t, rk, "RS256", "rsa1", nil, with("iss", p.URL+"/")), ReasonJWTWrongIssuer},
 		{"no issuer", sign(t, rk, "RS256", "rsa1", nil, with("iss", nil)), ReasonJWTWrongIssuer},
 		{"wrong audience", sign(t, rk, "RS256", "rsa1", nil, with("aud", "someone-else")), ReasonJWTWrongAudience},
 		{"no audience", sign(t, rk, "RS256", "rsa1", nil, with("aud", nil)), ReasonJWTWrongAudience},
@@ -176,7 +176,7 @@ func TestVerifyAttacks(t *testing.T) {
 		t.Fatalf("attacker server contacted %d times", n)
 	}
 	// Many unknown kids cost the issuer at most one extra fetch per interval.
-	if n := p.count("/jwks"); n > 2 {
+	if n := p.Count("/jwks"); n > 2 {
 		t.Fatalf("jwks fetched %d times", n)
 	}
 	// And the valid token still verifies afterwards.
@@ -226,7 +226,7 @@ func TestVerifyKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Overlap: both keys published; the new kid is fetched on first sight.
-	p.setKeys(pubJWK(rk, "old", "RS256"), pubJWK(ek, "new", "ES256"))
+	p.SetKeys(pubJWK(rk, "old", "RS256"), pubJWK(ek, "new", "ES256"))
 	if _, err := v.Verify(ctx, newTok); err != nil {
 		t.Fatalf("new kid after rotation: %v", err)
 	}
@@ -234,7 +234,7 @@ func TestVerifyKeyRotation(t *testing.T) {
 		t.Fatalf("old kid during overlap: %v", err)
 	}
 	// The old key is withdrawn: once the set is refreshed it is gone.
-	p.setKeys(pubJWK(ek, "new", "ES256"))
+	p.SetKeys(pubJWK(ek, "new", "ES256"))
 	if _, err := v.Verify(ctx, sign(t, ek, "ES256", "unknown", nil, claimsFor(p))); ReasonOf(err) != ReasonJWTUnknownKey {
 		t.Fatalf("unknown kid: %v", err) // forces a refresh
 	}
@@ -251,15 +251,15 @@ func TestVerifyRefreshRateLimited(t *testing.T) {
 		_, err := v.Verify(ctx, sign(t, rk, "RS256", "nope"+string(rune('a'+i)), nil, claimsFor(p)))
 		assertReason(t, err, ReasonJWTUnknownKey, "")
 	}
-	if n := p.count("/jwks"); n != 1 {
+	if n := p.Count("/jwks"); n != 1 {
 		t.Fatalf("jwks fetched %d times, want 1", n)
 	}
 	// A new key is not seen until the interval passes...
-	p.setKeys(pubJWK(rk, "rsa1", ""), pubJWK(ek, "ec1", ""))
+	p.SetKeys(pubJWK(rk, "rsa1", ""), pubJWK(ek, "ec1", ""))
 	tok := sign(t, ek, "ES256", "ec1", nil, claimsFor(p))
 	_, err := v.Verify(ctx, tok)
 	assertReason(t, err, ReasonJWTUnknownKey, tok)
-	if n := p.count("/.well-known/openid-configuration"); n != 1 {
+	if n := p.Count("/.well-known/openid-configuration"); n != 1 {
 		t.Fatalf("discovery fetched %d times, want 1", n)
 	}
 }
@@ -278,7 +278,7 @@ func TestVerifierRunRefreshes(t *testing.T) {
 		}
 	}()
 
-	p.setKeys(pubJWK(ek, "ec1", ""))
+	p.SetKeys(pubJWK(ek, "ec1", ""))
 	tok := sign(t, ek, "ES256", "ec1", nil, claimsFor(p))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
