@@ -204,7 +204,10 @@ func (a *ACMESource) Start(ctx context.Context) error { return a.renew.Start(ctx
 
 // Run obtains the first certificate if Start has not, then renews it
 // before it expires, until ctx ends.
-func (a *ACMESource) Run(ctx context.Context) error { return a.renew.Run(ctx) }
+func (a *ACMESource) Run(ctx context.Context) error {
+	defer a.client.HTTPClient.CloseIdleConnections()
+	return a.renew.Run(ctx)
+}
 
 func (a *ACMESource) extraNextProtos() []string { return []string{acmeALPN} }
 
