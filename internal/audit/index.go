@@ -1,0 +1,346 @@
+package audit
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// segIndex summarizes a sealed segment so that queries skip segments that
+// cannot match. It is an accelerator, not evidence: Verify ignores it.
+type segIndex struct {
+	Seg   uint64    `json:"seg"`
+	First uint64    `json:"first"` // first record seq (0: no records)
+	Last  uint64    `json:"last"`
+	Count int       `json:"count"`
+	Min   time.Time `json:"min"` // event times
+	Max   time.Time `json:"max"`
+	Bloom bloom     `json:"bloom"` // "p:"+principal and "s:"+service
+}
+
+// bloom is a Bloom filter sized for about 1% false positives.
+type bloom struct {
+	K    int    `json:"k"`
+	Bits []byte `json:"bits"`
+}
+
+func newBloom(n int) bloom {
+	m := max(n*10, 64)
+	return bloom{K: 7, Bits: make([]byte, (m+7)/8)}
+}
+
+func bloomHashes(s string) (uint32, uint32) {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	v := h.Sum64()
+	return uint32(v), uint32(v>>32) | 1
+}
+
+func (b bloom) add(s string) {
+	h1, h2 := bloomHashes(s)
+	m := uint32(len(b.Bits) * 8)
+	for i := range uint32(b.K) {
+		p := (h1 + i*h2) % m
+		b.Bits[p/8] |= 1 << (p % 8)
+	}
+}
+
+func (b bloom) has(s string) bool {
+	if len(b.Bits) == 0 {
+		return true
+	}
+	h1, h2 := bloomHashes(s)
+	m := uint32(len(b.Bits) * 8)
+	for i := range uint32(b.K) {
+		p := (h1 + i*h2) % m
+		if b.Bits[p/8]&(1<<(p%8)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// indexBuilder accumulates a segment's index from its lines.
+type indexBuilder struct {
+	idx  segIndex
+	keys map[string]struct{}
+}
+
+func (b *indexBuilder) line(line []byte) {
+	if !bytes.HasPrefix(line, []byte(`{"k":"rec"`)) {
+		return
+	}
+	r, err := parseRecordFast(line)
+	if err != nil {
+		return
+	}
+	if b.idx.Count == 0 {
+		b.idx.First = r.Seq
+		b.idx.Min, b.idx.Max = r.Event.Time, r.Event.Time
+	}
+	b.idx.Last = r.Seq
+	b.idx.Count++
+	if r.Event.Time.Before(b.idx.Min) {
+		b.idx.Min = r.Event.Time
+	}
+	if r.Event.Time.After(b.idx.Max) {
+		b.idx.Max = r.Event.Time
+	}
+	if b.keys == nil {
+		b.keys = map[string]struct{}{}
+	}
+	for _, p := range principals(r.Event) {
+		b.keys["p:"+p] = struct{}{}
+	}
+	if r.Event.Service != "" {
+		b.keys["s:"+r.Event.Service] = struct{}{}
+	}
+}
+
+func (b *indexBuilder) finish(seg uint64) segIndex {
+	b.idx.Seg = seg
+	b.idx.Bloom = newBloom(len(b.keys))
+	for k := range b.keys {
+		b.idx.Bloom.add(k)
+	}
+	return b.idx
+}
+
+// principals are the identities an event names as its caller.
+func principals(e Event) []string {
+	out := make([]string, 0, 3)
+	for _, p := range []string{e.Actor, e.User, e.App} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func readIndex(dir string, seg uint64) (segIndex, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, idxName(seg)))
+	if err != nil {
+		return segIndex{}, false
+	}
+	var idx segIndex
+	if json.Unmarshal(data, &idx) != nil || idx.Seg != seg {
+		return segIndex{}, false
+	}
+	return idx, true
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + tmpExt
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// maintain indexes and compresses sealed segments and applies retention,
+// in the background, whenever a segment is sealed and once an hour.
+func (w *Writer) maintain() {
+	defer close(w.mdone)
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		w.maintainOnce()
+		select {
+		case <-w.kick:
+		case <-tick.C:
+		case <-w.stop:
+			return
+		}
+	}
+}
+
+func (w *Writer) maintainOnce() {
+	segs, err := listSegments(w.dir)
+	if err != nil {
+		w.log.Error("audit maintenance: list segments", "err", err)
+		return
+	}
+	active := w.activeSeg.Load()
+	for _, s := range segs {
+		if s.Num >= active {
+			break
+		}
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		if err := w.seal(s); err != nil {
+			w.log.Error("audit maintenance: index and compress", "segment", s.Num, "err", err)
+		}
+	}
+	if err := w.prune(segs, active); err != nil {
+		w.log.Error("audit retention", "err", err)
+	}
+}
+
+// seal writes a sealed segment's index and compressed copy when missing.
+func (w *Writer) seal(s segFile) error {
+	_, hasIdx := readIndex(w.dir, s.Num)
+	if hasIdx && (s.Gz || w.opts.NoCompress) {
+		return nil
+	}
+	rc, err := openSegment(s)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var b indexBuilder
+	var zw *gzip.Writer
+	var zf *os.File
+	gzPath := filepath.Join(w.dir, segName(s.Num)+".gz")
+	compress := !s.Gz && !w.opts.NoCompress
+	if compress {
+		if zf, err = os.OpenFile(gzPath+tmpExt, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+			return err
+		}
+		defer func() {
+			if zf != nil {
+				zf.Close()
+				os.Remove(gzPath + tmpExt)
+			}
+		}()
+		zw, _ = gzip.NewWriterLevel(zf, gzip.BestSpeed)
+	}
+	lr := newLineReader(rc)
+	for {
+		line, _, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("sealed segment %d: %w", s.Num, err)
+		}
+		b.line(line)
+		if compress {
+			zw.Write(line)
+			if _, err := zw.Write([]byte{'\n'}); err != nil {
+				return err
+			}
+		}
+	}
+	if compress {
+		if err := zw.Close(); err != nil {
+			return err
+		}
+		if err := zf.Sync(); err != nil {
+			return err
+		}
+		if err := zf.Close(); err != nil {
+			return err
+		}
+		zf = nil
+	}
+	if !hasIdx {
+		data, _ := json.Marshal(b.finish(s.Num))
+		if err := writeFileAtomic(filepath.Join(w.dir, idxName(s.Num)), data); err != nil {
+			return err
+		}
+	}
+	if compress {
+		if err := os.Rename(gzPath+tmpExt, gzPath); err != nil {
+			return err
+		}
+		if err := syncDir(w.dir); err != nil {
+			return err
+		}
+		if err := os.Remove(s.Path); err != nil {
+			return err
+		}
+	}
+	return syncDir(w.dir)
+}
+
+// prune deletes the oldest sealed segments whose newest record is older
+// than the retention period. Before deleting, it writes a signed
+// checkpoint recording the cut, so the remaining log still verifies and
+// a deletion nobody recorded does not.
+func (w *Writer) prune(segs []segFile, active uint64) error {
+	if w.opts.Retention < 0 {
+		return nil
+	}
+	horizon := w.opts.Now().Add(-w.opts.Retention)
+	n := 0
+	for _, s := range segs {
+		if s.Num >= active {
+			break
+		}
+		idx, ok := readIndex(w.dir, s.Num)
+		if !ok || idx.Count == 0 || !idx.Max.Before(horizon) {
+			break
+		}
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	keep := segs[n]
+	hdr, err := readHeader(keep)
+	if err != nil {
+		return fmt.Errorf("segment %d: %w", keep.Num, err)
+	}
+	cut := &Cut{Seg: keep.Num, Seq: hdr.Seq, Prev: hdr.Prev}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := w.submit(ctx, &request{cut: cut, res: make(chan result, 1)}); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil
+		}
+		return fmt.Errorf("record retention cut: %w", err)
+	}
+	for _, s := range segs[:n] {
+		for _, p := range []string{filepath.Join(w.dir, segName(s.Num)), filepath.Join(w.dir, segName(s.Num)+".gz"), filepath.Join(w.dir, idxName(s.Num))} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	w.log.Info("audit retention: deleted old segments", "segments", n, "first_kept", keep.Num, "horizon", horizon)
+	return syncDir(w.dir)
+}
+
+// readHeader reads a segment's first entry.
+func readHeader(s segFile) (entry, error) {
+	rc, err := openSegment(s)
+	if err != nil {
+		return entry{}, err
+	}
+	defer rc.Close()
+	line, _, err := newLineReader(rc).next()
+	if err != nil {
+		return entry{}, err
+	}
+	e, err := parseLine(line)
+	if err != nil {
+		return entry{}, err
+	}
+	if e.Kind != kindHeader {
+		return entry{}, errors.New("first entry is not a header")
+	}
+	return e, nil
+}
