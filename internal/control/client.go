@@ -3,10 +3,16 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto"
+	cryptorand "crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,6 +21,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/identity"
 )
 
@@ -24,11 +31,12 @@ import (
 type Client struct {
 	base   string
 	bundle func() *identity.Bundle
-	// cert is the client credential for operator calls (may be nil).
-	cert *tls.Certificate
+	// cred returns the client credential for operator and gateway calls
+	// (may return nil).
+	cred func() *tls.Certificate
 
 	mu     sync.Mutex
-	byCert map[*tls.Certificate]*http.Client // one connection pool per credential
+	byCert map[any]*http.Client // one connection pool per credential (see poolKey)
 }
 
 var _ identity.Authority = (*Client)(nil)
@@ -40,8 +48,18 @@ func NewClient(base string, bundle *identity.Bundle, cert *tls.Certificate) (*Cl
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("server URL %q must look like https://host:port", base)
 	}
-	return &Client{base: u.Scheme + "://" + u.Host, bundle: func() *identity.Bundle { return bundle }, cert: cert, byCert: map[*tls.Certificate]*http.Client{}}, nil
+	return &Client{base: u.Scheme + "://" + u.Host, bundle: func() *identity.Bundle { return bundle },
+		cred: func() *tls.Certificate { return cert }, byCert: map[any]*http.Client{}}, nil
 }
+
+// FollowCredential makes the client present cert() from now on where it
+// presents its own credential (operator calls, the API key feed, edge
+// certificates), typically a gateway's current SVID, which rotates:
+//
+//	c.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
+//
+// Call it before the client is used.
+func (c *Client) FollowCredential(cert func() *tls.Certificate) { c.cred = cert }
 
 // FollowBundle makes the client verify the server against bundle() from
 // now on, typically the Source's bundle, which the trust feed keeps
@@ -56,10 +74,20 @@ func (c *Client) serverID() spiffeid.ID {
 	return id
 }
 
+// poolKey identifies a credential: by its parsed leaf when it has one, so
+// that a fresh *tls.Certificate for the same SVID reuses the pool.
+func poolKey(cert *tls.Certificate) any {
+	if cert != nil && cert.Leaf != nil {
+		return cert.Leaf
+	}
+	return cert
+}
+
 func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if hc, ok := c.byCert[cert]; ok {
+	key := poolKey(cert)
+	if hc, ok := c.byCert[key]; ok {
 		return hc
 	}
 	if len(c.byCert) > 4 { // credentials rotate: drop old pools
@@ -88,7 +116,7 @@ func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 			TLSHandshakeTimeout: 10 * time.Second,
 		},
 	}
-	c.byCert[cert] = hc
+	c.byCert[key] = hc
 	return hc
 }
 
@@ -182,7 +210,7 @@ func (c *Client) Trust(ctx context.Context, current *tls.Certificate, after int6
 // CreateToken asks for a join token for id.
 func (c *Client) CreateToken(ctx context.Context, id string, ttl time.Duration) (TokenResponse, error) {
 	var out TokenResponse
-	err := c.do(ctx, c.cert, http.MethodPost, PathTokens, TokenRequest{ID: id, TTL: ttl.String()}, &out)
+	err := c.do(ctx, c.cred(), http.MethodPost, PathTokens, TokenRequest{ID: id, TTL: ttl.String()}, &out)
 	return out, err
 }
 
@@ -196,34 +224,34 @@ func (c *Client) ListCerts(ctx context.Context, id string, all bool) ([]CertInfo
 		q.Set("all", "1")
 	}
 	var out []CertInfo
-	err := c.do(ctx, c.cert, http.MethodGet, PathCerts+"?"+q.Encode(), nil, &out)
+	err := c.do(ctx, c.cred(), http.MethodGet, PathCerts+"?"+q.Encode(), nil, &out)
 	return out, err
 }
 
 // Revoke revokes by serial or SPIFFE ID.
 func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (RevokeResponse, error) {
 	var out RevokeResponse
-	err := c.do(ctx, c.cert, http.MethodPost, PathRevoke, req, &out)
+	err := c.do(ctx, c.cred(), http.MethodPost, PathRevoke, req, &out)
 	return out, err
 }
 
 // Authorities lists the CA certificates.
 func (c *Client) Authorities(ctx context.Context) ([]AuthorityInfo, error) {
 	var out []AuthorityInfo
-	err := c.do(ctx, c.cert, http.MethodGet, PathAuthorities, nil, &out)
+	err := c.do(ctx, c.cred(), http.MethodGet, PathAuthorities, nil, &out)
 	return out, err
 }
 
 // Rotate introduces a new intermediate.
 func (c *Client) Rotate(ctx context.Context) (AuthorityInfo, error) {
 	var out AuthorityInfo
-	err := c.do(ctx, c.cert, http.MethodPost, PathRotate, struct{}{}, &out)
+	err := c.do(ctx, c.cred(), http.MethodPost, PathRotate, struct{}{}, &out)
 	return out, err
 }
 
 // Retire removes a retiring intermediate from the bundle.
 func (c *Client) Retire(ctx context.Context, id string, force bool) error {
-	return c.do(ctx, c.cert, http.MethodPost, PathRetire, RetireRequest{ID: id, Force: force}, nil)
+	return c.do(ctx, c.cred(), http.MethodPost, PathRetire, RetireRequest{ID: id, Force: force}, nil)
 }
 
 // Bundle fetches the current trust bundle (PEM).
@@ -231,4 +259,157 @@ func (c *Client) Bundle(ctx context.Context) ([]byte, error) {
 	var out []byte
 	err := c.do(ctx, nil, http.MethodGet, PathBundle, nil, &out)
 	return out, err
+}
+
+// CreateAPIKey creates an API key for app valid on routes (route names, or
+// "*") for ttl (zero: no expiry). The answer holds the only copy of the key.
+func (c *Client) CreateAPIKey(ctx context.Context, app string, routes []string, ttl time.Duration) (APIKeyCreated, error) {
+	req := APIKeyRequest{App: app, Routes: routes}
+	if ttl != 0 {
+		req.TTL = ttl.String()
+	}
+	var out APIKeyCreated
+	err := c.do(ctx, c.cred(), http.MethodPost, PathAPIKeys, req, &out)
+	return out, err
+}
+
+// ListAPIKeys lists every API key, without secret material.
+func (c *Client) ListAPIKeys(ctx context.Context) ([]APIKeyInfo, error) {
+	var out []APIKeyInfo
+	err := c.do(ctx, c.cred(), http.MethodGet, PathAPIKeys, nil, &out)
+	return out, err
+}
+
+// RevokeAPIKey revokes the API key with prefix and returns it as stored.
+// Revoking a revoked key succeeds and changes nothing.
+func (c *Client) RevokeAPIKey(ctx context.Context, prefix string) (APIKeyInfo, error) {
+	var out APIKeyInfo
+	err := c.do(ctx, c.cred(), http.MethodPost, PathAPIKeyRevoke, APIKeyRevokeRequest{Prefix: prefix}, &out)
+	return out, err
+}
+
+// APIKeyFeed polls the API key feed once: it answers when the version
+// exceeds after, or after wait with the current state. Gateways only.
+func (c *Client) APIKeyFeed(ctx context.Context, after int64, wait time.Duration) (APIKeyFeed, error) {
+	var out APIKeyFeed
+	path := PathAPIKeyFeed + "?after=" + strconv.FormatInt(after, 10) + "&wait=" + wait.String()
+	err := c.do(ctx, c.cred(), http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// APIKeyRecords turns a feed into the records authn authenticates with. It
+// refuses the whole feed if one entry is malformed, so that a gateway never
+// applies half a table.
+func APIKeyRecords(feed APIKeyFeed) ([]authn.APIKeyRecord, error) {
+	recs := make([]authn.APIKeyRecord, len(feed.Keys))
+	for i, k := range feed.Keys {
+		h, err := hex.DecodeString(k.Hash)
+		if err != nil || len(h) != len(recs[i].Hash) || k.Prefix == "" || k.App == "" || len(k.Scopes) == 0 {
+			return nil, fmt.Errorf("api key feed version %d: entry %d (%q) is malformed", feed.Version, i, k.Prefix)
+		}
+		recs[i] = authn.APIKeyRecord{ID: k.App, Prefix: k.Prefix, Scopes: k.Scopes, Expires: k.Expires, Revoked: k.Revoked}
+		copy(recs[i].Hash[:], h)
+	}
+	return recs, nil
+}
+
+// How FollowAPIKeys polls.
+const (
+	feedWait         = 30 * time.Second
+	feedRetryBase    = time.Second
+	feedRetryCeiling = 30 * time.Second
+)
+
+// FollowAPIKeys long-polls the API key feed until ctx ends and calls fn
+// with every new version and the whole set of keys, which the caller
+// replaces its table with. Failures are retried with jittered exponential
+// backoff while the caller keeps its last table; a refusal that retrying
+// cannot fix (403: the credential is not a gateway's; 400) is returned. It
+// returns nil when ctx is canceled. fn runs on FollowAPIKeys' goroutine.
+func (c *Client) FollowAPIKeys(ctx context.Context, fn func(version int64, recs []authn.APIKeyRecord)) error {
+	after := int64(-1)
+	for failures := 0; ; {
+		pollCtx, cancel := context.WithTimeout(ctx, feedWait+30*time.Second)
+		feed, err := c.APIKeyFeed(pollCtx, after, feedWait)
+		cancel()
+		var recs []authn.APIKeyRecord
+		if err == nil && feed.Version > after {
+			recs, err = APIKeyRecords(feed)
+		}
+		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil
+			}
+			return ctx.Err()
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusBadRequest) {
+			return fmt.Errorf("api key feed: %w", err)
+		}
+		if err != nil {
+			failures++
+			if !sleepCtx(ctx, retryDelay(failures, feedRetryBase, feedRetryCeiling)) {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		if feed.Version > after {
+			after = feed.Version
+			fn(feed.Version, recs)
+		}
+	}
+}
+
+// retryDelay is base doubled per failed attempt (from 1) up to ceiling,
+// jittered into [d/2, d].
+func retryDelay(attempt int, base, ceiling time.Duration) time.Duration {
+	d := ceiling
+	if attempt < 32 && base<<(attempt-1) < ceiling {
+		d = base << (attempt - 1)
+	}
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter, not a secret
+}
+
+// sleepCtx waits for d or until ctx ends, reporting whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// EdgeCertificate asks for a TLS server certificate for names (DNS names,
+// "*.domain", IP addresses, each allowed by the server's --edge-names) for
+// key, and returns it with its chain, ready for a tls.Config. Gateways only.
+func (c *Client) EdgeCertificate(ctx context.Context, key crypto.Signer, names []string) (*tls.Certificate, error) {
+	csr, err := x509.CreateCertificateRequest(cryptorand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("edge certificate request: %w", err)
+	}
+	var out EdgeCertResponse
+	if err := c.do(ctx, c.cred(), http.MethodPost, PathEdgeCert, EdgeCertRequest{CSR: csr, Names: names}, &out); err != nil {
+		return nil, err
+	}
+	chain, err := identity.ParseCertsPEM([]byte(out.Chain))
+	if err != nil {
+		return nil, fmt.Errorf("edge certificate from the server: %w", err)
+	}
+	if len(chain) == 0 || !publicKeyEqual(chain[0].PublicKey, key.Public()) {
+		return nil, errors.New("edge certificate from the server is not for our key")
+	}
+	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		cert.Certificate = append(cert.Certificate, x.Raw)
+	}
+	return cert, nil
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
 }

@@ -63,6 +63,7 @@ type ServerConfig struct {
 	PublishDelay time.Duration // see ca.Config.PublishDelay
 	Import       *ca.Import
 	SANs         []string // extra DNS names or IPs for the server certificate
+	EdgeNames    []string // patterns of names gateways may get edge certificates for; nil: DefaultEdgeNames
 	Log          *slog.Logger
 	Events       audit.Sink
 }
@@ -94,6 +95,12 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("--data-dir is required")
+	}
+	if cfg.EdgeNames == nil {
+		cfg.EdgeNames = DefaultEdgeNames
+	}
+	if err := CheckEdgeNames(cfg.EdgeNames); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, filepath.Dir(FileOperator)), 0o700); err != nil {
 		return nil, err
@@ -135,7 +142,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log}
+	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: cfg.Events, EdgeNames: cfg.EdgeNames}
 	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.refreshServerCert(ctx); err != nil {
 		return nil, err

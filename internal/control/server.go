@@ -12,12 +12,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
 )
@@ -34,8 +34,17 @@ type Handler struct {
 	CA    *ca.CA
 	Store store.Store
 	Log   *slog.Logger
-	// PollInterval is how often a revocation long poll checks the store.
+	// PollInterval is how often a long poll (trust, API keys) checks the
+	// store for changes made by another server.
 	PollInterval time.Duration
+	// Events receives the audit events of API key and edge certificate
+	// requests (the CA emits its own); nil logs them to Log.
+	Events audit.Sink
+	// EdgeNames are the patterns of the names gateways may get edge
+	// certificates for (see CheckEdgeNames); none when empty.
+	EdgeNames []string
+
+	apiKeys feedSignal
 }
 
 // API returns the mux for the TLS listener.
@@ -51,6 +60,11 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("GET "+PathAuthorities, h.operator(h.authorities))
 	mux.HandleFunc("POST "+PathRotate, h.operator(h.rotate))
 	mux.HandleFunc("POST "+PathRetire, h.operator(h.retire))
+	mux.HandleFunc("POST "+PathAPIKeys, h.operator(h.createAPIKey))
+	mux.HandleFunc("GET "+PathAPIKeys, h.operator(h.listAPIKeys))
+	mux.HandleFunc("POST "+PathAPIKeyRevoke, h.operator(h.revokeAPIKey))
+	mux.HandleFunc("GET "+PathAPIKeyFeed, h.gateway(h.apiKeyFeed))
+	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
 	h.public(mux)
 	return mux
 }
@@ -247,32 +261,14 @@ func (h *Handler) operator(next idHandler) http.HandlerFunc {
 }
 
 func (h *Handler) trust(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
-	q := r.URL.Query()
-	after := int64(-1)
-	if s := q.Get("after"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < -1 {
-			h.fail(w, r, badRequest("bad_query", "after must be an integer version"))
-			return
-		}
-		after = v
-	}
-	var wait time.Duration
-	if s := q.Get("wait"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 || d > maxWait {
-			h.fail(w, r, badRequest("bad_query", "wait must be a duration up to 60s"))
-			return
-		}
-		wait = d
+	after, wait, err := feedQuery(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	poll := h.PollInterval
-	if poll == 0 {
-		poll = pollInterval
-	}
-	v, serials, bundle, err := h.CA.WaitTrust(ctx, after, poll)
+	v, serials, bundle, err := h.CA.WaitTrust(ctx, after, h.pollInterval())
 	if err != nil {
 		h.fail(w, r, err)
 		return

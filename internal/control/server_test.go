@@ -97,7 +97,12 @@ func (ts *testServer) reloadOperator(t *testing.T) {
 // source enrolls a workload through the real API.
 func (ts *testServer) source(t *testing.T, name string) *identity.Source {
 	t.Helper()
-	id := spiffeid.RequireFromSegments(td, "svc", name)
+	return ts.sourceFor(t, spiffeid.RequireFromSegments(td, "svc", name))
+}
+
+// sourceFor enrolls id through the real API.
+func (ts *testServer) sourceFor(t *testing.T, id spiffeid.ID) *identity.Source {
+	t.Helper()
 	tok, err := ts.operator.CreateToken(context.Background(), id.String(), time.Minute)
 	if err != nil {
 		t.Fatal(err)
