@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ const (
 	headerApp        = "X-Ward-App"
 	headerAnonymous  = "X-Ward-Anonymous-Id"
 	headerScopes     = "X-Ward-Scopes"
+	headerClientIP   = "X-Ward-Client-Ip"
 )
 
 // peer is the verified caller of one mesh connection.
@@ -214,8 +216,13 @@ func (s *Sidecar) inboundHandler() http.Handler {
 		ev := audit.Event{Type: "sidecar.request", Actor: p.id.String(), Subject: s.id.String(), Decision: "allow", Reason: dec.Reason,
 			Source: r.RemoteAddr, Service: s.cfg.Service, RequestID: reqID,
 			Fields: map[string]string{"method": r.Method, "path": r.URL.EscapedPath(), "policy": dec.Policy, "message": dec.Message, "request_id": reqID}}
+		var clientIP string
 		if user != nil {
 			ev.User, ev.App = user.Subject, user.App
+			// The client address a gateway saw, kept for the app.
+			if a, err := netip.ParseAddr(r.Header.Get(headerClientIP)); err == nil {
+				clientIP = a.String()
+			}
 			// A gateway's request id joins its access record to this one.
 			if id := r.Header.Get(headerRequestID); validRequestID(id) {
 				ev.RequestID, reqID = id, id
@@ -249,6 +256,7 @@ func (s *Sidecar) inboundHandler() http.Handler {
 			setIfNotEmpty(r.Header, headerApp, user.App)
 			setIfNotEmpty(r.Header, headerAnonymous, user.Anonymous)
 			setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
+			setIfNotEmpty(r.Header, headerClientIP, clientIP)
 		}
 		if err := s.bufferChunked(w, r); err != nil {
 			return
