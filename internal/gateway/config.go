@@ -142,7 +142,6 @@ type configWatcher struct {
 	client *http.Client
 	log    *slog.Logger
 	cur    atomic.Pointer[snapshot]
-	ctx    context.Context // parent of the JWKS refresh loops
 	reload atomic.Int64
 }
 

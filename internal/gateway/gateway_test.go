@@ -159,21 +159,21 @@ func TestJWTAttacks(t *testing.T) {
 		token string
 		want  refusal
 	}{
-		"missing":            {"", refusal{401, "jwt_missing"}},
-		"alg none":           {authntest.Craft(t, map[string]any{"alg": "none"}, valid, nil), refusal{401, authn.ReasonJWTAlgNotAllowed}},
-		"alg None":           {authntest.Craft(t, map[string]any{"alg": "None"}, valid, nil), refusal{401, authn.ReasonJWTAlgNotAllowed}},
-		"empty signature":    {parts[0] + "." + parts[1] + ".", refusal{401, authn.ReasonJWTBadSignature}},
-		"HS256 with pub key": {authntest.HMACToken(t, "k1", pubPEM, valid), refusal{401, authn.ReasonJWTAlgNotAllowed}},
-		"kid traversal":      {authntest.Sign(t, other, "ES256", "../../../../etc/passwd", nil, valid), refusal{401, authn.ReasonJWTUnknownKey}},
+		"missing":             {"", refusal{401, "jwt_missing"}},
+		"alg none":            {authntest.Craft(t, map[string]any{"alg": "none"}, valid, nil), refusal{401, authn.ReasonJWTAlgNotAllowed}},
+		"alg None":            {authntest.Craft(t, map[string]any{"alg": "None"}, valid, nil), refusal{401, authn.ReasonJWTAlgNotAllowed}},
+		"empty signature":     {parts[0] + "." + parts[1] + ".", refusal{401, authn.ReasonJWTBadSignature}},
+		"HS256 with pub key":  {authntest.HMACToken(t, "k1", pubPEM, valid), refusal{401, authn.ReasonJWTAlgNotAllowed}},
+		"kid traversal":       {authntest.Sign(t, other, "ES256", "../../../../etc/passwd", nil, valid), refusal{401, authn.ReasonJWTUnknownKey}},
 		"other key, same kid": {authntest.Sign(t, other, "ES256", "k1", nil, valid), refusal{401, authn.ReasonJWTBadSignature}},
-		"expired":            {e.jwt("alice", "orders:read", map[string]any{"exp": now.Add(-time.Hour).Unix()}), refusal{401, authn.ReasonJWTExpired}},
-		"not yet valid":      {e.jwt("alice", "orders:read", map[string]any{"nbf": now.Add(time.Hour).Unix()}), refusal{401, authn.ReasonJWTNotYetValid}},
-		"wrong audience":     {e.jwt("alice", "orders:read", map[string]any{"aud": "someone-else"}), refusal{401, authn.ReasonJWTWrongAudience}},
-		"wrong issuer":       {authntest.Sign(t, e.idpKey, "ES256", "k1", nil, with("iss", "https://evil.example")), refusal{401, authn.ReasonJWTWrongIssuer}},
-		"ES256 r=s=0":        {authntest.Craft(t, map[string]any{"alg": "ES256", "kid": "k1"}, valid, make([]byte, 64)), refusal{401, authn.ReasonJWTBadSignature}},
-		"no exp":             {e.jwt("alice", "orders:read", map[string]any{"exp": nil}), refusal{401, authn.ReasonJWTMissingClaim}},
-		"garbage":            {"a.b.c", refusal{401, authn.ReasonJWTMalformed}},
-		"payload swapped":    {parts[0] + "." + authntest.B64JSON(t, with("sub", "admin")) + "." + parts[2], refusal{401, authn.ReasonJWTBadSignature}},
+		"expired":             {e.jwt("alice", "orders:read", map[string]any{"exp": now.Add(-time.Hour).Unix()}), refusal{401, authn.ReasonJWTExpired}},
+		"not yet valid":       {e.jwt("alice", "orders:read", map[string]any{"nbf": now.Add(time.Hour).Unix()}), refusal{401, authn.ReasonJWTNotYetValid}},
+		"wrong audience":      {e.jwt("alice", "orders:read", map[string]any{"aud": "someone-else"}), refusal{401, authn.ReasonJWTWrongAudience}},
+		"wrong issuer":        {authntest.Sign(t, e.idpKey, "ES256", "k1", nil, with("iss", "https://evil.example")), refusal{401, authn.ReasonJWTWrongIssuer}},
+		"ES256 r=s=0":         {authntest.Craft(t, map[string]any{"alg": "ES256", "kid": "k1"}, valid, make([]byte, 64)), refusal{401, authn.ReasonJWTBadSignature}},
+		"no exp":              {e.jwt("alice", "orders:read", map[string]any{"exp": nil}), refusal{401, authn.ReasonJWTMissingClaim}},
+		"garbage":             {"a.b.c", refusal{401, authn.ReasonJWTMalformed}},
+		"payload swapped":     {parts[0] + "." + authntest.B64JSON(t, with("sub", "admin")) + "." + parts[2], refusal{401, authn.ReasonJWTBadSignature}},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -30,7 +30,7 @@ const (
 	HeaderAPIKey = "X-Api-Key"
 	// HeaderRequestID is set on every response and sent upstream; it joins
 	// the gateway's access record to the sidecar's.
-	HeaderRequestID  = "X-Ward-Request-Id"
+	HeaderRequestID = "X-Ward-Request-Id"
 	// HeaderClientIP carries the client's address to the service.
 	HeaderClientIP   = "X-Ward-Client-Ip"
 	headerDenyReason = "X-Ward-Deny-Reason"
