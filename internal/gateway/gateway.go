@@ -46,7 +46,7 @@ type Config struct {
 	Listen     string
 	HTTPListen string
 	// TLS is the edge TLS configuration (certificates, versions, suites;
-	// see package edgetls). The gateway sets NextProtos itself.
+	// see package edgetls). Without NextProtos: h2 and http/1.1.
 	TLS *tls.Config
 	// RedirectHandler serves HTTPListen; required with it.
 	RedirectHandler http.Handler
@@ -291,7 +291,9 @@ func (g *Gateway) sweep(ctx context.Context) {
 // TLS connection, HTTP/1.x goes through the request-framing guard first.
 func (g *Gateway) serveHTTPS(ctx context.Context) error {
 	tlsCfg := g.cfg.TLS.Clone()
-	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	if len(tlsCfg.NextProtos) == 0 {
+		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	srv := &http.Server{
 		Handler:           g.handler(),
 		ReadHeaderTimeout: g.lim.ReadHeaderTimeout,
@@ -348,7 +350,12 @@ func (g *Gateway) handleConn(ctx context.Context, raw net.Conn, cfg *tls.Config,
 		return
 	}
 	var c net.Conn = tc
-	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case "h2":
+	case "acme-tls/1": // an ACME CA validating tls-alpn-01: the handshake was all
+		tc.Close()
+		return
+	default:
 		c = g.guard.Conn(tc)
 	}
 	if !queue.Push(ctx, c) {
