@@ -55,6 +55,7 @@ apart from the data directory in production.`,
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
 	f.DurationVar(&cfg.MaxSVIDTTL, "max-svid-ttl", ca.DefaultMaxSVIDTTL, "upper bound on SVID lifetimes")
 	f.StringSliceVar(&cfg.SANs, "san", nil, "extra DNS name or IP for the server's certificate (repeatable)")
+	f.StringSliceVar(&cfg.EdgeNames, "edge-names", control.DefaultEdgeNames, "names gateways may get edge certificates for, comma-separated: DNS names, *.domain (one label) or IPs")
 	f.StringVar(&rootCert, "import-root-cert", "", "first start only: your root CA certificate (PEM)")
 	f.StringVar(&rootKey, "import-root-key", "", "first start only: your root CA key (PEM); Ward then makes and rotates intermediates")
 	f.StringVar(&interCert, "import-intermediate-cert", "", "first start only: your intermediate certificate (PEM), signed by the root")

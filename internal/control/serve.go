@@ -198,6 +198,9 @@ func (s *Server) URL() string { return "https://" + s.api.Addr().String() }
 // PublicAddr is the public listener's address.
 func (s *Server) PublicAddr() string { return s.pub.Addr().String() }
 
+// DataDir is the server's data directory.
+func (s *Server) DataDir() string { return s.cfg.DataDir }
+
 // Store returns the server's store.
 func (s *Server) Store() store.Store { return s.store }
 

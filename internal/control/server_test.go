@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/identity"
 )
 
@@ -37,31 +38,9 @@ type testServer struct {
 
 func startServer(t *testing.T, mod func(*control.ServerConfig)) *testServer {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := control.ServerConfig{
-		DataDir: filepath.Join(dir, "data"), TrustDomain: "example.org",
-		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := control.NewServer(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server run: %v", err)
-		}
-		srv.Close()
-	})
-	ts := &testServer{Server: srv, dir: cfg.DataDir, bundle: srv.CA.Bundle()}
-	cred, err := control.LoadCredential(filepath.Join(cfg.DataDir, control.FileOperator))
+	srv := controltest.Start(t, mod)
+	ts := &testServer{Server: srv, dir: srv.DataDir(), bundle: srv.CA.Bundle()}
+	cred, err := control.LoadCredential(filepath.Join(ts.dir, control.FileOperator))
 	if err != nil {
 		t.Fatal(err)
 	}
