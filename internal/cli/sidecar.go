@@ -10,8 +10,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/wardsec/ward/internal/control"
-	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/sidecar"
 )
 
@@ -68,30 +66,17 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 
 func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir string) error {
 	log := g.logger().With("role", "sidecar", "service", cfg.Service)
-	bundle, err := loadBundle(g.bundle, "")
+	src, _, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
+		id, err := spiffeid.FromSegments(td, "svc", cfg.Service)
+		if err != nil {
+			return id, fmt.Errorf("--service %q: %w", cfg.Service, err)
+		}
+		return id, nil
+	}, token, dir, log)
 	if err != nil {
 		return err
 	}
-	client, err := control.NewClient(g.server, bundle, nil)
-	if err != nil {
-		return err
-	}
-	src, err := identity.NewSource(identity.Config{TrustDomain: bundle.TrustDomain, Authority: client, Dir: dir, Logger: log})
-	if err != nil {
-		return err
-	}
-	if err := src.SetBundle(bundle); err != nil {
-		return err
-	}
-	client.FollowBundle(src.Bundle)
-	id, err := spiffeid.FromSegments(bundle.TrustDomain, "svc", cfg.Service)
-	if err != nil {
-		return fmt.Errorf("--service %q: %w", cfg.Service, err)
-	}
-	if err := src.LoadOrEnroll(ctx, id, token); err != nil {
-		return err
-	}
-	cfg.TrustDomain, cfg.Source, cfg.Log = bundle.TrustDomain, src, log
+	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
 	sc, err := sidecar.New(cfg)
 	if err != nil {
 		return err

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wardsec/ward/internal/ratelimit/redistest"
 )
 
 var wardBin string
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build ward:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := redistest.Wrap(m).Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
