@@ -35,7 +35,6 @@ type edgeSetup struct {
 	seen    chan *http.Request
 	roots   *x509.CertPool
 	client  *http.Client
-	redis   string
 	gateway int
 }
 
