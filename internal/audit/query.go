@@ -196,7 +196,7 @@ func parseRecordFast(line []byte) (Record, error) {
 		return r, fmt.Errorf("%w: seq: %v", errMalformed, err)
 	}
 	j := bytes.Index(line, []byte(`"ev":`))
-	if j < 0 || len(line) < hashSuffixLen {
+	if j < 0 || j+5 > len(line)-hashSuffixLen {
 		return r, fmt.Errorf("%w: no event", errMalformed)
 	}
 	ev := line[j+5 : len(line)-hashSuffixLen]
