@@ -1,0 +1,142 @@
+package gateway_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wardsec/ward/internal/gateway"
+)
+
+// userCA issues client certificates for users.
+func userCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "users"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+func userCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestClientCertificateUser: on a route with user: mtls, the user is the
+// verified client certificate's subject; without one the route refuses.
+func TestClientCertificateUser(t *testing.T) {
+	ca, caKey := userCA(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	e := newEdgeWith(t, func(c *gateway.Config) {
+		c.TLS.ClientCAs, c.TLS.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	})
+	e.writeConfig(strings.Replace(readConfig(t, e), "auth: {apiKey: optional, user: anonymous}", "auth: {apiKey: none, user: mtls}", 1))
+	waitReload(t, e, func() bool { return e.do("GET", "/catalog/x", "", "", nil).StatusCode == 401 })
+
+	resp := e.do("GET", "/catalog/x", "", "", nil)
+	e.expectRefused(t, resp, refusal{401, "client_cert_missing"}, e.catalog.app.count(), e.catalog.app)
+
+	tr := e.client.Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = []tls.Certificate{userCert(t, ca, caKey, "carol")}
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	defer tr.CloseIdleConnections()
+	r, err := c.Get(e.url("/catalog/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 200 || e.catalog.app.last().Header.Get("X-Ward-User") != "carol" || e.catalog.app.last().Header.Get("X-Ward-User-Issuer") != "mtls" {
+		t.Fatalf("status %d, app headers %v", r.StatusCode, e.catalog.app.last().Header)
+	}
+}
+
+func readConfig(t *testing.T, e *edge) string {
+	t.Helper()
+	return fmt.Sprintf(resources, e.orders.addr, e.catalog.addr, e.idp.URL)
+}
+
+func waitReload(t *testing.T, e *edge, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !done(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not apply the new configuration")
+		}
+	}
+}
+
+// TestConfigReload: a valid change applies within seconds; an invalid file
+// is refused and the running configuration keeps working.
+func TestConfigReload(t *testing.T) {
+	e := newEdge(t)
+	if r := e.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 200 {
+		t.Fatalf("before: %d", r.StatusCode)
+	}
+	e.writeConfig(readConfig(t, e) + "---\napiVersion: ward/v1\nkind: Route\nmetadata: {name: broken}\nspec: {pathPrefix: nope, service: ghost}\n")
+	time.Sleep(2500 * time.Millisecond) // two reload periods
+	if r := e.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 200 {
+		t.Fatalf("an invalid file changed the running configuration: %d", r.StatusCode)
+	}
+	e.writeConfig(strings.Replace(readConfig(t, e), "pathPrefix: /catalog", "pathPrefix: /shop", 1))
+	waitReload(t, e, func() bool { return e.do("GET", "/shop/x", "", "", nil).StatusCode != 404 })
+	if r := e.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 404 {
+		t.Fatalf("old route still answers: %d", r.StatusCode)
+	}
+}
+
+// TestServiceDown: when the service's sidecar is gone the gateway answers
+// 502, then 503 once the circuit breaker or ejection opens; never hangs.
+func TestServiceDown(t *testing.T) {
+	e := newEdge(t)
+	e.writeConfig(strings.Replace(readConfig(t, e), e.catalog.addr, freeAddr(t), 1))
+	time.Sleep(1500 * time.Millisecond)
+	saw503 := false
+	for range 20 {
+		r := e.do("GET", "/catalog/x", "", "", nil)
+		switch r.StatusCode {
+		case 502:
+		case 503:
+			saw503 = true
+		default:
+			t.Fatalf("status %d with the service down", r.StatusCode)
+		}
+	}
+	if !saw503 {
+		t.Fatal("never 503: the breaker or ejector did not open")
+	}
+}
+
+// TestNewRefusesBadConfig: a bad resource file stops the gateway at start
+// with file and line.
+func TestNewRefusesBadConfig(t *testing.T) {
+	e := newEdge(t)
+	e.writeConfig("apiVersion: ward/v1\nkind: Route\nmetadata: {name: r}\nspec: {pathPrefix: /x, service: ghost}\n")
+	_, err := gateway.New(gateway.Config{Name: "other", TrustDomain: td, Listen: "127.0.0.1:0", TLS: &tls.Config{},
+		ConfigFile: e.config, Source: e.source(spiffeid.RequireFromSegments(td, "gateway", "other")), APIKeys: e.keys, Log: quiet()})
+	if err == nil || !strings.Contains(err.Error(), "edge.yaml:4: spec.service: no Service named \"ghost\"") {
+		t.Fatalf("New: %v", err)
+	}
+}
