@@ -207,3 +207,12 @@ func parseRecordFast(line []byte) (Record, error) {
 	r.Seq, r.Event = seq, e
 	return r, nil
 }
+
+// MarshalJSON writes a record as its seq and the event in the log's own
+// field names.
+func (r Record) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Seq uint64 `json:"seq"`
+		wireEvent
+	}{r.Seq, toWire(r.Event)})
+}

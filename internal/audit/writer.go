@@ -436,7 +436,6 @@ func (w *Writer) rotate() error {
 	if err := w.startSegment(sealed+1, now); err != nil {
 		return err
 	}
-	w.sinceCkpt, w.lastCkpt = 0, now
 	w.log.Debug("audit segment sealed", "segment", sealed, "seq", w.seq)
 	select {
 	case w.kick <- struct{}{}:
@@ -454,6 +453,7 @@ func (w *Writer) startSegment(num uint64, now time.Time) error {
 		return err
 	}
 	w.f, w.segNum, w.segSize, w.segStart, w.segRecs = f, num, 0, now, 0
+	w.sinceCkpt, w.lastCkpt = 0, now
 	w.activeSeg.Store(num)
 	hdr := &entry{Kind: kindHeader, Version: formatVersion, Seg: num, Seq: w.seq, Time: now.UTC(), Prev: w.last}
 	buf, h, err := appendEntry(w.buf[:0], hdr)
