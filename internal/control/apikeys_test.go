@@ -287,6 +287,21 @@ func TestAPIKeyFeedWakes(t *testing.T) {
 			}
 		})
 	}
+	// A poll that times out answers with the current state.
+	cur, err := gw.APIKeyFeed(ctx, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	same, err := gw.APIKeyFeed(ctx, cur.Version, 300*time.Millisecond)
+	if err != nil || same.Version != cur.Version || len(same.Keys) != len(cur.Keys) || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("timed-out poll after %s: %+v, %v", time.Since(start), same, err)
+	}
+	for _, q := range []string{"?after=x", "?after=-2", "?wait=forever", "?wait=61s", "?wait=-1s"} {
+		if _, err := gw.Raw(ctx, http.MethodGet, control.PathAPIKeyFeed+q, nil); apiCode(err) != "bad_query" {
+			t.Errorf("feed%s: %v", q, err)
+		}
+	}
 }
 
 func TestFollowAPIKeys(t *testing.T) {
