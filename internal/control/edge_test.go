@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -109,8 +110,8 @@ func TestEdgeCertificate(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := tt.client.EdgeCertificate(ctx, key, tt.names)
-			ae, ok := err.(*control.APIError)
-			if !ok || ae.Status != tt.status || ae.Code() != tt.code || !strings.Contains(ae.Body.Message, tt.says) {
+			var ae *control.APIError
+			if !errors.As(err, &ae) || ae.Status != tt.status || ae.Code() != tt.code || !strings.Contains(ae.Body.Message, tt.says) {
 				t.Fatalf("got %v, want %d %s saying %s", err, tt.status, tt.code, tt.says)
 			}
 		})
