@@ -45,13 +45,20 @@ func repoRoot() string {
 // readmeBlock returns the first ```sh block after the heading that starts with heading.
 func readmeBlock(t *testing.T, heading string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(), "README.md"))
+	return docBlock(t, "README.md", heading)
+}
+
+// docBlock returns the first ```sh block after heading in the file at path
+// (relative to the repository root).
+func docBlock(t *testing.T, path, heading string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(), path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, after, ok := strings.Cut(string(data), "\n"+heading)
 	if !ok {
-		t.Fatalf("README has no heading %q", heading)
+		t.Fatalf("%s has no heading %q", path, heading)
 	}
 	_, after, ok = strings.Cut(after, "```sh\n")
 	if !ok {
@@ -82,21 +89,8 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if !strings.Contains(block, build) {
 		t.Fatalf("walk-through no longer starts with %q", build)
 	}
-	script := "set -u\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + strings.Replace(block, build, "cp \"$WARD_BIN\" ward", 1)
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "WARD_BIN="+wardBin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	text := out.String()
-	t.Logf("walk-through output:\n%s", text)
-	if err != nil {
-		t.Fatalf("walk-through failed: %v", err)
-	}
+	text := runWalkthrough(t, dir, block)
 	for _, want := range []string{
 		"spiffe://example.org/svc/orders\nserial ", // enroll
 		"IDENTITY",            // cert list header
@@ -119,6 +113,29 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
 		}
 	}
+}
+
+// runWalkthrough runs a documented shell block in dir with the freshly
+// built binary in place of its `go build`, stopping what it started in the
+// background, and returns its output.
+func runWalkthrough(t *testing.T, dir, block string) string {
+	t.Helper()
+	const build = "go build -o ward ./cmd/ward"
+	script := "set -u\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + strings.Replace(block, build, "cp \"$WARD_BIN\" ward", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "WARD_BIN="+wardBin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	text := out.String()
+	t.Logf("walk-through output:\n%s", text)
+	if err != nil {
+		t.Fatalf("walk-through failed: %v", err)
+	}
+	return text
 }
 
 func ward(t *testing.T, dir string, args ...string) (string, error) {

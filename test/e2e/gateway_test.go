@@ -301,3 +301,19 @@ func TestGatewaysShareRedisLimit(t *testing.T) {
 	}
 	t.Logf("statuses across two gateways: %v", counts)
 }
+
+// TestGatewayDocWalkthrough runs the "Try it" block of docs/gateway.md as
+// written and checks what the page says it shows.
+func TestGatewayDocWalkthrough(t *testing.T) {
+	need(t, "curl", "python3", "bash")
+	block := docBlock(t, "docs/gateway.md", "## Try it")
+	if !strings.Contains(block, "go build -o ward ./cmd/ward") {
+		t.Fatal("the walk-through no longer starts with go build")
+	}
+	text := runWalkthrough(t, t.TempDir(), block)
+	for _, want := range []string{"hello from catalog\n", `{"error":"unauthorized","reason":"apikey_missing","request_id":"`, "200 200 200 200 429 \n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
