@@ -330,6 +330,11 @@ func listSegments(dir string) ([]segFile, error) {
 // openSegment opens a segment for reading, decompressing .gz files.
 func openSegment(s segFile) (io.ReadCloser, error) {
 	f, err := os.Open(s.Path)
+	if err != nil && !s.Gz && errors.Is(err, os.ErrNotExist) {
+		// Compressed since it was listed.
+		s.Path, s.Gz = s.Path+".gz", true
+		f, err = os.Open(s.Path)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -78,30 +78,37 @@ func (b *indexBuilder) line(line []byte) {
 	if !bytes.HasPrefix(line, []byte(`{"k":"rec"`)) {
 		return
 	}
-	r, err := parseRecordFast(line)
+	seq, ev, err := splitRecord(line)
 	if err != nil {
 		return
 	}
+	var e struct {
+		Time                      time.Time
+		Actor, User, App, Service string
+	}
+	if json.Unmarshal(ev, &e) != nil {
+		return
+	}
 	if b.idx.Count == 0 {
-		b.idx.First = r.Seq
-		b.idx.Min, b.idx.Max = r.Event.Time, r.Event.Time
+		b.idx.First = seq
+		b.idx.Min, b.idx.Max = e.Time, e.Time
 	}
-	b.idx.Last = r.Seq
+	b.idx.Last = seq
 	b.idx.Count++
-	if r.Event.Time.Before(b.idx.Min) {
-		b.idx.Min = r.Event.Time
+	if e.Time.Before(b.idx.Min) {
+		b.idx.Min = e.Time
 	}
-	if r.Event.Time.After(b.idx.Max) {
-		b.idx.Max = r.Event.Time
+	if e.Time.After(b.idx.Max) {
+		b.idx.Max = e.Time
 	}
 	if b.keys == nil {
 		b.keys = map[string]struct{}{}
 	}
-	for _, p := range principals(r.Event) {
+	for _, p := range principals(Event{Actor: e.Actor, User: e.User, App: e.App}) {
 		b.keys["p:"+p] = struct{}{}
 	}
-	if r.Event.Service != "" {
-		b.keys["s:"+r.Event.Service] = struct{}{}
+	if e.Service != "" {
+		b.keys["s:"+e.Service] = struct{}{}
 	}
 }
 

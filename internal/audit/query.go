@@ -178,34 +178,41 @@ func fastTime(line []byte) (time.Time, bool) {
 	return t, err == nil
 }
 
-// parseRecordFast reads a record line's seq and event without checking
-// its hash.
-func parseRecordFast(line []byte) (Record, error) {
-	var r Record
+// splitRecord finds a record line's seq and the bytes of its event
+// without checking its hash.
+func splitRecord(line []byte) (uint64, []byte, error) {
 	const p = `{"k":"rec","seq":`
 	if !bytes.HasPrefix(line, []byte(p)) {
-		return r, fmt.Errorf("%w: not a record", errMalformed)
+		return 0, nil, fmt.Errorf("%w: not a record", errMalformed)
 	}
 	rest := line[len(p):]
 	i := bytes.IndexByte(rest, ',')
 	if i < 0 {
-		return r, fmt.Errorf("%w: no seq", errMalformed)
+		return 0, nil, fmt.Errorf("%w: no seq", errMalformed)
 	}
 	seq, err := strconv.ParseUint(string(rest[:i]), 10, 64)
 	if err != nil {
-		return r, fmt.Errorf("%w: seq: %v", errMalformed, err)
+		return 0, nil, fmt.Errorf("%w: seq: %v", errMalformed, err)
 	}
 	j := bytes.Index(line, []byte(`"ev":`))
 	if j < 0 || j+5 > len(line)-hashSuffixLen {
-		return r, fmt.Errorf("%w: no event", errMalformed)
+		return 0, nil, fmt.Errorf("%w: no event", errMalformed)
 	}
-	ev := line[j+5 : len(line)-hashSuffixLen]
+	return seq, line[j+5 : len(line)-hashSuffixLen], nil
+}
+
+// parseRecordFast reads a record line's seq and event without checking
+// its hash.
+func parseRecordFast(line []byte) (Record, error) {
+	seq, ev, err := splitRecord(line)
+	if err != nil {
+		return Record{}, err
+	}
 	e, err := decodeEvent(ev)
 	if err != nil {
-		return r, fmt.Errorf("%w: event: %v", errMalformed, err)
+		return Record{}, fmt.Errorf("%w: event: %v", errMalformed, err)
 	}
-	r.Seq, r.Event = seq, e
-	return r, nil
+	return Record{Seq: seq, Event: e}, nil
 }
 
 // MarshalJSON writes a record as its seq and the event in the log's own
