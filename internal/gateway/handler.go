@@ -53,6 +53,7 @@ const (
 	ReasonBadBody           = "malformed_body"
 	ReasonIssuersNotDefined = "no_issuers"
 	ReasonTokenUnavailable  = "identity_token_unavailable"
+	ReasonAuditUnavailable  = "audit_unavailable"
 )
 
 // outcome is what the pipeline decided, for the client and the record.
@@ -270,6 +271,10 @@ func (g *Gateway) rateLimit(x *exchange) outcome {
 // forward sends the request into the mesh.
 func (g *Gateway) forward(x *exchange) outcome {
 	r, rt := x.r, x.route
+	if err := audit.Ready(g.cfg.Events); err != nil {
+		// Fail closed: a request that cannot be recorded is not forwarded.
+		return outcome{http.StatusServiceUnavailable, ReasonAuditUnavailable, err.Error()}
+	}
 	up, err := g.mesh.Upstream(rt.service)
 	if err != nil {
 		return outcome{http.StatusBadGateway, "unknown_service", err.Error()}

@@ -1,12 +1,14 @@
 package gateway_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/gateway"
 )
 
@@ -138,5 +141,36 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		ConfigFile: e.config, Source: e.source(spiffeid.RequireFromSegments(td, "gateway", "other")), APIKeys: e.keys, Log: quiet()})
 	if err == nil || !strings.Contains(err.Error(), "edge.yaml:4: spec.service: no Service named \"ghost\"") {
 		t.Fatalf("New: %v", err)
+	}
+}
+
+// brokenLog is an audit sink whose storage has failed, the way
+// audit.LogSink reports a disk error: Ready and Emit fail.
+type brokenLog struct{ audit.Recorder }
+
+func (*brokenLog) Ready() error { return errors.New("audit log: disk full") }
+
+func (b *brokenLog) Emit(ctx context.Context, e audit.Event) error {
+	_ = b.Recorder.Emit(ctx, e)
+	return errors.New("audit log: disk full")
+}
+
+// TestFailClosedWithoutAudit: when the audit log cannot record, requests
+// are refused with 503 and nothing reaches the service.
+func TestFailClosedWithoutAudit(t *testing.T) {
+	e := newEdgeWith(t, func(c *gateway.Config) { c.Events = &brokenLog{} })
+	before := e.catalog.app.count()
+	r := e.do("GET", "/catalog/x", "", "", nil)
+	if r.StatusCode != 503 || r.Header.Get("X-Ward-Deny-Reason") != "audit_unavailable" {
+		t.Fatalf("status %d %q, want 503 audit_unavailable", r.StatusCode, r.Header.Get("X-Ward-Deny-Reason"))
+	}
+	if e.catalog.app.count() != before {
+		t.Fatal("the service saw a request that could not be recorded")
+	}
+	// Fail-open is an explicit choice: the same broken log behind
+	// audit.FailOpen lets requests through.
+	e2 := newEdgeWith(t, func(c *gateway.Config) { c.Events = audit.FailOpen{Sink: &brokenLog{}} })
+	if r := e2.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 200 {
+		t.Fatalf("fail-open: %d", r.StatusCode)
 	}
 }

@@ -159,11 +159,13 @@ func peerString(pe *identity.PeerError) string {
 	return pe.ID.String()
 }
 
-func (s *Sidecar) emit(ctx context.Context, e audit.Event) {
+func (s *Sidecar) emit(ctx context.Context, e audit.Event) error {
 	e.Time = time.Now()
-	if err := s.cfg.Events.Emit(ctx, e); err != nil {
+	err := s.cfg.Events.Emit(ctx, e)
+	if err != nil {
 		s.log.Error("audit event not recorded", "type", e.Type, "err", err)
 	}
+	return err
 }
 
 func newRequestID() string {
@@ -242,7 +244,12 @@ func (s *Sidecar) inboundHandler() http.Handler {
 			http.Error(w, denyBody(dec), denyStatus(dec.Reason))
 			return
 		}
-		s.emit(r.Context(), ev)
+		if err := s.emit(r.Context(), ev); err != nil {
+			// Fail closed: what cannot be recorded does not reach the app.
+			w.Header().Set(headerDenyReason, "audit_unavailable")
+			http.Error(w, "ward: audit log unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		stripWard(r.Header)
 		r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
 		r.Header.Set(headerPeerID, p.id.String())
