@@ -207,11 +207,13 @@ func parseLine(line []byte) (entry, error) {
 	if err := e.Hash.UnmarshalText(suffix[6 : 6+64]); err != nil {
 		return e, fmt.Errorf("%w: %v", errMalformed, err)
 	}
-	body := make([]byte, 0, len(line)-hashSuffixLen+1)
-	body = append(body, line[:len(line)-hashSuffixLen]...)
-	body = append(body, '}')
-	if err := json.Unmarshal(body, &e); err != nil {
-		return e, fmt.Errorf("%w: %v", errMalformed, err)
+	head := line[:len(line)-hashSuffixLen] // the body without its closing brace
+	if !parseRecordHead(head, &e) {
+		body := make([]byte, 0, len(head)+1)
+		body = append(append(body, head...), '}')
+		if err := json.Unmarshal(body, &e); err != nil {
+			return e, fmt.Errorf("%w: %v", errMalformed, err)
+		}
 	}
 	switch e.Kind {
 	case kindHeader, kindRecord, kindCheckpoint:
@@ -221,10 +223,50 @@ func parseLine(line []byte) (entry, error) {
 	if e.Kind == kindRecord && len(e.Event) == 0 {
 		return e, fmt.Errorf("%w: record without event", errMalformed)
 	}
-	if chainHash(e.Prev, body) != e.Hash {
+	d := sha256.New()
+	d.Write(e.Prev[:])
+	d.Write(head)
+	d.Write([]byte{'}'})
+	var h Hash
+	if d.Sum(h[:0]); h != e.Hash {
 		return e, errHashMismatch
 	}
 	return e, nil
+}
+
+// parseRecordHead is the fast path for the record lines the writer
+// writes, {"k":"rec","seq":N,"prev":"<hex>","ev":{...}, read without
+// encoding/json. It reports false for anything else, which then takes the
+// general path; what it accepts, the general path reads the same way.
+// e.Event aliases head.
+func parseRecordHead(head []byte, e *entry) bool {
+	const p1, p2, p3 = `{"k":"rec","seq":`, `,"prev":"`, `","ev":`
+	rest, ok := bytes.CutPrefix(head, []byte(p1))
+	if !ok {
+		return false
+	}
+	i := 0
+	for i < len(rest) && i < 20 && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	if i == 0 || (i > 1 && rest[0] == '0') {
+		return false
+	}
+	seq, err := strconv.ParseUint(string(rest[:i]), 10, 64)
+	if err != nil {
+		return false
+	}
+	rest, ok = bytes.CutPrefix(rest[i:], []byte(p2))
+	var prev Hash
+	if !ok || len(rest) < 64 || prev.UnmarshalText(rest[:64]) != nil {
+		return false
+	}
+	ev, ok := bytes.CutPrefix(rest[64:], []byte(p3))
+	if !ok || len(ev) < 2 || ev[0] != '{' || !json.Valid(ev) {
+		return false
+	}
+	e.Kind, e.Seq, e.Prev, e.Event = kindRecord, seq, prev, ev
+	return true
 }
 
 var errHashMismatch = errors.New("hash does not match content")

@@ -22,7 +22,8 @@ type Options struct {
 	// detects edits, but a rewrite of the whole log is not caught.
 	Signer crypto.Signer
 	// MaxSegmentBytes seals the active segment once it is this large
-	// (default 64 MiB).
+	// (default 16 MiB: a query reads whole segments, so smaller ones make
+	// selective queries faster).
 	MaxSegmentBytes int64
 	// MaxSegmentAge seals the active segment once it is this old and holds
 	// at least one record (default 1h).
@@ -59,7 +60,7 @@ type segmentFile interface {
 
 func (o Options) withDefaults() Options {
 	if o.MaxSegmentBytes <= 0 {
-		o.MaxSegmentBytes = 64 << 20
+		o.MaxSegmentBytes = 16 << 20
 	}
 	if o.MaxSegmentAge <= 0 {
 		o.MaxSegmentAge = time.Hour
