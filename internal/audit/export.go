@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -272,4 +273,87 @@ func Ship(ctx context.Context, dir string, after uint64, send func(Record) error
 		err = nil
 	}
 	return last, err
+}
+
+// Shipper keeps an exporter fed: every Interval it ships the records
+// written since its cursor, and keeps the cursor in a file so that a
+// restart continues where delivery stopped (at least once). It is a
+// long-running subsystem: Run returns ctx.Err() when ctx ends.
+type Shipper struct {
+	Dir    string
+	Cursor string // file holding the last delivered seq ("" keeps it in memory)
+	After  uint64 // start after this seq when there is no cursor file yet
+	Send   func(context.Context, Record) error
+	// Flush, when set, runs after each pass; records count as delivered
+	// only once it returns nil (Syslog.Flush).
+	Flush    func() error
+	Interval time.Duration // default 1s
+	Once     bool          // one pass, then return (nil or its error)
+	Metrics  *Metrics
+	Log      *slog.Logger
+}
+
+// Run ships until ctx ends (or after one pass with Once).
+func (s *Shipper) Run(ctx context.Context) error {
+	after := s.After
+	if s.Cursor != "" {
+		c, err := ReadCursor(s.Cursor)
+		if err != nil {
+			return fmt.Errorf("audit cursor %s: %w", s.Cursor, err)
+		}
+		if c > 0 {
+			after = c
+		}
+	}
+	interval := s.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for {
+		last, err := Ship(ctx, s.Dir, after, func(r Record) error { return s.Send(ctx, r) }, s.Metrics)
+		if s.Flush != nil {
+			if ferr := s.Flush(); ferr != nil {
+				if err == nil {
+					err = ferr
+				}
+				last = after // nothing past the old cursor is known delivered
+			}
+		}
+		if last > after {
+			if s.Cursor != "" {
+				if werr := writeFileAtomic(s.Cursor, []byte(strconv.FormatUint(last, 10)+"\n")); werr != nil {
+					return fmt.Errorf("audit cursor: %w", werr)
+				}
+			}
+			log.Debug("audit records shipped", "from", after+1, "to", last)
+			after = last
+		}
+		if s.Once {
+			return err
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("audit export failed; retrying", "after", after, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+// ReadCursor returns the seq a Shipper's cursor file records (0 when none).
+func ReadCursor(path string) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -309,4 +310,46 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 	}
 	t.Fatal("not a counter or gauge")
 	return 0
+}
+
+// TestShipperCursor: a Shipper delivers in order, keeps its cursor across
+// restarts, and after a failed pass resends from the last delivered seq.
+func TestShipperCursor(t *testing.T) {
+	dir := smallLog(t, newKey(t), 30, false)
+	cursor := filepath.Join(t.TempDir(), "cursor")
+	var got []uint64
+	failAt := uint64(12)
+	sh := &Shipper{Dir: dir, Cursor: cursor, Once: true, Metrics: NewMetrics(nil),
+		Send: func(_ context.Context, r Record) error {
+			if r.Seq == failAt {
+				return fmt.Errorf("receiver down")
+			}
+			got = append(got, r.Seq)
+			return nil
+		}}
+	if err := sh.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "receiver down") {
+		t.Fatalf("first pass: %v", err)
+	}
+	if c, _ := ReadCursor(cursor); c != 11 {
+		t.Fatalf("cursor after failure %d, want 11", c)
+	}
+	failAt = 0
+	if err := sh.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := ReadCursor(cursor); c != 30 || len(got) != 30 || got[11] != 12 || got[29] != 30 {
+		t.Fatalf("cursor %d, delivered %v", c, got)
+	}
+	if lag := metricValue(t, sh.Metrics.lag); lag <= 0 {
+		t.Fatalf("shipping lag %v", lag)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	sh.Once, sh.Interval = false, 10*time.Millisecond
+	if err := sh.Run(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run until ctx ends: %v", err)
+	}
+	if len(got) != 30 {
+		t.Fatalf("records sent twice: %d", len(got))
+	}
 }

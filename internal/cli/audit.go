@@ -244,17 +244,7 @@ FILE and the next run continues from there (delivery is at least once).
 			if (syslogAddr == "") == !useECS(cmd) {
 				return errors.New("say where to: --syslog HOST:PORT or --ecs")
 			}
-			if cursorPath != "" {
-				if data, err := os.ReadFile(cursorPath); err == nil {
-					if after, err = strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64); err != nil {
-						return fmt.Errorf("cursor %s: %w", cursorPath, err)
-					}
-				} else if !errors.Is(err, os.ErrNotExist) {
-					return err
-				}
-			}
-			var send func(context.Context, audit.Record) error
-			var flush func() error
+			sh := &audit.Shipper{Dir: d, Cursor: cursorPath, After: after, Once: !follow, Log: g.logger()}
 			if syslogAddr != "" {
 				cfg := audit.SyslogConfig{Addr: syslogAddr}
 				if useTLS {
@@ -272,42 +262,16 @@ FILE and the next run continues from there (delivery is at least once).
 				}
 				s := audit.NewSyslog(cfg)
 				defer s.Close()
-				send, flush = s.Send, s.Flush
+				sh.Send, sh.Flush = s.Send, s.Flush
 			} else {
 				ecs := audit.NewECSWriter(g.out)
-				send = func(_ context.Context, r audit.Record) error { return ecs.Send(r) }
-				flush = func() error { return nil }
+				sh.Send = func(_ context.Context, r audit.Record) error { return ecs.Send(r) }
 			}
-			ctx := cmd.Context()
-			for {
-				last, err := audit.Ship(ctx, d, after, func(r audit.Record) error { return send(ctx, r) }, nil)
-				if ferr := flush(); ferr != nil && err == nil {
-					err, last = ferr, after // nothing past the old cursor is known delivered
-				}
-				if last > after && cursorPath != "" {
-					if werr := os.WriteFile(cursorPath, []byte(strconv.FormatUint(last, 10)+"\n"), 0o600); werr != nil {
-						return werr
-					}
-				}
-				if last > after {
-					fmt.Fprintf(g.errw, "shipped records %d to %d\n", after+1, last)
-				}
-				after = last
-				if err != nil && !follow {
-					return err
-				}
-				if err != nil {
-					g.logger().Warn("audit export failed; retrying", "err", err)
-				}
-				if !follow {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(time.Second):
-				}
+			err = sh.Run(cmd.Context())
+			if follow && errors.Is(err, context.Canceled) {
+				return nil
 			}
+			return err
 		},
 	}
 	fl := cmd.Flags()
