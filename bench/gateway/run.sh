@@ -44,7 +44,7 @@
 #                       clean export of a commit when the working tree is
 #                       busy: git archive HEAD | tar -x -C DIR)
 #   BENCH_DIR           keep everything there instead of a new temp dir
-#   MAX_SECONDS [420]   hard limit for the whole script
+#   MAX_SECONDS [480]   hard limit for the whole script
 set -euo pipefail
 
 SAT_ROUNDS=${SAT_ROUNDS:-5}
@@ -59,7 +59,7 @@ SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-b}
 PROFILE=${PROFILE:-0}
 WARD_LOG_LEVEL=${WARD_LOG_LEVEL:-info}
 NICE=${NICE:-0}
-MAX_SECONDS=${MAX_SECONDS:-420}
+MAX_SECONDS=${MAX_SECONDS:-480}
 WARMUP_REQS=300  # per connection
 MAX_REQS=2000000 # per saturation round
 TD=example.org
@@ -96,6 +96,12 @@ if ((${#need[@]})); then
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 	if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 fi
+# perf (Debian linux-perf) counts system calls in an extra run; optional.
+if ! command -v perf >/dev/null; then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >/dev/null 2>&1 || true
+fi
+PERF_OK=0
+if command -v perf >/dev/null && perf stat -x, -o /dev/null -e raw_syscalls:sys_enter true 2>/dev/null; then PERF_OK=1; fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
@@ -478,6 +484,47 @@ idle_rss() {
 	log "$s: $(head -1 "$out/idle.txt"); VmRSS G $(mib "${IDLEG[$s]}") MiB${IDLES[$s]:+, S $(mib "${IDLES[$s]}") MiB}"
 }
 
+# census SETUP: one more saturation run with perf counting the CPU time,
+# system calls by kind and context switches of G and of S (not in the timed
+# figures: tracing costs a little). SYSC[SETUP.G] = "cpu-us calls recv send
+# epoll futex other cswch", per request.
+PERF_EVENTS=task-clock,raw_syscalls:sys_enter,context-switches
+for e in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait futex; do
+	PERF_EVENTS+=",syscalls:sys_enter_$e"
+done
+declare -A SYSC
+census() {
+	local s=$1 out="$T/out-$1" side pp=() sides=() ndone f v
+	f="$out/census.txt"
+	for side in G S; do
+		[[ -n $(pids_of "$s" "$side") ]] || continue
+		sides+=("$side")
+		perf stat -x, -o "$out/perf-$side.csv" -e "$PERF_EVENTS" -p "$(pids_of "$s" "$side" | tr ' ' ',')" 2>/dev/null &
+		pp+=($!)
+		PIDS+=($!)
+	done
+	sleep 0.5
+	hload "$s" -c "$CONNS" -n "${NREQ[$s]}" >"$f" 2>&1 || die "$s census: $(tail -3 "$f")"
+	kill -INT "${pp[@]}" 2>/dev/null || true
+	wait "${pp[@]}" 2>/dev/null || true
+	ndone=$(sed -n 's/^requests:.* \([0-9]*\) done.*/\1/p' "$f")
+	for side in "${sides[@]}"; do
+		v=$(awk -F, -v n="$ndone" '
+			{ c = $1 + 0; e = $3 }
+			e ~ /task-clock/ { ms += c; next }
+			e ~ /raw_syscalls/ { all += c; next }
+			e ~ /context-switches/ { cs += c; next }
+			e ~ /_(read|readv|recvfrom|recvmsg)$/ { rd += c; next }
+			e ~ /_(write|writev|sendto|sendmsg)$/ { wr += c; next }
+			e ~ /_epoll_p?wait$/ { ep += c; next }
+			e ~ /_futex$/ { fx += c; next }
+			END { if (n > 0 && all > 0) printf "%.0f %.2f %.2f %.2f %.2f %.2f %.2f %.2f", ms * 1000 / n, all / n, rd / n, wr / n, ep / n, fx / n, (all - rd - wr - ep - fx) / n, cs / n }
+		' "$out/perf-$side.csv")
+		[[ -n $v ]] || { log "$s: perf counted nothing for $side (see $out/perf-$side.csv)"; continue; }
+		SYSC[$s.$side]=$v
+	done
+}
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "cores: $ncpu; h2load and app on CPU $CLIENT_CPU, proxies on CPU $PROXY_CPU; load average $LOAD_BEFORE"
 for s in $SETUPS; do "start_$s"; done
@@ -499,6 +546,15 @@ if ((IDLE_CONNS > 0)); then
 		log "$s: $IDLE_CONNS idle connections"
 		idle_rss "$s"
 	done
+fi
+if ((PERF_OK)); then
+	for s in $SETUPS; do
+		[[ -n ${PROXIES[$s]} ]] || continue
+		log "syscall census: $s at saturation, under perf stat"
+		census "$s"
+	done
+else
+	log "perf unavailable (Debian package linux-perf): no system call census"
 fi
 if [[ " $SETUPS " == *" ward-b "* ]]; then
 	n=$(grep -c 'gateway.request' "$T/ward-b-gateway.log" || true)
@@ -570,6 +626,18 @@ done
 			echo "  $s: G $(usreq "${TICKG[$s]}" "${REQS[$s]}"), G+S ${CPUTOT[$s]} ($(usreq $((TICKG[$s] + TICKS[$s] - TICKK[$s])) "${REQS[$s]}") / $(usreq "${TICKK[$s]}" "${REQS[$s]}"))"
 		done
 	fi
+	if ((${#SYSC[@]})); then
+		echo
+		echo "per request, perf stat over an extra saturation run: CPU us, system calls by kind, context switches"
+		printf '  %-8s %-4s %6s | %6s %6s %6s %6s %6s %6s | %6s\n' "" proc "cpu us" calls recv send epoll futex other cswch
+		for s in $SETUPS; do
+			for side in G S; do
+				[[ -n ${SYSC[$s.$side]:-} ]] || continue
+				# shellcheck disable=SC2086
+				printf '  %-8s %-4s %6s | %6s %6s %6s %6s %6s %6s | %6s\n' "$s" "$side" ${SYSC[$s.$side]}
+			done
+		done
+	fi
 	echo
 	echo "req/s     median of the saturation rounds; every response was a 200 (or the run stops)"
 	echo "cpu0/cpu1 how busy the client+app core and the proxy core were at saturation (all processes)"
@@ -584,16 +652,16 @@ done
 
 # ---------------------------------------------------------------- profile
 if [[ $PROFILE == 1 ]]; then
-	pp="127.0.0.1:$(free_port)"
+	pprof_addr="127.0.0.1:$(free_port)"
 	log "profile: a ward-b gateway built with pprof (bench/mesh/wardprof) in front of ward-b's sidecar, under saturation"
 	sc=$(grep -o '"127.0.0.1:[0-9]*"' "$T/ward-b.yaml" 2>/dev/null | head -1 | tr -d '"')
 	[[ -n $sc ]] || { ward_server; start_ward ward-b "$WARD"; sc=$(grep -o '"127.0.0.1:[0-9]*"' "$T/ward-b.yaml" | head -1 | tr -d '"'); }
-	start_ward wardprof "$T/wardprof" "$pp" "$sc"
+	start_ward wardprof "$T/wardprof" "$pprof_addr" "$sc"
 	mkdir -p "$T/out-wardprof"
 	warm_up wardprof "$T/out-wardprof/warmup.txt"
 	NREQ[wardprof]=$((NREQ[wardprof] * 3)) # ~3 rounds' worth
 	secs=$((SAT_SECONDS * 3 - 2))
-	curl -s --max-time $((secs + 20)) -o "$T/profile.pb.gz" "http://$pp/debug/pprof/profile?seconds=$secs" &
+	curl -s --max-time $((secs + 20)) -o "$T/profile.pb.gz" "http://$pprof_addr/debug/pprof/profile?seconds=$secs" &
 	cp=$!
 	hload wardprof -c "$CONNS" -n "${NREQ[wardprof]}" >"$T/out-wardprof/saturation.txt" 2>&1 || true
 	wait "$cp" || true
