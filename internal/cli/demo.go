@@ -11,7 +11,7 @@ func demoCmd(g *globals) *cobra.Command {
 	var exit bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run Ward's embedded demo on loopback: CA, enrollment, mTLS, revocation",
+		Short: "Run Ward on loopback: server, gateway on https://127.0.0.1:8443, two services with sidecars, and a tour",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d := &demo.Demo{DataDir: dir, Out: g.out, Exit: exit}

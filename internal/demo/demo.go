@@ -1,28 +1,45 @@
-// Package demo is `ward demo`: Ward's embedded default, everything on
-// loopback in one process. Today it shows the identity layer at work: a
-// server with its CA, two workloads that enroll with join tokens and talk
-// over mutual TLS, an intruder refused, and a revocation that cuts a
-// workload off within seconds.
+// Package demo is `ward demo`: Ward's front page, everything in one
+// process on loopback. It starts a server with its CA on a temporary data
+// directory, an edge gateway on https://127.0.0.1:8443 with a certificate
+// from that CA, a small OpenID Connect provider, and two sample services,
+// catalog and orders, each behind its sidecar, under one resource file of
+// routes and policies. It then runs a short tour of curl commands itself
+// (allowed, denied with its reason, rate limited, a lateral call refused),
+// prints each command with what it observed, and serves until Ctrl-C.
 package demo
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/edgetls"
+	"github.com/wardsec/ward/internal/gateway"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/sidecar"
 )
+
+// DefaultGatewayAddr is where the demo's gateway listens, the address
+// the tour's commands use.
+const DefaultGatewayAddr = "127.0.0.1:8443"
 
 // Demo runs the tour. Out receives the narration; Log the components' logs.
 type Demo struct {
@@ -31,15 +48,99 @@ type Demo struct {
 	Log     *slog.Logger
 	// Exit after the tour instead of serving until ctx ends (tests).
 	Exit bool
+	// GatewayAddr is the gateway's HTTPS address; empty: DefaultGatewayAddr.
+	// Tests that cannot own port 8443 pass 127.0.0.1:0.
+	GatewayAddr string
 }
 
 var td = spiffeid.RequireTrustDomainFromString("demo.ward.local")
 
+// tokenTTL is how long the users' tokens stay valid: longer than anyone
+// keeps a demo running.
+const tokenTTL = 12 * time.Hour
+
+// resources are the routes and policies of the demo, shared by the
+// gateway and both sidecars (Ward reloads the file when it changes).
+const resources = `# Ward demo resources. The gateway and both sidecars reload this file when it changes.
+apiVersion: ward/v1
+kind: Service
+metadata: {name: catalog}
+spec: {endpoints: ["%[1]s"]}
+---
+apiVersion: ward/v1
+kind: Service
+metadata: {name: orders}
+spec: {endpoints: ["%[2]s"]}
+---
+apiVersion: ward/v1
+kind: Issuer
+metadata: {name: demo}
+spec: {issuerURL: "%[3]s", audiences: [%[4]s], algorithms: [ES256]}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: catalog}
+spec:
+  pathPrefix: /catalog
+  service: catalog
+  auth: {apiKey: required, user: jwt, issuers: [demo]}
+  rateLimit: {key: apikey+user, rate: 3/10s}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: orders}
+spec:
+  pathPrefix: /orders
+  service: orders
+  auth: {apiKey: required, user: jwt, issuers: [demo]}
+---
+# The gateway may read the catalog.
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: catalog-callers}
+spec:
+  target: catalog
+  rules:
+    - from: [gateway/edge]
+      methods: [GET]
+      paths: ["/catalog", "/catalog/*"]
+---
+# The gateway may read orders for users with the orders:read scope.
+# No rule names svc/catalog: catalog may not call orders.
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: orders-callers}
+spec:
+  target: orders
+  rules:
+    - from: [gateway/edge]
+      methods: [GET]
+      paths: ["/orders/*"]
+      when: '"orders:read" in user.scopes'
+`
+
+// Files of the demo directory that the tour's commands read.
+const (
+	fileResources = "ward.yaml"
+	fileAPIKey    = "apikey"
+	fileAlice     = "alice.jwt"
+	fileBob       = "bob.jwt"
+)
+
 // Run starts everything, walks through the tour, then serves until ctx is
-// done (or returns at once with Exit).
-func (d *Demo) Run(ctx context.Context) error {
+// done (or returns at once with Exit). Everything it started is stopped
+// and, without DataDir, its files removed before it returns.
+func (d *Demo) Run(ctx context.Context) (err error) {
+	start := time.Now()
 	if d.Log == nil {
-		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	gwAddr := d.GatewayAddr
+	if gwAddr == "" {
+		gwAddr = DefaultGatewayAddr
+	}
+	if err := portFree(gwAddr); err != nil {
+		return err
 	}
 	dir := d.DataDir
 	if dir == "" {
@@ -49,25 +150,39 @@ func (d *Demo) Run(ctx context.Context) error {
 		}
 		defer os.RemoveAll(tmp)
 		dir = tmp
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	defer func() { cancel(); _ = g.Wait() }()
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
 
+	// Everything runs in one errgroup; leaving Run cancels it, waits for
+	// every component to stop, then releases what they used.
+	ctx, cancel := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	var closers []func()
+	defer func() {
+		cancel()
+		if werr := g.Wait(); werr != nil && err == nil && !errors.Is(werr, context.Canceled) {
+			err = werr
+		}
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	serverDir := filepath.Join(dir, "server")
 	srv, err := control.NewServer(ctx, control.ServerConfig{
-		DataDir: filepath.Join(dir, "server"), TrustDomain: td.Name(),
+		DataDir: serverDir, TrustDomain: td.Name(),
 		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: d.Log.With("role", "server"),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("server: %w", err)
 	}
-	defer srv.Close()
+	closers = append(closers, srv.Close)
 	g.Go(func() error { return srv.Run(gctx) })
-	dataDir := filepath.Join(dir, "server")
-	d.say("1. Ward server up: CA for trust domain %s, API %s, CRL/OCSP on http://%s", td.Name(), srv.URL(), srv.PublicAddr())
-
-	cred, err := control.LoadCredential(filepath.Join(dataDir, control.FileOperator))
+	cred, err := control.LoadCredential(filepath.Join(serverDir, control.FileOperator))
 	if err != nil {
 		return err
 	}
@@ -75,116 +190,192 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	enroll := func(name string) (*identity.Source, error) {
-		id := spiffeid.RequireFromSegments(td, "svc", name)
+	// enroll gives a workload its SVID with a one-time join token and
+	// returns its Source (renewing in the group) and a server client that
+	// presents that SVID.
+	enroll := func(id spiffeid.ID) (*identity.Source, *control.Client, error) {
 		tok, err := op.CreateToken(ctx, id.String(), time.Minute)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		client, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: client, Dir: filepath.Join(dir, name), Logger: d.Log.With("role", name)})
+		src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: client, Logger: d.Log.With("role", id.Path())})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := src.SetBundle(srv.CA.Bundle()); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		client.FollowBundle(src.Bundle)
 		if err := src.Enroll(ctx, id, tok.Token); err != nil {
-			return nil, err
+			return nil, nil, fmt.Errorf("enroll %s: %w", id, err)
 		}
+		client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
 		g.Go(func() error { return src.Run(gctx) })
-		sv := src.Current()
-		d.say("2. %s enrolled with a one-time join token: serial %s, expires %s", sv.ID, sv.Serial(), sv.Leaf().NotAfter.Format(time.TimeOnly))
-		return src, nil
-	}
-	orders, err := enroll("orders")
-	if err != nil {
-		return err
-	}
-	catalog, err := enroll("catalog")
-	if err != nil {
-		return err
-	}
-	intruder, err := enroll("intruder")
-	if err != nil {
-		return err
+		return src, client, nil
 	}
 
-	// orders accepts mTLS from catalog only.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	idp, err := newIssuer()
 	if err != nil {
 		return err
 	}
-	app := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			id, _ := identity.SVIDID(r.TLS.PeerCertificates[0])
-			fmt.Fprintf(w, "orders: hello %s\n", id)
-		}),
-		TLSConfig:         orders.ServerTLSConfig(identity.AuthorizeID(catalog.Current().ID)),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(d.Log.Handler(), slog.LevelDebug),
+	g.Go(func() error { return idp.Run(gctx) })
+	alice, err := idp.mint("alice", "orders:read catalog:read", tokenTTL)
+	if err != nil {
+		return err
 	}
-	g.Go(func() error {
-		if err := app.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+	bob, err := idp.mint("bob", "catalog:read", tokenTTL)
+	if err != nil {
+		return err
+	}
+	key, err := op.CreateAPIKey(ctx, "shop", []string{"catalog", "orders"}, 0)
+	if err != nil {
+		return fmt.Errorf("create API key: %w", err)
+	}
+	for name, secret := range map[string]string{fileAPIKey: key.Key, fileAlice: alice, fileBob: bob} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(secret+"\n"), 0o600); err != nil {
 			return err
 		}
-		return nil
-	})
-	defer app.Close()
-	url := "https://" + ln.Addr().String() + "/orders"
-	d.say("3. orders listens on %s: mutual TLS 1.3, only %s may call", ln.Addr(), catalog.Current().ID)
+	}
 
-	call := func(from *identity.Source) (string, error) {
-		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: from.ClientTLSConfig(identity.AuthorizeID(orders.Current().ID)), DisableKeepAlives: true,
-		}}
-		resp, err := hc.Get(url)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return string(b), err
-	}
-	body, err := call(catalog)
-	if err != nil {
-		return fmt.Errorf("catalog -> orders: %w", err)
-	}
-	d.say("4. catalog -> orders: allowed, %s", trim(body))
-	if _, err := call(intruder); err == nil {
-		return errors.New("intruder -> orders was let through")
-	} else {
-		d.say("5. intruder -> orders: refused at the handshake (%v)", rootCause(err))
-	}
-	// Plaintext never works.
-	if resp, err := http.Get("http://" + ln.Addr().String() + "/orders"); err == nil {
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			return errors.New("plaintext request reached orders")
-		}
-	}
-	d.say("6. plaintext HTTP to orders: refused")
-
-	revoked, err := op.Revoke(ctx, control.RevokeRequest{ID: catalog.Current().ID.String(), Reason: "keyCompromise"})
+	// The apps, then their sidecars in front of them. A sidecar's inbound
+	// address is a Service endpoint in the resource file, which it reads
+	// when it starts: reserve the ports first.
+	catalogApp, err := newApp(catalogHandler())
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	for {
-		if _, err := call(catalog); err != nil {
-			d.say("7. revoked %s (serial %s): orders refuses it after %s", catalog.Current().ID, revoked.Revoked[0].Serial, time.Since(start).Round(time.Millisecond))
-			break
-		}
-		if time.Since(start) > 10*time.Second {
-			return errors.New("revoked catalog still accepted after 10s")
-		}
-		time.Sleep(50 * time.Millisecond)
+	g.Go(func() error { return catalogApp.Run(gctx) })
+	ordersApp, err := newApp(ordersHandler())
+	if err != nil {
+		return err
 	}
-	d.say("\nThe server keeps running. In another shell:\n  export WARD_DATA_DIR=%s\n  ward cert list          # the inventory\n  ward ca show            # root and intermediate\n  curl -s http://%s/metrics | grep ward_ca_\nCtrl-C stops everything.", dataDir, srv.PublicAddr())
+	g.Go(func() error { return ordersApp.Run(gctx) })
+	catalogAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	ordersAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	config := filepath.Join(dir, fileResources)
+	if err := os.WriteFile(config, fmt.Appendf(nil, resources, catalogAddr, ordersAddr, idp.url, issuerAudience), 0o644); err != nil {
+		return err
+	}
+	sidecars := map[string]*sidecar.Sidecar{}
+	for _, s := range []struct{ name, listen, app, outbound string }{
+		{"catalog", catalogAddr, catalogApp.addr(), "127.0.0.1:0"},
+		{"orders", ordersAddr, ordersApp.addr(), ""},
+	} {
+		src, _, err := enroll(spiffeid.RequireFromSegments(td, "svc", s.name))
+		if err != nil {
+			return err
+		}
+		sc, err := sidecar.New(sidecar.Config{
+			Service: s.name, TrustDomain: td, Listen: s.listen, App: s.app, Outbound: s.outbound,
+			ConfigFile: config, Source: src, Log: d.Log.With("role", "sidecar", "service", s.name),
+		})
+		if err != nil {
+			return fmt.Errorf("%s sidecar: %w", s.name, err)
+		}
+		g.Go(func() error { return sc.Run(gctx) })
+		sidecars[s.name] = sc
+	}
+
+	// The gateway: its SVID, an edge certificate for localhost from
+	// Ward's CA, and the API key table from the server's key feed.
+	gwSrc, gwClient, err := enroll(spiffeid.RequireFromSegments(td, "gateway", "edge"))
+	if err != nil {
+		return err
+	}
+	certs := edgetls.NewRenewingSource(func(ctx context.Context) (*tls.Certificate, error) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return gwClient.EdgeCertificate(ctx, k, []string{"localhost", "127.0.0.1"})
+	}, d.Log.With("role", "gateway"))
+	if err := certs.Start(ctx); err != nil {
+		return err
+	}
+	g.Go(func() error { return ignoreCanceled(certs.Run(gctx)) })
+	keys := new(gateway.KeyTable)
+	keysReady := make(chan struct{})
+	var once sync.Once
+	g.Go(func() error {
+		return gwClient.FollowAPIKeys(gctx, func(_ int64, recs []authn.APIKeyRecord) {
+			keys.Replace(recs)
+			if len(recs) > 0 {
+				once.Do(func() { close(keysReady) })
+			}
+		})
+	})
+	gw, err := gateway.New(gateway.Config{
+		Name: "edge", TrustDomain: td, Listen: gwAddr, TLS: edgetls.ServerConfig(certs, nil),
+		ConfigFile: config, Source: gwSrc, APIKeys: keys, Log: d.Log.With("role", "gateway"),
+	})
+	if err != nil {
+		if isAddrInUse(err) {
+			return portTaken(gwAddr, err)
+		}
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g.Go(func() error { return gw.Run(gctx) })
+	select {
+	case <-keysReady:
+	case <-gctx.Done():
+		return gctx.Err()
+	case <-time.After(10 * time.Second):
+		return errors.New("the gateway did not receive the API keys within 10s")
+	}
+
+	t := &tour{
+		dir: dir, gateway: "https://localhost:" + port(gw.Addr()),
+		outbound: sidecars["catalog"].OutboundAddr(),
+	}
+	if err := t.init(filepath.Join(serverDir, control.FileBundle)); err != nil {
+		return err
+	}
+	defer t.close()
+	d.say("Ward demo: a server, an edge gateway and two services on loopback, started in %s.", time.Since(start).Round(100*time.Millisecond))
+	d.say("")
+	d.say("  server    %s   CA of trust domain %s, data in %s", srv.URL(), td.Name(), serverDir)
+	d.say("  gateway   %s   %s, certificate from Ward's CA", t.gateway, gw.ID())
+	d.say("  catalog   app %s behind its sidecar %s; the app's outbound proxy is %s", catalogApp.addr(), catalogAddr, t.outbound)
+	d.say("  orders    app %s behind its sidecar %s", ordersApp.addr(), ordersAddr)
+	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
+	d.say("  policies  %s: the gateway may read catalog, and orders only for users with orders:read;", filepath.Join(dir, fileResources))
+	d.say("            catalog may not call orders (no rule for svc/catalog)")
+	d.say("")
+	d.say("The tour: each command below was just run by the demo, and under it is what it got.")
+	d.say("Paste them into another shell (curl needed) while the demo runs.")
+	d.say("")
+	d.say("$ %s", t.setDir())
+	for i, s := range t.steps() {
+		d.say("")
+		d.say("%d. %s", i+1, s.title)
+		for _, c := range s.calls {
+			got, err := c.run(ctx)
+			if err != nil {
+				return fmt.Errorf("tour step %d: %w", i+1, err)
+			}
+			d.say("$ %s", c.cmd)
+			for _, line := range strings.Split(strings.TrimRight(got, "\n"), "\n") {
+				d.say("  %s", line)
+			}
+		}
+	}
+	d.say("")
+	d.say("Edit %s and the gateway and sidecars apply it within a second.", filepath.Join(dir, fileResources))
+	if d.DataDir == "" {
+		d.say("Ctrl-C stops everything and removes %s.", dir)
+	} else {
+		d.say("Ctrl-C stops everything.")
+	}
 	if d.Exit {
 		return nil
 	}
@@ -194,20 +385,40 @@ func (d *Demo) Run(ctx context.Context) error {
 
 func (d *Demo) say(format string, a ...any) { fmt.Fprintf(d.Out, format+"\n", a...) }
 
-func trim(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
+// portFree fails with a clear message when addr cannot be bound, before
+// anything has started.
+func portFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return portTaken(addr, err)
 	}
-	return s
+	return l.Close()
 }
 
-// rootCause unwraps to the innermost error for a one-line explanation.
-func rootCause(err error) error {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return err
-		}
-		err = next
+func portTaken(addr string, err error) error {
+	if isAddrInUse(err) {
+		return fmt.Errorf("the demo's gateway needs %s, which another program uses (another `ward demo`?): stop it and try again", addr)
 	}
+	return fmt.Errorf("gateway address %s: %w", addr, err)
+}
+
+func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
+
+// freeAddr reserves a loopback port for a listener that is opened later.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }
