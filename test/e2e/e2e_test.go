@@ -199,24 +199,6 @@ func TestCLIErrors(t *testing.T) {
 	}
 }
 
-// TestDemo runs `ward demo --exit` and checks every step of its tour.
-func TestDemo(t *testing.T) {
-	out, err := ward(t, t.TempDir(), "demo", "--exit")
-	if err != nil {
-		t.Fatalf("demo failed: %v\n%s", err, out)
-	}
-	for _, want := range []string{
-		"catalog -> orders: allowed, orders: hello spiffe://demo.ward.local/svc/catalog",
-		"intruder -> orders: refused",
-		"plaintext HTTP to orders: refused",
-		"orders refuses it after",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out)
-		}
-	}
-}
-
 // startServer runs `ward server` on free ports and waits until it is ready.
 func startServer(t *testing.T) (dataDir string) {
 	t.Helper()

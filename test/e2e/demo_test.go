@@ -1,0 +1,230 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDemo runs `ward demo` as a user does, waits for its tour, runs every
+// command the tour prints with bash, verbatim, and checks that each does
+// what the tour says, as does what the demo printed under it. Then Ctrl-C:
+// the process exits 0 within seconds, its directory and ports released.
+func TestDemo(t *testing.T) {
+	need(t, "bash", "curl")
+	waitPortFree(t, "127.0.0.1:8443", 20*time.Second)
+
+	out := &lockedBuffer{}
+	cmd := exec.Command(wardBin, "demo")
+	cmd.Dir = t.TempDir()
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for !strings.Contains(out.String(), "Ctrl-C stops everything") {
+		select {
+		case err := <-exited:
+			stopped = true
+			t.Fatalf("ward demo exited before its tour (%v):\n%s", err, out)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("no tour after 30s:\n%s", out)
+		}
+	}
+	t.Logf("tour printed after %s", time.Since(start).Round(time.Millisecond))
+	tour := out.String()
+	cmds, observed := parseTour(tour)
+
+	// The commands, in the order the tour gives them, and what each must
+	// show: first a line that sets $D, then the four steps.
+	type expect struct {
+		cmd  *regexp.Regexp // which command this is
+		resp *regexp.Regexp // what it must print
+	}
+	expects := []expect{
+		{regexp.MustCompile(`^D=/\S+$`), regexp.MustCompile(`^$`)},
+		{regexp.MustCompile(`apikey.*alice\.jwt.* https://localhost:8443/orders/1$`),
+			regexp.MustCompile(`^\{"id":"1",.*"caller":\{"user":"alice","app":"shop","peer":"spiffe://demo.ward.local/gateway/edge"\}\}\nHTTP 200$`)},
+		{regexp.MustCompile(`apikey.*alice\.jwt.* https://localhost:8443/catalog/items$`),
+			regexp.MustCompile(`^\{"items":\[.*"caller":\{"user":"alice","app":"shop",.*\nHTTP 200$`)},
+		{regexp.MustCompile(`apikey.*bob\.jwt.* https://localhost:8443/orders/1$`),
+			regexp.MustCompile(`^\{"error":"forbidden","reason":"no_rule_matches","request_id":"\w+"\}\nHTTP 403$`)},
+		{regexp.MustCompile(`^curl -s -w 'HTTP %\{http_code\}\\n' --cacert "\$D/server/bundle.pem" -H "Authorization: Bearer \$\(cat "\$D/alice\.jwt"\)" https://localhost:8443/orders/1$`), // no key
+			regexp.MustCompile(`^\{"error":"unauthorized","reason":"apikey_missing","request_id":"\w+"\}\nHTTP 401$`)},
+		// The demo ran this loop a moment ago: the bucket may still be
+		// partly empty, so fewer than three may pass, but it must end in
+		// 429 with Retry-After.
+		{regexp.MustCompile(`^for i in 1 2 3 4 5; do curl .*bob\.jwt.* https://localhost:8443/catalog/items .*; done$`),
+			regexp.MustCompile(`^(HTTP/2 200\n){0,3}(HTTP/2 429\nretry-after: [1-9]\d*\n?){2,5}$`)},
+		{regexp.MustCompile(`^curl .* -x http://127\.0\.0\.1:\d+ http://orders/orders/1$`),
+			regexp.MustCompile(`^ward: denied by orders-callers: no_rule_matches\nHTTP 403$`)},
+	}
+	if len(cmds) != len(expects) {
+		t.Fatalf("tour has %d commands, want %d:\n%s", len(cmds), len(expects), tour)
+	}
+	for i, e := range expects {
+		if !e.cmd.MatchString(cmds[i]) {
+			t.Fatalf("command %d is not the expected one (%s):\n%s", i, e.cmd, cmds[i])
+		}
+	}
+	// What the demo observed itself: a fresh limit lets exactly three pass.
+	for i, e := range expects {
+		if i == 5 {
+			e.resp = regexp.MustCompile(`^HTTP/2 200\nHTTP/2 200\nHTTP/2 200\nHTTP/2 429\nretry-after: [1-9]\d*\nHTTP/2 429\nretry-after: [1-9]\d*$`)
+		}
+		if !e.resp.MatchString(observed[i]) {
+			t.Errorf("the demo printed under %q:\n%s\nwant %s", cmds[i], observed[i], e.resp)
+		}
+	}
+
+	// The secrets the commands read are the user's only.
+	dir := strings.TrimPrefix(cmds[0], "D=")
+	for _, f := range []string{"apikey", "alice.jwt", "bob.jwt"} {
+		if fi, err := os.Stat(dir + "/" + f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", f, fi, err)
+		}
+	}
+
+	// Every command, verbatim, in one shell as a user pastes them.
+	var script strings.Builder
+	for i, c := range cmds {
+		fmt.Fprintf(&script, "echo '@@@ %d'\n%s\n", i, c)
+	}
+	sh := exec.Command("bash", "-c", script.String())
+	sh.Dir = t.TempDir()
+	sh.Env = noProxyEnv()
+	got, err := sh.CombinedOutput()
+	if err != nil {
+		t.Fatalf("tour commands: %v\n%s", err, got)
+	}
+	results := regexp.MustCompile(`(?m)^@@@ \d+\n`).Split(string(got), -1)[1:]
+	if len(results) != len(cmds) {
+		t.Fatalf("got %d results for %d commands:\n%s", len(results), len(cmds), got)
+	}
+	for i, e := range expects {
+		res := strings.ReplaceAll(strings.TrimRight(results[i], "\n"), "\r", "")
+		res = regexp.MustCompile(`(?m) +$`).ReplaceAllString(res, "") // curl's "HTTP/2 200 "
+		if !e.resp.MatchString(res) {
+			t.Errorf("$ %s\n%s\nwant %s", cmds[i], res, e.resp)
+		}
+	}
+
+	// A second demo while this one runs is refused with a clear message.
+	if second, err := ward(t, t.TempDir(), "demo", "--exit"); err == nil || !strings.Contains(second, "127.0.0.1:8443, which another program uses") {
+		t.Errorf("second demo: %v\n%s", err, second)
+	}
+
+	// Ctrl-C.
+	outbound := regexp.MustCompile(`-x http://(\S+)`).FindStringSubmatch(cmds[6])[1]
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Fatalf("ward demo after Ctrl-C: %v\n%s", err, out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("ward demo still running 10s after Ctrl-C:\n%s", out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("demo directory %s left behind: %v", dir, err)
+	}
+	for _, addr := range []string{"127.0.0.1:8443", outbound} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s still bound after the demo exited: %v", addr, err)
+			continue
+		}
+		l.Close()
+	}
+}
+
+// parseTour returns the commands of a tour ("$ " lines) and, for each, the
+// indented lines printed under it, unindented.
+func parseTour(tour string) (cmds, observed []string) {
+	open := false // the lines since the last command are its output
+	for line := range strings.SplitSeq(tour, "\n") {
+		switch {
+		case strings.HasPrefix(line, "$ "):
+			cmds = append(cmds, strings.TrimPrefix(line, "$ "))
+			observed = append(observed, "")
+			open = true
+		case open && strings.HasPrefix(line, "  "):
+			if o := &observed[len(observed)-1]; *o == "" {
+				*o = line[2:]
+			} else {
+				*o += "\n" + line[2:]
+			}
+		default: // a blank line or a title ends a command's output
+			open = false
+		}
+	}
+	return cmds, observed
+}
+
+// waitPortFree waits until addr can be bound (another test's process may
+// still be releasing it).
+func waitPortFree(t *testing.T, addr string, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(200 * time.Millisecond) {
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			l.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stays busy: %v", addr, err)
+		}
+	}
+}
+
+// noProxyEnv is the environment without proxy settings, which would send
+// curl's requests elsewhere.
+func noProxyEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !strings.HasSuffix(strings.ToLower(k), "_proxy") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
