@@ -14,6 +14,34 @@ die() {
 	exit 1
 }
 
+# install_missing PACKAGE...: apt-get install them (after an update if the
+# first try fails), without starting any Debian service they bring
+# (invoke-rc.d asks policy-rc.d).
+install_missing() {
+	(($#)) || return 0
+	log "installing $*"
+	local made_policy=0
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		made_policy=1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+	if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+}
+
+# perf_ready: PERF_OK=1 when perf (Debian linux-perf, installed if missing;
+# optional) can count system calls.
+perf_ready() {
+	if ! command -v perf >/dev/null; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >/dev/null 2>&1 || true
+	fi
+	PERF_OK=0
+	if command -v perf >/dev/null && perf stat -x, -o /dev/null -e raw_syscalls:sys_enter true 2>/dev/null; then PERF_OK=1; fi
+}
+
 # bench_init PREFIX: the workspace T (BENCH_DIR or a new temp dir), PIDS
 # (stopped on exit: TERM, then KILL after 3 s), the MAX_SECONDS watchdog,
 # CPU pinning (CLIENT_CPU, PROXY_CPU, PIN_CLIENT, PIN_PROXY) and HZ.

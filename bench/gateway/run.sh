@@ -81,27 +81,8 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
-if ((${#need[@]})); then
-	log "installing ${need[*]}"
-	# The Debian services (nginx, haproxy, caddy) must not start: invoke-rc.d
-	# asks policy-rc.d.
-	made_policy=0
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-		chmod 755 /usr/sbin/policy-rc.d
-		made_policy=1
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
-	if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
-fi
-# perf (Debian linux-perf) counts system calls in an extra run; optional.
-if ! command -v perf >/dev/null; then
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >/dev/null 2>&1 || true
-fi
-PERF_OK=0
-if command -v perf >/dev/null && perf stat -x, -o /dev/null -e raw_syscalls:sys_enter true 2>/dev/null; then PERF_OK=1; fi
+install_missing "${need[@]}"
+perf_ready
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
