@@ -158,7 +158,9 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	}
 
 	// Everything runs in one errgroup; leaving Run cancels it, waits for
-	// every component to stop, then releases what they used.
+	// every component to stop, then releases what they used. Ctrl-C during
+	// the start is a clean exit too.
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	var closers []func()
@@ -169,6 +171,9 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		}
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
+		}
+		if parent.Err() != nil {
+			err = nil
 		}
 	}()
 
@@ -343,8 +348,8 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	defer t.close()
 	d.say("Ward demo: a server, an edge gateway and two services on loopback, started in %s.", time.Since(start).Round(100*time.Millisecond))
 	d.say("")
-	d.say("  server    %s   CA of trust domain %s, data in %s", srv.URL(), td.Name(), serverDir)
-	d.say("  gateway   %s   %s, certificate from Ward's CA", t.gateway, gw.ID())
+	d.say("  server    %-25s CA of trust domain %s, data in %s", srv.URL(), td.Name(), serverDir)
+	d.say("  gateway   %-25s %s, certificate from Ward's CA", t.gateway, gw.ID())
 	d.say("  catalog   app %s behind its sidecar %s; the app's outbound proxy is %s", catalogApp.addr(), catalogAddr, t.outbound)
 	d.say("  orders    app %s behind its sidecar %s", ordersApp.addr(), ordersAddr)
 	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
