@@ -129,11 +129,6 @@ func (w wireEvent) event() Event {
 		RequestID: w.RequestID, TraceID: w.TraceID, Result: w.Result, Fields: w.Fields}
 }
 
-// encodeEvent returns the stored form of e.
-func encodeEvent(e Event) ([]byte, error) {
-	return json.Marshal(toWire(e))
-}
-
 // decodeEvent parses the stored form of an event.
 func decodeEvent(b []byte) (Event, error) {
 	var w wireEvent

@@ -26,15 +26,17 @@ type segIndex struct {
 	Bloom bloom     `json:"bloom"` // "p:"+principal and "s:"+service
 }
 
-// bloom is a Bloom filter sized for about 1% false positives.
+// bloom is a Bloom filter sized for about 0.05% false positives (16
+// bits and 11 hashes a key), so that a query for a principal absent from
+// months of segments reads almost none of them.
 type bloom struct {
 	K    int    `json:"k"`
 	Bits []byte `json:"bits"`
 }
 
 func newBloom(n int) bloom {
-	m := max(n*10, 64)
-	return bloom{K: 7, Bits: make([]byte, (m+7)/8)}
+	m := max(n*16, 64)
+	return bloom{K: 11, Bits: make([]byte, (m+7)/8)}
 }
 
 func bloomHashes(s string) (uint32, uint32) {
@@ -74,6 +76,7 @@ type indexBuilder struct {
 	keys map[string]struct{}
 }
 
+// line adds a record line read back from a segment.
 func (b *indexBuilder) line(line []byte) {
 	if !bytes.HasPrefix(line, []byte(`{"k":"rec"`)) {
 		return
@@ -82,6 +85,11 @@ func (b *indexBuilder) line(line []byte) {
 	if err != nil {
 		return
 	}
+	b.event(seq, ev)
+}
+
+// event adds a record from its stored event.
+func (b *indexBuilder) event(seq uint64, ev []byte) {
 	var e struct {
 		Time                      time.Time
 		Actor, User, App, Service string
@@ -89,26 +97,33 @@ func (b *indexBuilder) line(line []byte) {
 	if json.Unmarshal(ev, &e) != nil {
 		return
 	}
+	b.add(seq, e.Time, e.Actor, e.User, e.App, e.Service)
+}
+
+// add adds one record.
+func (b *indexBuilder) add(seq uint64, t time.Time, actor, user, app, service string) {
 	if b.idx.Count == 0 {
 		b.idx.First = seq
-		b.idx.Min, b.idx.Max = e.Time, e.Time
+		b.idx.Min, b.idx.Max = t, t
 	}
 	b.idx.Last = seq
 	b.idx.Count++
-	if e.Time.Before(b.idx.Min) {
-		b.idx.Min = e.Time
+	if t.Before(b.idx.Min) {
+		b.idx.Min = t
 	}
-	if e.Time.After(b.idx.Max) {
-		b.idx.Max = e.Time
+	if t.After(b.idx.Max) {
+		b.idx.Max = t
 	}
 	if b.keys == nil {
 		b.keys = map[string]struct{}{}
 	}
-	for _, p := range principals(Event{Actor: e.Actor, User: e.User, App: e.App}) {
-		b.keys["p:"+p] = struct{}{}
+	for _, p := range [...]string{actor, user, app} {
+		if p != "" {
+			b.keys["p:"+p] = struct{}{}
+		}
 	}
-	if e.Service != "" {
-		b.keys["s:"+e.Service] = struct{}{}
+	if service != "" {
+		b.keys["s:"+service] = struct{}{}
 	}
 }
 
@@ -119,17 +134,6 @@ func (b *indexBuilder) finish(seg uint64) segIndex {
 		b.idx.Bloom.add(k)
 	}
 	return b.idx
-}
-
-// principals are the identities an event names as its caller.
-func principals(e Event) []string {
-	out := make([]string, 0, 3)
-	for _, p := range []string{e.Actor, e.User, e.App} {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func readIndex(dir string, seg uint64) (segIndex, bool) {
@@ -182,6 +186,15 @@ func (w *Writer) maintain() {
 }
 
 func (w *Writer) maintainOnce() {
+	for {
+		select {
+		case idx := <-w.built:
+			w.pending[idx.Seg] = idx
+			continue
+		default:
+		}
+		break
+	}
 	segs, err := listSegments(w.dir)
 	if err != nil {
 		w.log.Error("audit maintenance: list segments", "err", err)
@@ -209,8 +222,18 @@ func (w *Writer) maintainOnce() {
 // seal writes a sealed segment's index and compressed copy when missing.
 func (w *Writer) seal(s segFile) error {
 	_, hasIdx := readIndex(w.dir, s.Num)
+	built, haveBuilt := w.pending[s.Num]
+	if !hasIdx && haveBuilt {
+		// The writer indexed the segment as it wrote it.
+		data, _ := json.Marshal(built)
+		if err := writeFileAtomic(filepath.Join(w.dir, idxName(s.Num)), data); err != nil {
+			return err
+		}
+		hasIdx = true
+	}
+	delete(w.pending, s.Num)
 	if hasIdx && (s.Gz || w.opts.NoCompress) {
-		return nil
+		return syncDir(w.dir)
 	}
 	rc, err := openSegment(s)
 	if err != nil {
@@ -243,7 +266,9 @@ func (w *Writer) seal(s segFile) error {
 		if err != nil {
 			return fmt.Errorf("sealed segment %d: %w", s.Num, err)
 		}
-		b.line(line)
+		if !hasIdx {
+			b.line(line)
+		}
 		if compress {
 			zw.Write(line)
 			if _, err := zw.Write([]byte{'\n'}); err != nil {

@@ -159,6 +159,20 @@ func TestQueryUsesIndexes(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The writer indexes segments as it writes them; reading them back
+	// gives the same index.
+	segs, _ := listSegments(dir)
+	for _, s := range segs[:len(segs)-1] {
+		idx, _ := readIndex(dir, s.Num)
+		var b indexBuilder
+		if err := scanSegment(s, func(line []byte) error { b.line(line); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		re := b.finish(s.Num)
+		if idx.First != re.First || idx.Last != re.Last || idx.Count != re.Count || !idx.Min.Equal(re.Min) || !idx.Max.Equal(re.Max) || !slices.Equal(idx.Bloom.Bits, re.Bloom.Bits) {
+			t.Fatalf("segment %d: index %+v, read back %+v", s.Num, idx, re)
+		}
+	}
 	var all []Record
 	if _, err := Query(ctx, dir, Filter{}, func(r Record) error { all = append(all, r); return nil }); err != nil {
 		t.Fatal(err)

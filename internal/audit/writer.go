@@ -132,12 +132,21 @@ type Writer struct {
 	lastCkpt  time.Time
 	failed    error // sticky: the file's state is unknown, reopen the log
 	buf       []byte
+	idx       indexBuilder // of the active segment
+
+	built   chan segIndex       // indexes of sealed segments, loop -> maintain
+	pending map[uint64]segIndex // owned by maintain
 }
 
 type request struct {
 	ev  []byte
 	cut *Cut // a retention checkpoint instead of a record
 	res chan result
+
+	// What the segment index needs, so that it is built as records are
+	// written rather than by decoding them again.
+	t                         time.Time
+	actor, user, app, service string
 }
 
 type result struct {
@@ -159,6 +168,7 @@ func Open(dir string, opts Options) (*Writer, error) {
 		reqs: make(chan *request, opts.QueueSize),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), mdone: make(chan struct{}),
+		built: make(chan segIndex, 64), pending: map[uint64]segIndex{},
 	}
 	if err := w.recover(); err != nil {
 		if w.f != nil {
@@ -182,11 +192,12 @@ func (w *Writer) Append(ctx context.Context, e Event) (uint64, error) {
 	if e.Time.IsZero() {
 		e.Time = w.opts.Now()
 	}
-	ev, err := encodeEvent(e)
+	ev, err := appendEvent(make([]byte, 0, 512), &e)
 	if err != nil {
 		return 0, fmt.Errorf("audit: encode event: %w", err)
 	}
-	return w.submit(ctx, &request{ev: ev, res: make(chan result, 1)})
+	return w.submit(ctx, &request{ev: ev, res: make(chan result, 1),
+		t: e.Time, actor: e.Actor, user: e.User, app: e.App, service: e.Service})
 }
 
 func (w *Writer) submit(ctx context.Context, r *request) (uint64, error) {
@@ -372,6 +383,11 @@ func (w *Writer) commit(batch []*request) {
 	}
 	w.buf = buf
 	w.lastErr.Store(nil)
+	for i, r := range batch {
+		if r.cut == nil {
+			w.idx.add(seqs[i], r.t, r.actor, r.user, r.app, r.service)
+		}
+	}
 	w.seq, w.last = seq, last
 	w.segRecs += recs
 	if ckpt {
@@ -434,6 +450,10 @@ func (w *Writer) rotate() error {
 	}
 	w.f = nil
 	sealed := w.segNum
+	select {
+	case w.built <- w.idx.finish(sealed):
+	default: // maintenance is behind; it indexes the segment by reading it
+	}
 	if err := w.startSegment(sealed+1, now); err != nil {
 		return err
 	}
@@ -455,6 +475,7 @@ func (w *Writer) startSegment(num uint64, now time.Time) error {
 	}
 	w.f, w.segNum, w.segSize, w.segStart, w.segRecs = f, num, 0, now, 0
 	w.sinceCkpt, w.lastCkpt = 0, now
+	w.idx = indexBuilder{}
 	w.activeSeg.Store(num)
 	hdr := &entry{Kind: kindHeader, Version: formatVersion, Seg: num, Seq: w.seq, Time: now.UTC(), Prev: w.last}
 	buf, h, err := appendEntry(w.buf[:0], hdr)
@@ -494,7 +515,8 @@ func (w *Writer) recover() error {
 	now := w.opts.Now()
 	for len(segs) > 0 {
 		last := segs[len(segs)-1]
-		st, err := scanTail(last)
+		var b indexBuilder
+		st, err := scanTail(last, &b)
 		if err != nil {
 			return fmt.Errorf("%s: %w (run `ward audit verify`)", filepath.Base(last.Path), err)
 		}
@@ -531,6 +553,7 @@ func (w *Writer) recover() error {
 		}
 		w.f, w.segNum, w.segSize, w.segStart, w.segRecs = f, last.Num, st.good, st.start, st.recs
 		w.sinceCkpt, w.lastCkpt = st.sinceCkpt, now
+		w.idx = b
 		w.activeSeg.Store(last.Num)
 		return nil
 	}
@@ -579,7 +602,7 @@ type tailState struct {
 
 // scanTail reads a segment, checking its internal chain, and reports
 // where it ends.
-func scanTail(s segFile) (tailState, error) {
+func scanTail(s segFile, b *indexBuilder) (tailState, error) {
 	var st tailState
 	rc, err := openSegment(s)
 	if err != nil {
@@ -622,6 +645,7 @@ func scanTail(s segFile) (tailState, error) {
 				}
 				st.recs++
 				st.sinceCkpt++
+				b.event(e.Seq, e.Event)
 			case kindCheckpoint:
 				st.sinceCkpt = 0
 				st.sealed = e.Seal
