@@ -41,6 +41,8 @@ type gatewayFlags struct {
 	clientCA                 string
 	redisAddr, redisPassFile string
 	anonSecretFile           string
+	connRate                 string
+	connBurst                int
 }
 
 func gatewayCmd(g *globals) *cobra.Command {
@@ -101,6 +103,8 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.StringVar(&f.clientCA, "client-ca", "", "PEM roots for user client certificates (routes with user: mtls)")
 	fl.StringVar(&f.redisAddr, "redis", "", "Redis address (host:port) to share rate limits between gateway replicas; empty: in process")
 	fl.StringVar(&f.redisPassFile, "redis-password-file", "", "file holding the Redis password")
+	fl.StringVar(&f.connRate, "conn-rate", "100/s", "new connections one source address may open (COUNT/PERIOD)")
+	fl.IntVar(&f.connBurst, "conn-burst", 200, "connections one source address may open at once")
 	fl.StringVar(&f.anonSecretFile, "anonymous-secret-file", "", "key of anonymous ids, shared by replicas (default DATA_DIR/anonymous.key, created)")
 	return cmd
 }
@@ -168,6 +172,14 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 		if a, ok := certs.(*edgetls.ACMESource); ok {
 			cfg.RedirectHandler = a.HTTPHandler(cfg.RedirectHandler)
 		}
+	}
+	rate, err := ratelimit.ParseRate(f.connRate)
+	if err != nil {
+		return fmt.Errorf("--conn-rate: %w", err)
+	}
+	cfg.ConnRate = ratelimit.Limit{Rate: rate, Burst: f.connBurst}
+	if err := cfg.ConnRate.Validate(); err != nil {
+		return fmt.Errorf("--conn-rate/--conn-burst: %w", err)
 	}
 	if cfg.AnonymousSecret, err = anonymousSecret(f); err != nil {
 		return err

@@ -85,6 +85,10 @@ type Upstream struct {
 	eps     []string // the endpoints hosts was last set from
 }
 
+// StatusClientClosed is recorded for a request whose caller went away
+// before the service answered.
+const StatusClientClosed = 499
+
 // ErrBreakerOpen is returned (and answered with 503) while an upstream's
 // circuit breaker is open.
 var ErrBreakerOpen = errors.New("circuit breaker open")
@@ -255,6 +259,13 @@ func (c *Client) proxy(u *Upstream, t http.RoundTripper) *httputil.ReverseProxy 
 		// responses without a length (gRPC) and event streams; forcing it
 		// for every response costs a write per response (measured in bench/mesh).
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The caller hung up: nothing failed upstream, and nobody
+				// reads the answer. 499 (nginx's "client closed request")
+				// keeps access records from blaming the service.
+				w.WriteHeader(StatusClientClosed)
+				return
+			}
 			c.cfg.Log.Warn("upstream call failed", "service", u.name, "err", err)
 			status := http.StatusBadGateway
 			if errors.Is(err, proxy.ErrAllEjected) || errors.Is(err, ErrBreakerOpen) {
