@@ -23,17 +23,6 @@ import (
 	"time"
 )
 
-// requireBinary returns the path of the program name, and fails the test
-// (never skips it) when it is missing.
-func requireBinary(t *testing.T, name, debianPackage string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: this test needs it (Debian: apt-get install %s)", name, debianPackage)
-	}
-	return p
-}
-
 // freePorts returns n loopback TCP ports free at the time of the call.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
@@ -326,15 +315,4 @@ func rootCert(t *testing.T, rootPEM []byte) *x509.Certificate {
 		t.Fatalf("pebble root: %v", err)
 	}
 	return c
-}
-
-func checkMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fi.Mode().Perm(); got != want {
-		t.Errorf("%s: mode %o, want %o", path, got, want)
-	}
 }

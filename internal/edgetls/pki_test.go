@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -197,3 +199,25 @@ func (s staticSource) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 }
 
 func (staticSource) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+
+// requireBinary returns the path of the program name, and fails the test
+// (never skips it) when it is missing.
+func requireBinary(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed: this test needs it (Debian: apt-get install %s)", name, debianPackage)
+	}
+	return p
+}
+
+func checkMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("%s: mode %o, want %o", path, got, want)
+	}
+}

@@ -14,9 +14,10 @@ import (
 
 // Renewal timing defaults.
 const (
-	defaultMinRenewGap = time.Minute     // never obtain twice within this (a RenewBefore longer than the lifetime)
-	defaultBackoffMin  = time.Second     // first retry after a failed renewal
-	defaultBackoffMax  = 5 * time.Minute // retries never wait longer
+	defaultMinRenewGap = time.Minute      // never obtain twice within this (a RenewBefore longer than the lifetime)
+	defaultBackoffMin  = time.Second      // first retry after a failed renewal
+	defaultBackoffMax  = 5 * time.Minute  // retries never wait longer
+	obtainTimeout      = 10 * time.Minute // one attempt that hangs must not stall renewal forever
 )
 
 // ObtainFunc obtains a new certificate: a fresh key and a certificate
@@ -121,6 +122,8 @@ func (r *RenewingSource) Run(ctx context.Context) error {
 
 // obtainChecked calls obtain and checks the result can be served now.
 func (r *RenewingSource) obtainChecked(ctx context.Context) (*tls.Certificate, error) {
+	ctx, cancel := context.WithTimeout(ctx, obtainTimeout)
+	defer cancel()
 	c, err := r.obtain(ctx)
 	if err != nil {
 		return nil, err
