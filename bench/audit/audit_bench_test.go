@@ -199,7 +199,7 @@ func BenchmarkQuery(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(st.Matched), "matched")
-			b.ReportMetric(float64(st.Segments-st.Skipped), "segments-read")
+			b.ReportMetric(float64(st.Read), "segments-read")
 			b.ReportMetric(float64(st.Segments), "segments")
 		})
 	}

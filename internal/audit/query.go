@@ -70,6 +70,7 @@ func (f Filter) skip(idx segIndex) bool {
 type QueryStats struct {
 	Segments int // segments in the log
 	Skipped  int // skipped thanks to their index
+	Read     int // opened and read
 	Scanned  int // record lines looked at
 	Matched  int
 }
@@ -103,6 +104,7 @@ func Query(ctx context.Context, dir string, f Filter, fn func(Record) error) (Qu
 			st.Skipped++
 			continue
 		}
+		st.Read++
 		err := scanSegment(s, func(line []byte) error {
 			st.Scanned++
 			for _, n := range needles {

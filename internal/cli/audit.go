@@ -196,7 +196,7 @@ run verify for proof.`,
 				return err
 			}
 			fmt.Fprintf(g.errw, "%d records; read %d of %d segments (%d skipped by index), %d records scanned, %s\n",
-				n, st.Segments-st.Skipped, st.Segments, st.Skipped, st.Scanned, time.Since(start).Round(time.Millisecond))
+				n, st.Read, st.Segments, st.Skipped, st.Scanned, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
