@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -189,31 +188,12 @@ func (w *configWatcher) Run(ctx context.Context) error {
 			c()
 		}
 	}()
-	t := time.NewTicker(reloadEvery)
-	defer t.Stop()
-	var lastBad [32]byte
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		data, err := os.ReadFile(w.path)
-		if err != nil {
-			w.log.Error("cannot read resource file; keeping the running configuration", "path", w.path, "err", err)
-			continue
-		}
-		sum := sha256.Sum256(data)
-		old := w.cur.Load()
-		if bytes.Equal(sum[:], old.sum[:]) || sum == lastBad {
-			continue
-		}
+	resource.WatchFile(ctx, w.path, reloadEvery, w.cur.Load().sum, func(data []byte) error {
 		snap, err := compile(w.path, data, w.td, w.client, w.log)
 		if err != nil {
-			lastBad = sum
-			w.log.Error("refusing invalid resource file; keeping the running configuration", "err", err)
-			continue
+			return err
 		}
+		old := w.cur.Load()
 		w.start(ctx, snap)
 		w.cur.Store(snap)
 		if old.cancel != nil {
@@ -221,7 +201,9 @@ func (w *configWatcher) Run(ctx context.Context) error {
 		}
 		w.reload.Add(1)
 		w.log.Info("configuration reloaded", "path", w.path, "routes", len(snap.anyHost)+countRoutes(snap.byHost))
-	}
+		return nil
+	}, w.log)
+	return nil
 }
 
 func countRoutes(m map[string][]*route) int {

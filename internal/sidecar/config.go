@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -97,32 +96,15 @@ func compile(path string, data []byte, td spiffeid.TrustDomain) (*snapshot, erro
 // file is refused with its file:line errors and the running configuration
 // stays.
 func (w *configWatcher) Run(ctx context.Context) error {
-	t := time.NewTicker(reloadEvery)
-	defer t.Stop()
-	var lastBad [32]byte
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		data, err := os.ReadFile(w.path)
-		if err != nil {
-			w.log.Error("cannot read resource file; keeping the running configuration", "path", w.path, "err", err)
-			continue
-		}
-		sum := sha256.Sum256(data)
-		if bytes.Equal(sum[:], w.cur.Load().sum[:]) || sum == lastBad {
-			continue
-		}
+	resource.WatchFile(ctx, w.path, reloadEvery, w.cur.Load().sum, func(data []byte) error {
 		snap, err := compile(w.path, data, w.td)
 		if err != nil {
-			lastBad = sum
-			w.log.Error("refusing invalid resource file; keeping the running configuration", "err", err)
-			continue
+			return err
 		}
 		w.cur.Store(snap)
 		w.reloads.Add(1)
 		w.log.Info("configuration reloaded", "path", w.path, "services", len(snap.services))
-	}
+		return nil
+	}, w.log)
+	return nil
 }
