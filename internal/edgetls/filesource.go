@@ -16,6 +16,10 @@ import (
 // filePollInterval is how often a FileSource looks at its files.
 const filePollInterval = time.Second
 
+// expiryWarning is how long before expiry a FileSource starts warning, once
+// a day, that nothing renewed its certificate.
+const expiryWarning = 14 * 24 * time.Hour
+
 // FileSource serves a certificate and key read from PEM files, and reloads
 // them when their content changes. A new pair that does not load (bad PEM,
 // key that does not match, expired) is refused with an error in the log
@@ -57,16 +61,24 @@ func (s *FileSource) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 }
 
 // Run looks at the files every second and loads the pair when their
-// content changed, until ctx ends.
+// content changed, until ctx ends. From 14 days before the certificate in
+// use expires, it warns once a day.
 func (s *FileSource) Run(ctx context.Context) error {
 	t := time.NewTicker(filePollInterval)
 	defer t.Stop()
+	var warned time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
-			s.reload(time.Now())
+		case now := <-t.C:
+			s.reload(now)
+			leaf := s.cert.Load().Leaf
+			if left := leaf.NotAfter.Sub(now); left < expiryWarning && now.Sub(warned) > 24*time.Hour {
+				warned = now
+				s.log.Warn("tls certificate expires soon and the files were not renewed", "cert_file", s.certFile,
+					"not_after", leaf.NotAfter, "expires_in", left.Round(time.Minute))
+			}
 		}
 	}
 }

@@ -191,3 +191,32 @@ func TestFileSourceFailsClosedAtExpiry(t *testing.T) {
 		t.Errorf("after expiry GetCertificate returned %v, want an expiry error", err)
 	}
 }
+
+func TestFileSourceWarnsBeforeExpiry(t *testing.T) {
+	ca := newRootCA(t, "edge root")
+	for _, tt := range []struct {
+		name string
+		left time.Duration
+		warn bool
+	}{
+		{"10 days left", 10 * 24 * time.Hour, true},
+		{"30 days left", 30 * 24 * time.Hour, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			certFile, keyFile := writePair(t, t.TempDir(), ca.issue(t, leafOpts{notAfter: time.Now().Add(tt.left)}))
+			log, logs := newTestLogger(t)
+			s, err := NewFileSource(certFile, keyFile, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 2500*time.Millisecond)
+			defer cancel()
+			if err := s.Run(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Run: %v", err)
+			}
+			if n := strings.Count(logs.String(), "expires soon"); (n == 1) != tt.warn || n > 1 {
+				t.Errorf("%d expiry warnings in 2 polls, want warn=%v (once a day):\n%s", n, tt.warn, logs)
+			}
+		})
+	}
+}
