@@ -433,3 +433,28 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 		t.Logf("%d records, %d fsyncs", workers*each, syncs)
 	}
 }
+
+// TestOversizedEventRefused: an event too large to verify as one line is
+// refused up front rather than written.
+func TestOversizedEventRefused(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir, Options{NoCompress: true, Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := testEvent(0)
+	e.Fields = map[string]string{"blob": strings.Repeat("x", MaxEventBytes)}
+	if _, err := w.Append(context.Background(), e); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("oversized event: %v", err)
+	}
+	e.Fields = map[string]string{"blob": strings.Repeat("x", MaxEventBytes-1000)}
+	if _, err := w.Append(context.Background(), e); err != nil {
+		t.Fatalf("largest event: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustVerify(t, dir, nil); !r.OK() || r.Records != 1 {
+		t.Fatalf("%s %v", r.Summary(), r.Problems)
+	}
+}

@@ -95,6 +95,10 @@ func (o Options) withDefaults() Options {
 // often found long after they start.
 const DefaultRetention = 400 * 24 * time.Hour
 
+// MaxEventBytes bounds one encoded event, so that every record stays
+// within what Verify reads as one line.
+const MaxEventBytes = maxLine - 1024
+
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("audit: log is closed")
 
@@ -195,6 +199,10 @@ func (w *Writer) Append(ctx context.Context, e Event) (uint64, error) {
 	ev, err := appendEvent(make([]byte, 0, 512), &e)
 	if err != nil {
 		return 0, fmt.Errorf("audit: encode event: %w", err)
+	}
+	if len(ev) > MaxEventBytes {
+		w.opts.Metrics.failed("too_large", 1)
+		return 0, fmt.Errorf("audit: event of type %q is %d bytes encoded, more than %d", e.Type, len(ev), MaxEventBytes)
 	}
 	return w.submit(ctx, &request{ev: ev, res: make(chan result, 1),
 		t: e.Time, actor: e.Actor, user: e.User, app: e.App, service: e.Service})
