@@ -10,7 +10,10 @@ import (
 // fails closed: a proxy answers 503 and forwards nothing).
 type LogSink struct{ W *Writer }
 
-var _ Sink = LogSink{}
+var (
+	_ Sink    = LogSink{}
+	_ Readier = LogSink{}
+)
 
 // Emit implements Sink.
 func (s LogSink) Emit(ctx context.Context, e Event) error {
