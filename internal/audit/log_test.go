@@ -458,3 +458,29 @@ func TestOversizedEventRefused(t *testing.T) {
 		t.Fatalf("%s %v", r.Summary(), r.Problems)
 	}
 }
+
+// TestUnsignedLogFailsWithKey: a log whose checkpoints carry no signature
+// (written without a signer, or stripped) does not pass a check with the
+// key.
+func TestUnsignedLogFailsWithKey(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir, Options{MaxSegmentBytes: 4096, NoCompress: true, Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := w.Append(context.Background(), testEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustVerify(t, dir, nil); !r.OK() {
+		t.Fatalf("without key: %v", r.Problems)
+	}
+	r := mustVerify(t, dir, newKey(t))
+	if !hasProblem(r, ProblemBadSignature) || !strings.Contains(r.Problems[0].Msg, "not signed") || r.LastSignedSeq != 0 {
+		t.Fatalf("unsigned checkpoints with a key: %s %v", r.Summary(), r.Problems)
+	}
+}
