@@ -151,10 +151,6 @@ func (ca *testCA) pool() *x509.CertPool {
 	return p
 }
 
-func (ca *testCA) certPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-}
-
 // pemPair encodes c's chain and key.
 func pemPair(t testing.TB, c *tls.Certificate) (certPEM, keyPEM []byte) {
 	t.Helper()

@@ -52,8 +52,8 @@ func TestForwardsWithIdentity(t *testing.T) {
 	if reqID == "" || seen.Header.Get("X-Ward-Request-Id") != reqID {
 		t.Errorf("request id: client %q, app %q", reqID, seen.Header.Get("X-Ward-Request-Id"))
 	}
-	if resp.Header.Get("Strict-Transport-Security") == "" {
-		t.Error("no HSTS header")
+	if resp.Header.Get("Strict-Transport-Security") != "max-age=63072000; includeSubDomains" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("security headers: %v", resp.Header)
 	}
 	gw := findEvent(t, e.events, reqID)
 	if gw.Decision != "allow" || gw.User != "alice" || gw.App != "shop" || gw.Service != "orders" || gw.Result != "200" || gw.Fields["route"] != "orders" {

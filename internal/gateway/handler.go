@@ -88,7 +88,6 @@ func (g *Gateway) handler() http.Handler {
 		x.p.Source = x.source
 		x.p.AnonymousID = authn.AnonymousID(g.anon, x.source, r.UserAgent())
 		rw.Header().Set(HeaderRequestID, x.id)
-		rw.Header().Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 		out := g.serve(x)
 		if out.status != 0 {
 			g.refuse(x, out)
@@ -413,6 +412,18 @@ func stripWard(h http.Header) {
 	}
 }
 
+// secureHeaders adds, to every response the gateway sends, HSTS (HTTPS
+// only, two years, subdomains) and nosniff (browsers must not guess a
+// content type an API did not declare), unless the service set its own.
+func secureHeaders(h http.Header) {
+	if h.Get("Strict-Transport-Security") == "" {
+		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+	}
+	if h.Get("X-Content-Type-Options") == "" {
+		h.Set("X-Content-Type-Options", "nosniff")
+	}
+}
+
 // recordingWriter records the status and bytes of a response.
 type recordingWriter struct {
 	http.ResponseWriter
@@ -423,6 +434,7 @@ type recordingWriter struct {
 func (w *recordingWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
+		secureHeaders(w.Header())
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -430,6 +442,7 @@ func (w *recordingWriter) WriteHeader(code int) {
 func (w *recordingWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		secureHeaders(w.Header())
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)

@@ -128,12 +128,20 @@ func (e *edgeSetup) token(id string) string {
 // and returns its HTTPS address.
 func (e *edgeSetup) startGateway(extra ...string) string {
 	e.t.Helper()
+	return e.startGatewayTLS([]string{"--tls-ward-ca"}, extra...)
+}
+
+// startGatewayTLS runs a `ward gateway` with the certificate flags tlsArgs.
+func (e *edgeSetup) startGatewayTLS(tlsArgs []string, extra ...string) string {
+	e.t.Helper()
 	e.gateway++
 	name := fmt.Sprintf("edge%d", e.gateway)
 	addr := freeAddr(e.t)
-	args := append([]string{"gateway", "--name", name, "--listen", addr, "--config", e.config, "--tls-ward-ca",
-		"--token", e.token("spiffe://example.org/gateway/" + name), "--data-dir", filepath.Join(e.dir, name),
-		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem")}, extra...)
+	args := append([]string{"gateway", "--name", name, "--listen", addr, "--config", e.config},
+		tlsArgs...)
+	args = append(args, "--token", e.token("spiffe://example.org/gateway/"+name), "--data-dir", filepath.Join(e.dir, name),
+		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"))
+	args = append(args, extra...)
 	startProcess(e.t, e.dir, args...)
 	waitListening(e.t, addr)
 	return addr
