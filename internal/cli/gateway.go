@@ -43,6 +43,7 @@ type gatewayFlags struct {
 	anonSecretFile           string
 	connRate                 string
 	connBurst                int
+	auditDir                 string
 }
 
 func gatewayCmd(g *globals) *cobra.Command {
@@ -105,6 +106,7 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.StringVar(&f.redisPassFile, "redis-password-file", "", "file holding the Redis password")
 	fl.StringVar(&f.connRate, "conn-rate", "100/s", "new connections one source address may open (COUNT/PERIOD)")
 	fl.IntVar(&f.connBurst, "conn-burst", 200, "connections one source address may open at once")
+	fl.StringVar(&f.auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
 	fl.StringVar(&f.anonSecretFile, "anonymous-secret-file", "", "key of anonymous ids, shared by replicas (default DATA_DIR/anonymous.key, created)")
 	return cmd
 }
@@ -198,8 +200,14 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 			return err
 		}
 	}
+	auditDir, cursor := auditPaths(f.dir, f.auditDir)
+	spool, events, shipper, err := proxyAudit(auditDir, cursor, client, log)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	defer spool.Close()
 	keys := new(gateway.KeyTable)
-	cfg.APIKeys, cfg.TrustDomain, cfg.Source, cfg.Log = keys, src.Bundle().TrustDomain, src, log
+	cfg.APIKeys, cfg.TrustDomain, cfg.Source, cfg.Log, cfg.Events = keys, src.Bundle().TrustDomain, src, log, events
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		return err
@@ -213,6 +221,7 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 		})
 	})
 	grp.Go(func() error { return gw.Run(ctx) })
+	grp.Go(func() error { _ = shipper.Run(ctx); return nil })
 	grp.Go(func() error {
 		// ACME's tls-alpn-01 needs the listener up while the first
 		// certificate is ordered, so the source starts beside the gateway.

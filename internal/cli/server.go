@@ -52,6 +52,7 @@ apart from the data directory in production.`,
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL written into certificates for CRL and OCSP (default http://<public-listen>)")
 	f.StringVar(&cfg.StoreDSN, "store", "", "postgres://... to share state between servers (default SQLite in the data directory)")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")
+	f.StringVar(&cfg.AuditDir, "audit-dir", "", "the hash-chained audit log (default DATA_DIR/audit); checkpoints signed with DATA_DIR/audit-key.pem")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
 	f.DurationVar(&cfg.MaxSVIDTTL, "max-svid-ttl", ca.DefaultMaxSVIDTTL, "upper bound on SVID lifetimes")
 	f.StringSliceVar(&cfg.SANs, "san", nil, "extra DNS name or IP for the server's certificate (repeatable)")

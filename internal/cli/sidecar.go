@@ -15,7 +15,7 @@ import (
 
 func sidecarCmd(g *globals) *cobra.Command {
 	var cfg sidecar.Config
-	var token, dir string
+	var token, dir, auditDir string
 	var upstreams []string
 	cmd := &cobra.Command{
 		Use:   "sidecar --service NAME --listen ADDR --app ADDR --config FILE --server URL --bundle FILE [--token T]",
@@ -48,7 +48,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 			if dir == "" {
 				dir = "ward-sidecar-" + cfg.Service
 			}
-			return runSidecar(cmd.Context(), g, cfg, token, dir)
+			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir)
 		},
 	}
 	f := cmd.Flags()
@@ -61,12 +61,13 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.StringVar(&cfg.Admin, "admin", "", "address for /metrics and /healthz (empty: none)")
 	f.StringVar(&token, "token", "", "one-time join token for the first start")
 	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
+	f.StringVar(&auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
 	return cmd
 }
 
-func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir string) error {
+func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir, auditDir string) error {
 	log := g.logger().With("role", "sidecar", "service", cfg.Service)
-	src, _, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
+	src, client, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
 		id, err := spiffeid.FromSegments(td, "svc", cfg.Service)
 		if err != nil {
 			return id, fmt.Errorf("--service %q: %w", cfg.Service, err)
@@ -77,6 +78,13 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir 
 		return err
 	}
 	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
+	spoolDir, cursor := auditPaths(dir, auditDir)
+	spool, events, shipper, err := proxyAudit(spoolDir, cursor, client, log)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	defer spool.Close()
+	cfg.Events = events
 	sc, err := sidecar.New(cfg)
 	if err != nil {
 		return err
@@ -84,6 +92,7 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir 
 	grp, ctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return src.Run(ctx) })
 	grp.Go(func() error { return sc.Run(ctx) })
+	grp.Go(func() error { _ = shipper.Run(ctx); return nil })
 	if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

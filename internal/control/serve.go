@@ -64,8 +64,13 @@ type ServerConfig struct {
 	Import       *ca.Import
 	SANs         []string // extra DNS names or IPs for the server certificate
 	EdgeNames    []string // patterns of names gateways may get edge certificates for; nil: DefaultEdgeNames
-	Log          *slog.Logger
-	Events       audit.Sink
+	// AuditDir holds the server's hash-chained audit log (default
+	// <data-dir>/audit). Every event of the server, and every record
+	// proxies ship, is written there before it is acknowledged.
+	AuditDir string
+	Log      *slog.Logger
+	// Events also receive every event (default: the log, as text).
+	Events audit.Sink
 }
 
 // ClientInfo is written to <data-dir>/client.json so that operator commands
@@ -79,6 +84,7 @@ type ClientInfo struct {
 type Server struct {
 	cfg        ServerConfig
 	store      store.Store
+	auditLog   *audit.Writer
 	CA         *ca.CA
 	handler    *Handler
 	api, pub   net.Listener
@@ -135,14 +141,31 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if publicURL == "" {
 		publicURL = "http://" + s.pub.Addr().String()
 	}
+	auditKey, err := loadAuditKey(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	auditDir := cfg.AuditDir
+	if auditDir == "" {
+		auditDir = filepath.Join(cfg.DataDir, DirAudit)
+	}
+	auditMetrics := audit.NewMetrics(s.registry)
+	if s.auditLog, err = audit.Open(auditDir, audit.Options{Signer: auditKey, Logger: cfg.Log, Metrics: auditMetrics}); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	events := cfg.Events
+	if events == nil {
+		events = audit.SlogSink{Log: cfg.Log}
+	}
+	events = audit.Multi{audit.LogSink{W: s.auditLog}, events}
 	s.CA, err = ca.New(ctx, ca.Config{
 		TrustDomain: td, Store: s.store, KEK: kek, PublicURL: publicURL,
-		DefaultTTL: cfg.SVIDTTL, MaxTTL: cfg.MaxSVIDTTL, PublishDelay: cfg.PublishDelay, Events: cfg.Events, Log: cfg.Log,
+		DefaultTTL: cfg.SVIDTTL, MaxTTL: cfg.MaxSVIDTTL, PublishDelay: cfg.PublishDelay, Events: events, Log: cfg.Log,
 	}, cfg.Import)
 	if err != nil {
 		return nil, err
 	}
-	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: cfg.Events, EdgeNames: cfg.EdgeNames}
+	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: events, EdgeNames: cfg.EdgeNames, AuditLog: s.auditLog}
 	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.refreshServerCert(ctx); err != nil {
 		return nil, err
@@ -388,6 +411,12 @@ func (s *Server) Close() {
 		if l != nil {
 			l.Close()
 		}
+	}
+	if s.auditLog != nil {
+		if err := s.auditLog.Close(); err != nil {
+			s.cfg.Log.Error("closing the audit log", "err", err)
+		}
+		s.auditLog = nil
 	}
 	if s.store != nil {
 		s.store.Close()

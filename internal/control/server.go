@@ -43,6 +43,9 @@ type Handler struct {
 	// EdgeNames are the patterns of the names gateways may get edge
 	// certificates for (see CheckEdgeNames); none when empty.
 	EdgeNames []string
+	// AuditLog receives the audit records gateways and sidecars ship
+	// (POST /v1/audit); nil refuses them.
+	AuditLog *audit.Writer
 
 	apiKeys feedSignal
 }
@@ -65,6 +68,7 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("POST "+PathAPIKeyRevoke, h.operator(h.revokeAPIKey))
 	mux.HandleFunc("GET "+PathAPIKeyFeed, h.gateway(h.apiKeyFeed))
 	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
+	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
 	h.public(mux)
 	return mux
 }
@@ -146,15 +150,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // decode reads a JSON body strictly: bounded size, no unknown fields, one value.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeLimit(w, r, v, maxBodyBytes)
+}
+
+// decodeLimit is decode with a body limit of its own.
+func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return &httpError{status: http.StatusUnsupportedMediaType, code: "bad_content_type", msg: "body must be application/json"}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: fmt.Sprintf("body exceeds %d bytes", maxBodyBytes)}
+			return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: fmt.Sprintf("body exceeds %d bytes", limit)}
 		}
 		return badRequest("bad_json", "malformed JSON body: "+err.Error())
 	}
