@@ -105,3 +105,72 @@ func TestAuditTrail(t *testing.T) {
 	}
 	t.Logf("verify: %s", strings.TrimSpace(out))
 }
+
+// TestAuditSurvivesServerOutage: while the server is down the gateway and
+// the sidecar keep serving and recording locally; once it is back, what
+// they recorded reaches its log.
+func TestAuditSurvivesServerOutage(t *testing.T) {
+	e := newEdgeSetup(t)
+	key := e.apiKey("shop", "orders")
+	gw := e.startGateway()
+	e.waitReady(gw, key)
+	go func() {
+		for range e.seen {
+		}
+	}()
+	_, port, _ := net.SplitHostPort(gw)
+	jwt := e.jwt("alice", "orders:read", 5*time.Minute)
+	call := func() string {
+		req, _ := http.NewRequest("GET", "https://localhost:"+port+"/orders/1", nil)
+		req.Header.Set("X-Api-Key", key)
+		req.Header.Set("Authorization", "Bearer "+jwt)
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		return resp.Header.Get("X-Ward-Request-Id")
+	}
+	e.srv.stop()
+	var ids []string
+	for range 5 {
+		ids = append(ids, call())
+	}
+	time.Sleep(2 * time.Second) // shipping attempts fail meanwhile
+	e.srv.start()
+	want := map[string]int{}
+	for _, id := range ids {
+		want[id] = 0
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		out, err := ward(t, e.dir, "audit", "query", "--json", "--data-dir", e.data)
+		if err != nil {
+			t.Fatalf("audit query: %v\n%s", err, out)
+		}
+		for id := range want {
+			want[id] = 0
+		}
+		for _, line := range strings.Split(out, "\n") {
+			var r auditRecord
+			if json.Unmarshal([]byte(line), &r) != nil {
+				continue
+			}
+			if _, ok := want[r.RequestID]; ok && (r.Type == "gateway.request" || r.Type == "sidecar.request") {
+				want[r.RequestID]++
+			}
+		}
+		complete := true
+		for _, n := range want {
+			complete = complete && n == 2
+		}
+		if complete {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("records per request id after the outage: %v, want 2 each (gateway and sidecar)", want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,31 +203,70 @@ func TestCLIErrors(t *testing.T) {
 // startServer runs `ward server` on free ports and waits until it is ready.
 func startServer(t *testing.T) (dataDir string) {
 	t.Helper()
+	return startServerProc(t, "127.0.0.1:0", "127.0.0.1:0").dataDir
+}
+
+// serverProc is a `ward server` process that a test can stop and start
+// again on the same data directory and addresses.
+type serverProc struct {
+	t       *testing.T
+	dataDir string
+	args    []string
+	cmd     *exec.Cmd
+	logs    *bytes.Buffer
+}
+
+// startServerProc runs `ward server` listening on listen and public and
+// waits until it is ready; it is stopped when the test ends.
+func startServerProc(t *testing.T, listen, public string) *serverProc {
+	t.Helper()
 	dir := t.TempDir()
-	dataDir = filepath.Join(dir, "data")
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, wardBin, "server", "--data-dir", dataDir, "--trust-domain", "example.org",
-		"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s := &serverProc{t: t, dataDir: filepath.Join(dir, "data"), logs: new(bytes.Buffer)}
+	s.args = []string{"server", "--data-dir", s.dataDir, "--trust-domain", "example.org", "--listen", listen, "--public-listen", public}
 	t.Cleanup(func() {
-		cancel()
-		_ = cmd.Wait()
+		s.stop()
 		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
+			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
+	s.start()
+	return s
+}
+
+// start runs the server and waits until it is ready.
+func (s *serverProc) start() {
+	s.t.Helper()
+	_ = os.Remove(filepath.Join(s.dataDir, "client.json")) // written anew when ready
+	s.cmd = exec.Command(wardBin, s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(dataDir, "client.json")); err == nil {
-			return dataDir
+		if _, err := os.Stat(filepath.Join(s.dataDir, "client.json")); err == nil {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server not ready:\n%s", logs.String())
+			s.t.Fatalf("server not ready:\n%s", s.logs.String())
 		}
 	}
+}
+
+// stop ends the server (SIGTERM, then SIGKILL after 10s) and waits.
+func (s *serverProc) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+	s.cmd = nil
 }
 
 func TestCARotationCLI(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 // `ward sidecar` (orders) and an identity provider, ready for gateways.
 type edgeSetup struct {
 	t       *testing.T
+	srv     *serverProc
 	dir     string
 	data    string
 	server  string
@@ -71,7 +72,10 @@ spec:
 
 func newEdgeSetup(t *testing.T) *edgeSetup {
 	t.Helper()
-	e := &edgeSetup{t: t, data: startServer(t), seen: make(chan *http.Request, 100)}
+	// Fixed addresses, so that the server can be restarted where the
+	// proxies expect it.
+	srv := startServerProc(t, freeAddr(t), freeAddr(t))
+	e := &edgeSetup{t: t, srv: srv, data: srv.dataDir, seen: make(chan *http.Request, 100)}
 	e.dir = filepath.Dir(e.data)
 	var info struct{ Server string }
 	raw, _ := os.ReadFile(filepath.Join(e.data, "client.json"))
