@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/ratelimit"
@@ -48,6 +49,7 @@ type snapshot struct {
 	byHost   map[string][]*route // host -> routes, longest prefix first
 	anyHost  []*route            // routes without a host, longest prefix first
 	jwt      *authn.Verifier     // nil without Issuers
+	objs     []resource.Object
 	sum      [32]byte
 	cancel   context.CancelFunc // stops jwt's refresh loop
 }
@@ -79,7 +81,7 @@ func compile(path string, data []byte, td spiffeid.TrustDomain, issuerClient *ht
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string][]string{}, byHost: map[string][]*route{}, sum: sha256.Sum256(data)}
+	snap := &snapshot{engine: engine, services: map[string][]string{}, byHost: map[string][]*route{}, objs: objs, sum: sha256.Sum256(data)}
 	var issuers []authn.Issuer
 	loopback := false
 	for _, o := range objs {
@@ -141,7 +143,10 @@ type configWatcher struct {
 	client *http.Client
 	log    *slog.Logger
 	cur    atomic.Pointer[snapshot]
-	reload atomic.Int64
+	// events and subject audit reloads (set by New).
+	events  audit.Sink
+	subject string
+	reload  atomic.Int64
 }
 
 func newConfigWatcher(path string, td spiffeid.TrustDomain, client *http.Client, log *slog.Logger) (*configWatcher, error) {
@@ -188,10 +193,12 @@ func (w *configWatcher) Run(ctx context.Context) error {
 			c()
 		}
 	}()
-	resource.WatchFile(ctx, w.path, reloadEvery, w.cur.Load().sum, func(data []byte) error {
+	fw := resource.FileWatcher{Path: w.path, Interval: reloadEvery, Log: w.log, Events: w.events, Subject: w.subject}
+	cur := w.cur.Load()
+	fw.Watch(ctx, cur.sum, cur.objs, func(data []byte) ([]resource.Object, error) {
 		snap, err := compile(w.path, data, w.td, w.client, w.log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		old := w.cur.Load()
 		w.start(ctx, snap)
@@ -201,8 +208,8 @@ func (w *configWatcher) Run(ctx context.Context) error {
 		}
 		w.reload.Add(1)
 		w.log.Info("configuration reloaded", "path", w.path, "routes", len(snap.anyHost)+countRoutes(snap.byHost))
-		return nil
-	}, w.log)
+		return snap.objs, nil
+	})
 	return nil
 }
 

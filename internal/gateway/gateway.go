@@ -186,6 +186,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if g.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.TrustDomain, cfg.IssuerClient, cfg.Log); err != nil {
 		return nil, err
 	}
+	g.conf.events, g.conf.subject = cfg.Events, id.String()
 	g.metrics = newMetrics(g.registry)
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.guard = g.newGuard()

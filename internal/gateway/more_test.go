@@ -108,6 +108,26 @@ func TestConfigReload(t *testing.T) {
 	if r := e.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 404 {
 		t.Fatalf("old route still answers: %d", r.StatusCode)
 	}
+	// Both reloads are in the audit trail: the refusal with its error, the
+	// change with what changed.
+	var refused, applied *audit.Event
+	for _, ev := range e.events.Events() {
+		if ev.Type != "config.reload" {
+			continue
+		}
+		switch ev.Decision {
+		case "deny":
+			refused = &ev
+		case "allow":
+			applied = &ev
+		}
+	}
+	if refused == nil || refused.Reason != "invalid_config" || !strings.Contains(refused.Fields["error"], `edge.yaml:65: spec.pathPrefix: invalid path prefix "nope"`) {
+		t.Errorf("refused reload event: %+v", refused)
+	}
+	if applied == nil || applied.Fields["changes"] != "~Route/catalog" || applied.Subject != "spiffe://example.org/gateway/edge" {
+		t.Errorf("applied reload event: %+v", applied)
+	}
 }
 
 // TestServiceDown: when the service's sidecar is gone the gateway answers

@@ -241,3 +241,24 @@ func TestIsName(t *testing.T) {
 		}
 	}
 }
+
+func TestChanges(t *testing.T) {
+	parse := func(src string) []Object {
+		objs, err := Parse("f.yaml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return objs
+	}
+	const a = "apiVersion: ward/v1\nkind: Service\nmetadata: {name: a}\nspec: {endpoints: [\"h:1\"]}\n"
+	const b = "apiVersion: ward/v1\nkind: Service\nmetadata: {name: b}\nspec: {endpoints: [\"h:1\"]}\n"
+	const b2 = "apiVersion: ward/v1\nkind: Service\nmetadata: {name: b}\nspec: {endpoints: [\"h:2\"]}\n"
+	const c = "apiVersion: ward/v1\nkind: Service\nmetadata: {name: c}\nspec: {endpoints: [\"h:1\"]}\n"
+	got := strings.Join(Changes(parse(a+"---\n"+b), parse(b2+"---\n"+c)), " ")
+	if want := "-Service/a ~Service/b +Service/c"; got != want {
+		t.Errorf("Changes = %q, want %q", got, want)
+	}
+	if got := Changes(parse(a), parse(a)); len(got) != 0 {
+		t.Errorf("no change: %q", got)
+	}
+}

@@ -1,22 +1,42 @@
 package resource
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/wardsec/ward/internal/audit"
 )
 
-// WatchFile re-reads the resource file at path every interval until ctx
-// ends and calls apply with its contents whenever they differ from the last
-// contents applied (initially those whose SHA-256 is applied). apply
-// validates and installs a new configuration; when it returns an error the
-// file is refused with that error (file:line problems) in the log, the
-// running configuration stays, and the same contents are not tried again.
-// A file that cannot be read is logged and the configuration kept.
-func WatchFile(ctx context.Context, path string, interval time.Duration, applied [32]byte, apply func(data []byte) error, log *slog.Logger) {
-	t := time.NewTicker(interval)
+// FileWatcher re-reads a resource file and applies its changes.
+type FileWatcher struct {
+	Path     string
+	Interval time.Duration
+	Log      *slog.Logger
+	// Events receives a config.reload event for every change applied or
+	// refused, with the objects added, removed and changed; nil: none.
+	Events audit.Sink
+	// Subject names who reloads (the proxy's SPIFFE ID), for the events.
+	Subject string
+}
+
+// Watch re-reads the file every Interval until ctx ends and calls apply
+// with its contents whenever they differ from the last contents applied
+// (initially those whose SHA-256 is applied, holding objs). apply
+// validates and installs a new configuration and returns its objects;
+// when it returns an error the file is refused with that error (file:line
+// problems) in the log, the running configuration stays, and the same
+// contents are not tried again. A file that cannot be read is logged and
+// the configuration kept.
+func (fw FileWatcher) Watch(ctx context.Context, applied [32]byte, objs []Object, apply func(data []byte) ([]Object, error)) {
+	t := time.NewTicker(fw.Interval)
 	defer t.Stop()
 	var lastBad [32]byte
 	for {
@@ -25,20 +45,66 @@ func WatchFile(ctx context.Context, path string, interval time.Duration, applied
 			return
 		case <-t.C:
 		}
-		data, err := os.ReadFile(path)
+		data, err := os.ReadFile(fw.Path)
 		if err != nil {
-			log.Error("cannot read resource file; keeping the running configuration", "path", path, "err", err)
+			fw.Log.Error("cannot read resource file; keeping the running configuration", "path", fw.Path, "err", err)
 			continue
 		}
 		sum := sha256.Sum256(data)
 		if sum == applied || sum == lastBad {
 			continue
 		}
-		if err := apply(data); err != nil {
+		next, err := apply(data)
+		if err != nil {
 			lastBad = sum
-			log.Error("refusing invalid resource file; keeping the running configuration", "err", err)
+			fw.Log.Error("refusing invalid resource file; keeping the running configuration", "err", err)
+			fw.emit(ctx, "deny", "invalid_config", sum, map[string]string{"error": err.Error()})
 			continue
 		}
-		applied = sum
+		fw.emit(ctx, "allow", "", sum, map[string]string{"changes": strings.Join(Changes(objs, next), " "), "previous_sha256": hex.EncodeToString(applied[:])})
+		applied, objs = sum, next
 	}
+}
+
+func (fw FileWatcher) emit(ctx context.Context, decision, reason string, sum [32]byte, fields map[string]string) {
+	if fw.Events == nil {
+		return
+	}
+	fields["path"] = fw.Path
+	fields["sha256"] = hex.EncodeToString(sum[:])
+	e := audit.Event{Time: time.Now(), Type: "config.reload", Subject: fw.Subject, Decision: decision, Reason: reason, Fields: fields}
+	if err := fw.Events.Emit(ctx, e); err != nil {
+		fw.Log.Error("audit event not recorded", "type", e.Type, "err", err)
+	}
+}
+
+// Changes lists what differs from old to new, object by object, sorted by
+// kind and name: "+Kind/name" added, "-Kind/name" removed, "~Kind/name"
+// changed.
+func Changes(old, new []Object) []string {
+	key := func(o *Object) string { return o.Kind + "/" + o.Metadata.Name }
+	before := make(map[string]*Object, len(old))
+	for i := range old {
+		before[key(&old[i])] = &old[i]
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i := range new {
+		k := key(&new[i])
+		seen[k] = true
+		switch o, ok := before[k]; {
+		case !ok:
+			out = append(out, "+"+k)
+		case !reflect.DeepEqual(o.Spec, new[i].Spec):
+			out = append(out, "~"+k)
+		}
+	}
+	for k := range before {
+		if !seen[k] {
+			out = append(out, "-"+k)
+		}
+	}
+	// By kind and name, then by mark.
+	slices.SortFunc(out, func(a, b string) int { return cmp.Or(cmp.Compare(a[1:], b[1:]), cmp.Compare(a[0], b[0])) })
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/resource"
 )
@@ -29,6 +30,7 @@ type service struct {
 type snapshot struct {
 	engine   *policy.Engine
 	services map[string]service
+	objs     []resource.Object
 	sum      [32]byte
 }
 
@@ -39,6 +41,9 @@ type configWatcher struct {
 	td   spiffeid.TrustDomain
 	log  *slog.Logger
 	cur  atomic.Pointer[snapshot]
+	// events and subject audit reloads (set by New).
+	events  audit.Sink
+	subject string
 	// Reloaded is signalled after each successful reload (tests).
 	reloads atomic.Int64
 }
@@ -83,7 +88,7 @@ func compile(path string, data []byte, td spiffeid.TrustDomain) (*snapshot, erro
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string]service{}, sum: sha256.Sum256(data)}
+	snap := &snapshot{engine: engine, services: map[string]service{}, objs: objs, sum: sha256.Sum256(data)}
 	for _, o := range objs {
 		if spec, ok := o.Spec.(*resource.ServiceSpec); ok {
 			snap.services[o.Metadata.Name] = service{Name: o.Metadata.Name, Protocol: string(spec.Protocol), Endpoints: spec.Endpoints}
@@ -96,15 +101,17 @@ func compile(path string, data []byte, td spiffeid.TrustDomain) (*snapshot, erro
 // file is refused with its file:line errors and the running configuration
 // stays.
 func (w *configWatcher) Run(ctx context.Context) error {
-	resource.WatchFile(ctx, w.path, reloadEvery, w.cur.Load().sum, func(data []byte) error {
+	fw := resource.FileWatcher{Path: w.path, Interval: reloadEvery, Log: w.log, Events: w.events, Subject: w.subject}
+	cur := w.cur.Load()
+	fw.Watch(ctx, cur.sum, cur.objs, func(data []byte) ([]resource.Object, error) {
 		snap, err := compile(w.path, data, w.td)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		w.cur.Store(snap)
 		w.reloads.Add(1)
 		w.log.Info("configuration reloaded", "path", w.path, "services", len(snap.services))
-		return nil
-	}, w.log)
+		return snap.objs, nil
+	})
 	return nil
 }

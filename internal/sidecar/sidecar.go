@@ -131,6 +131,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	if s.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.TrustDomain, cfg.Log); err != nil {
 		return nil, err
 	}
+	s.conf.events, s.conf.subject = cfg.Events, id.String()
 	if _, ok := s.conf.Load().services[cfg.Service]; !ok {
 		return nil, fmt.Errorf("%s declares no Service named %q", cfg.ConfigFile, cfg.Service)
 	}
