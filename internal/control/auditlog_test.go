@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/control"
@@ -81,4 +82,28 @@ func readAuditPub(dir string) (crypto.PublicKey, error) {
 		return nil, err
 	}
 	return audit.ParsePublicKeyPEM(data)
+}
+
+// brokenAudit is a sink whose storage failed.
+type brokenAudit struct{}
+
+func (brokenAudit) Emit(context.Context, audit.Event) error { return errors.New("disk full") }
+func (brokenAudit) Ready() error                            { return errors.New("disk full") }
+
+// TestFailsClosedWithoutAudit: while the audit trail cannot record, the
+// server refuses every change (503) and makes none; reads still work.
+func TestFailsClosedWithoutAudit(t *testing.T) {
+	ts := startServer(t, func(c *control.ServerConfig) { c.Events = brokenAudit{} })
+	ctx := context.Background()
+	var ae *control.APIError
+	if _, err := ts.operator.CreateToken(ctx, "spiffe://example.org/svc/orders", time.Minute); !errors.As(err, &ae) || ae.Status != 503 || ae.Code() != "audit_unavailable" {
+		t.Fatalf("CreateToken: %v, want 503 audit_unavailable", err)
+	}
+	if _, err := ts.operator.CreateAPIKey(ctx, "shop", []string{"*"}, 0); !errors.As(err, &ae) || ae.Status != 503 {
+		t.Fatalf("CreateAPIKey: %v, want 503", err)
+	}
+	keys, err := ts.operator.ListAPIKeys(ctx)
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("ListAPIKeys: %v, %v; want a working read and no key", keys, err)
+	}
 }

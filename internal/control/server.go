@@ -70,7 +70,22 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
 	h.public(mux)
-	return mux
+	return h.recorded(mux)
+}
+
+// recorded fails closed: while the audit log cannot record, every request
+// that changes something (POST: enrollment, issuance, revocation, keys) is
+// refused with 503 before it runs, so nothing happens unrecorded.
+func (h *Handler) recorded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && h.Events != nil {
+			if err := audit.Ready(h.Events); err != nil {
+				h.fail(w, r, &httpError{status: http.StatusServiceUnavailable, code: "audit_unavailable", msg: "the audit log cannot record: " + err.Error()})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Public returns the mux for the plain HTTP listener: what relying parties
