@@ -201,7 +201,7 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 		}
 	}
 	auditDir, cursor := auditPaths(f.dir, f.auditDir)
-	spool, events, shipper, err := proxyAudit(auditDir, cursor, client, log)
+	spool, events, err := proxyAudit(auditDir, cursor, client, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
@@ -221,7 +221,7 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 		})
 	})
 	grp.Go(func() error { return gw.Run(ctx) })
-	grp.Go(func() error { _ = shipper.Run(ctx); return nil })
+	grp.Go(func() error { return spool.Run(ctx) })
 	grp.Go(func() error {
 		// ACME's tls-alpn-01 needs the listener up while the first
 		// certificate is ordered, so the source starts beside the gateway.

@@ -1,11 +1,17 @@
 package cli
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
+	"github.com/wardsec/ward/internal/atomicfile"
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/control"
 )
@@ -14,63 +20,207 @@ import (
 // records; the server's log is the one kept long.
 const spoolRetention = 7 * 24 * time.Hour
 
-// shipBatch is how many records one POST to the server carries.
-const shipBatch = 500
+// Shipping: at most shipBatch records per POST, at least every
+// shipInterval, and at most shipQueue records held in memory between two
+// shipments (beyond that the shipper reads them back from the spool).
+const (
+	shipBatch    = 500
+	shipInterval = time.Second
+	shipQueue    = 64 << 10
+)
 
-// proxyAudit opens a proxy's local audit log in dir (its spool: a request
-// is forwarded only once its decision is on disk there) and returns the
-// sink the proxy records into, which also logs each event as text, and a
-// shipper that sends the log to the server with acknowledgement and retry,
-// remembering what was acknowledged in cursor.
-func proxyAudit(dir, cursor string, client *control.Client, log *slog.Logger) (*audit.Writer, audit.Sink, *audit.Shipper, error) {
-	w, err := audit.Open(dir, audit.Options{Retention: spoolRetention, Logger: log})
+// spool is a proxy's local audit log and what ships it to the server.
+//
+// Every event is appended durably to the local log first (a request is
+// forwarded only once its decision is on disk there), then queued in
+// memory for the server. The shipper sends the queue in batches and moves
+// its cursor (a file) only when the server has acknowledged a batch.
+// Records the queue does not hold (after a restart, or when it
+// overflowed during a long outage) are read back from the log: the log is
+// the truth, the queue only spares reading it again.
+type spool struct {
+	w      *audit.Writer
+	dir    string
+	cursor string
+	client *control.Client
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	queue   []control.ShippedRecord
+	dropped bool // the queue overflowed: read the log
+	kick    chan struct{}
+}
+
+// openSpool opens a proxy's local audit log in dir, its cursor in cursor.
+func openSpool(dir, cursor string, client *control.Client, log *slog.Logger) (*spool, error) {
+	// Sealed segments stay uncompressed: the spool lives a week, and gzip
+	// would cost CPU on the request path's machine for little.
+	w, err := audit.Open(dir, audit.Options{Retention: spoolRetention, NoCompress: true, Logger: log})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	var batch []control.ShippedRecord
-	flush := func(ctx context.Context) error {
-		for len(batch) > 0 {
-			n := min(len(batch), shipBatch)
-			acked, err := client.ShipAudit(ctx, batch[:n])
-			if err != nil {
-				return err
-			}
-			// Drop what the server has, also from an earlier attempt.
-			i := 0
-			for i < len(batch) && batch[i].Seq <= acked {
-				i++
-			}
-			if i == 0 {
-				return errShipStalled
-			}
-			batch = batch[i:]
+	return &spool{w: w, dir: dir, cursor: cursor, client: client, log: log, dropped: true, kick: make(chan struct{}, 1)}, nil
+}
+
+// Emit implements audit.Sink: durably local, then queued for the server.
+func (s *spool) Emit(ctx context.Context, e audit.Event) error {
+	seq, err := s.w.Append(ctx, e)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if len(s.queue) < shipQueue {
+		if e.Time.IsZero() {
+			e.Time = time.Now()
 		}
+		s.queue = append(s.queue, control.ShippedRecord{Seq: seq, Event: e})
+	} else {
+		s.dropped = true
+	}
+	full := len(s.queue) >= shipBatch
+	s.mu.Unlock()
+	if full {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Ready implements audit.Readier: the local log's state (fail closed).
+func (s *spool) Ready() error { return s.w.Err() }
+
+// Close closes the local log.
+func (s *spool) Close() error { return s.w.Close() }
+
+// Run ships until ctx ends, retrying with the same records until the
+// server acknowledges them.
+func (s *spool) Run(ctx context.Context) error {
+	after, err := audit.ReadCursor(s.cursor)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(shipInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-s.kick:
+		}
+		next, err := s.ship(ctx, after)
+		if next > after {
+			after = next
+			if werr := atomicfile.Write(s.cursor, []byte(strconv.FormatUint(after, 10)+"\n"), 0o600); werr != nil {
+				s.log.Error("audit cursor not saved", "err", werr)
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("shipping audit records to the server failed; retrying", "after", after, "err", err)
+		}
+	}
+}
+
+// ship sends what follows after and returns the new cursor.
+func (s *spool) ship(ctx context.Context, after uint64) (uint64, error) {
+	s.mu.Lock()
+	recs, dropped := s.queue, s.dropped
+	s.queue, s.dropped = nil, false
+	s.mu.Unlock()
+	// Concurrent appends may queue out of order. Skip what the server
+	// already has; a gap before the queue (a restart, an overflow, an
+	// append still being queued) is filled from the log.
+	slices.SortFunc(recs, func(a, b control.ShippedRecord) int { return cmp.Compare(a.Seq, b.Seq) })
+	i := 0
+	for i < len(recs) && recs[i].Seq <= after {
+		i++
+	}
+	recs = recs[i:]
+	if dropped || (len(recs) > 0 && recs[0].Seq != after+1) {
+		var err error
+		if after, err = s.fromLog(ctx, after); err != nil {
+			s.requeue(recs)
+			return after, err
+		}
+		i = 0
+		for i < len(recs) && recs[i].Seq <= after {
+			i++
+		}
+		recs = recs[i:]
+	}
+	for len(recs) > 0 {
+		n := min(len(recs), shipBatch)
+		acked, err := s.client.ShipAudit(ctx, recs[:n])
+		if err == nil && acked < recs[0].Seq {
+			err = errors.New("the server acknowledged none of the records sent")
+		}
+		if err != nil {
+			s.requeue(recs)
+			return after, err
+		}
+		after = acked
+		for len(recs) > 0 && recs[0].Seq <= acked {
+			recs = recs[1:]
+		}
+	}
+	return after, nil
+}
+
+// fromLog ships the log's records after after, reading them back.
+func (s *spool) fromLog(ctx context.Context, after uint64) (uint64, error) {
+	var batch []control.ShippedRecord
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		acked, err := s.client.ShipAudit(ctx, batch)
+		if err != nil {
+			return err
+		}
+		if acked < batch[len(batch)-1].Seq {
+			return errors.New("the server acknowledged part of a batch")
+		}
+		after, batch = acked, batch[:0]
 		return nil
 	}
-	var runCtx context.Context
-	sh := &audit.Shipper{
-		Dir: dir, Cursor: cursor, Log: log,
-		Send: func(ctx context.Context, r audit.Record) error {
-			runCtx = ctx
-			batch = append(batch, control.ShippedRecord{Seq: r.Seq, Event: r.Event})
-			if len(batch) >= shipBatch {
-				return flush(ctx)
-			}
-			return nil
-		},
-		Flush: func() error {
-			ctx := runCtx
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			err := flush(ctx)
-			if err != nil {
-				batch = batch[:0] // the next pass starts again from the cursor
-			}
-			return err
-		},
+	_, err := audit.Query(ctx, s.dir, audit.Filter{AfterSeq: after}, func(r audit.Record) error {
+		batch = append(batch, control.ShippedRecord{Seq: r.Seq, Event: r.Event})
+		if len(batch) >= shipBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
 	}
-	return w, audit.Multi{audit.LogSink{W: w}, audit.SlogSink{Log: log}}, sh, nil
+	return after, err
+}
+
+// requeue puts records back at the front of the queue after a failure.
+func (s *spool) requeue(recs []control.ShippedRecord) {
+	if len(recs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(recs)+len(s.queue) > shipQueue {
+		s.dropped = true // the log has them all
+		s.queue = nil
+		return
+	}
+	s.queue = append(append([]control.ShippedRecord(nil), recs...), s.queue...)
+}
+
+// proxyAudit opens a proxy's spool in dir and returns it with the sink the
+// proxy records into: the spool, and each event logged as text.
+func proxyAudit(dir, cursor string, client *control.Client, log *slog.Logger) (*spool, audit.Sink, error) {
+	sp, err := openSpool(dir, cursor, client, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sp, audit.Multi{sp, audit.SlogSink{Log: log}}, nil
 }
 
 // auditPaths are the default spool and cursor of a proxy's data directory.
@@ -80,9 +230,3 @@ func auditPaths(dataDir, auditDir string) (dir, cursor string) {
 	}
 	return auditDir, filepath.Join(dataDir, "audit-shipped.cursor")
 }
-
-var errShipStalled = shipError("the server acknowledged none of the records sent")
-
-type shipError string
-
-func (e shipError) Error() string { return string(e) }

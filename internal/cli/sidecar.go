@@ -79,7 +79,7 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir,
 	}
 	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
 	spoolDir, cursor := auditPaths(dir, auditDir)
-	spool, events, shipper, err := proxyAudit(spoolDir, cursor, client, log)
+	spool, events, err := proxyAudit(spoolDir, cursor, client, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
@@ -92,7 +92,7 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir,
 	grp, ctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return src.Run(ctx) })
 	grp.Go(func() error { return sc.Run(ctx) })
-	grp.Go(func() error { _ = shipper.Run(ctx); return nil })
+	grp.Go(func() error { return spool.Run(ctx) })
 	if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
