@@ -137,6 +137,8 @@ type Gateway struct {
 	metrics  *metrics
 	registry *prometheus.Registry
 
+	records sync.WaitGroup // access records being written
+
 	https, http, admin net.Listener
 	conns              chan struct{} // semaphore of open client connections
 }
@@ -266,6 +268,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("gateway running", "id", g.id, "https", g.Addr(), "http", g.HTTPAddr(), "admin", g.AdminAddr())
 	err := eg.Wait()
+	g.records.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

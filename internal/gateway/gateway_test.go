@@ -65,15 +65,20 @@ func TestForwardsWithIdentity(t *testing.T) {
 	}
 }
 
+// findEvent returns the event with request id reqID, waiting a little:
+// the gateway writes its access record behind the response.
 func findEvent(t *testing.T, r *audit.Recorder, reqID string) audit.Event {
 	t.Helper()
-	for _, ev := range r.Events() {
-		if ev.RequestID == reqID {
-			return ev
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		for _, ev := range r.Events() {
+			if ev.RequestID == reqID {
+				return ev
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event with request id %s in %+v", reqID, r.Events())
 		}
 	}
-	t.Fatalf("no event with request id %s in %+v", reqID, r.Events())
-	return audit.Event{}
 }
 
 // refusal is what a test expects for a refused request.

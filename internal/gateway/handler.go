@@ -385,10 +385,18 @@ func (g *Gateway) record(x *exchange, out outcome) {
 	if out.msg != "" {
 		ev.Fields["message"] = out.msg
 	}
-	if err := g.cfg.Events.Emit(context.WithoutCancel(x.r.Context()), ev); err != nil {
-		g.log.Error("access record not written", "request_id", x.id, "err", err)
-	}
 	g.metrics.observe(routeName, decision, reason, status, elapsed)
+	// The record is written behind the response: with a durable log,
+	// waiting for its fsync would hold the end of every response. Whether
+	// the log can record was checked before the request was forwarded
+	// (fail closed), and the service's sidecar records its own decision
+	// before the app sees anything. Run waits for these on shutdown.
+	ctx := context.WithoutCancel(x.r.Context())
+	g.records.Go(func() {
+		if err := g.cfg.Events.Emit(ctx, ev); err != nil {
+			g.log.Error("access record not written", "request_id", x.id, "err", err)
+		}
+	})
 }
 
 // traceID returns the trace id of a W3C traceparent header, or "".
