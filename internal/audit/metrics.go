@@ -62,3 +62,7 @@ func (m *Metrics) shippedRecord(t time.Time, now time.Time) {
 	m.shipped.Inc()
 	m.lag.Set(now.Sub(t).Seconds())
 }
+
+// Shipped counts a record of time t delivered at now, and sets the
+// shipping lag from it.
+func (m *Metrics) Shipped(t, now time.Time) { m.shippedRecord(t, now) }

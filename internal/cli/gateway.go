@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/spf13/cobra"
@@ -201,7 +202,8 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 		}
 	}
 	auditDir, cursor := auditPaths(f.dir, f.auditDir)
-	spool, events, err := proxyAudit(auditDir, cursor, client, log)
+	cfg.Registry = prometheus.NewRegistry()
+	spool, events, err := proxyAudit(auditDir, cursor, client, cfg.Registry, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

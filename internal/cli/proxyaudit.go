@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wardsec/ward/internal/atomicfile"
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/control"
@@ -39,11 +41,12 @@ const (
 // overflowed during a long outage) are read back from the log: the log is
 // the truth, the queue only spares reading it again.
 type spool struct {
-	w      *audit.Writer
-	dir    string
-	cursor string
-	client *control.Client
-	log    *slog.Logger
+	w       *audit.Writer
+	dir     string
+	cursor  string
+	client  *control.Client
+	log     *slog.Logger
+	metrics *audit.Metrics
 
 	mu      sync.Mutex
 	queue   []control.ShippedRecord
@@ -52,14 +55,15 @@ type spool struct {
 }
 
 // openSpool opens a proxy's local audit log in dir, its cursor in cursor.
-func openSpool(dir, cursor string, client *control.Client, log *slog.Logger) (*spool, error) {
+func openSpool(dir, cursor string, client *control.Client, reg prometheus.Registerer, log *slog.Logger) (*spool, error) {
+	m := audit.NewMetrics(reg)
 	// Sealed segments stay uncompressed: the spool lives a week, and gzip
 	// would cost CPU on the request path's machine for little.
-	w, err := audit.Open(dir, audit.Options{Retention: spoolRetention, NoCompress: true, Logger: log})
+	w, err := audit.Open(dir, audit.Options{Retention: spoolRetention, NoCompress: true, Logger: log, Metrics: m})
 	if err != nil {
 		return nil, err
 	}
-	return &spool{w: w, dir: dir, cursor: cursor, client: client, log: log, dropped: true, kick: make(chan struct{}, 1)}, nil
+	return &spool{w: w, dir: dir, cursor: cursor, client: client, log: log, metrics: m, dropped: true, kick: make(chan struct{}, 1)}, nil
 }
 
 // Emit implements audit.Sink: durably local, then queued for the server.
@@ -161,7 +165,9 @@ func (s *spool) ship(ctx context.Context, after uint64) (uint64, error) {
 			return after, err
 		}
 		after = acked
+		now := time.Now()
 		for len(recs) > 0 && recs[0].Seq <= acked {
+			s.metrics.Shipped(recs[0].Event.Time, now)
 			recs = recs[1:]
 		}
 	}
@@ -215,8 +221,8 @@ func (s *spool) requeue(recs []control.ShippedRecord) {
 
 // proxyAudit opens a proxy's spool in dir and returns it with the sink the
 // proxy records into: the spool, and each event logged as text.
-func proxyAudit(dir, cursor string, client *control.Client, log *slog.Logger) (*spool, audit.Sink, error) {
-	sp, err := openSpool(dir, cursor, client, log)
+func proxyAudit(dir, cursor string, client *control.Client, reg prometheus.Registerer, log *slog.Logger) (*spool, audit.Sink, error) {
+	sp, err := openSpool(dir, cursor, client, reg, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
@@ -79,7 +80,8 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir,
 	}
 	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
 	spoolDir, cursor := auditPaths(dir, auditDir)
-	spool, events, err := proxyAudit(spoolDir, cursor, client, log)
+	cfg.Registry = prometheus.NewRegistry()
+	spool, events, err := proxyAudit(spoolDir, cursor, client, cfg.Registry, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

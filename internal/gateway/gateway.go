@@ -79,6 +79,9 @@ type Config struct {
 	Resilience mesh.Resilience
 	Events     audit.Sink
 	Log        *slog.Logger
+	// Registry serves /metrics; nil: a new one. Pass one to add metrics
+	// of your own (the audit spool's).
+	Registry *prometheus.Registry
 }
 
 // Limits bound the work one request or client may cause.
@@ -152,6 +155,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if cfg.Events == nil {
 		cfg.Events = audit.SlogSink{Log: cfg.Log}
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	switch {
 	case cfg.Source == nil:
 		return nil, errors.New("gateway needs an identity source")
@@ -166,7 +172,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway name %q: %w", cfg.Name, err)
 	}
-	g := &Gateway{cfg: cfg, id: id, lim: cfg.Limits.withDefaults(), log: cfg.Log, registry: prometheus.NewRegistry(),
+	g := &Gateway{cfg: cfg, id: id, lim: cfg.Limits.withDefaults(), log: cfg.Log, registry: cfg.Registry,
 		keys: authn.NewAPIKeys(cfg.APIKeys), local: ratelimit.NewLocal(ratelimit.LocalOptions{}), anon: cfg.AnonymousSecret}
 	defer func() {
 		if err != nil {

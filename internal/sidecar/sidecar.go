@@ -51,6 +51,9 @@ type Config struct {
 	// Resilience tunes outlier ejection, circuit breaking and retries
 	// towards upstream services; zero values take defaults.
 	Resilience Resilience
+	// Registry serves /metrics; nil: a new one. Pass one to add metrics
+	// of your own (the audit spool's).
+	Registry *prometheus.Registry
 }
 
 // Resilience configures how the sidecar treats failing upstreams.
@@ -112,6 +115,9 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	if cfg.Events == nil {
 		cfg.Events = audit.SlogSink{Log: cfg.Log}
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	if cfg.Source == nil {
 		return nil, errors.New("sidecar needs an identity source")
 	}
@@ -122,7 +128,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	if err := requireLoopback("--app", cfg.App); err != nil {
 		return nil, err
 	}
-	s := &Sidecar{cfg: cfg, id: id, lim: cfg.Limits.withDefaults(), log: cfg.Log, ups: map[string]net.Listener{}, registry: prometheus.NewRegistry()}
+	s := &Sidecar{cfg: cfg, id: id, lim: cfg.Limits.withDefaults(), log: cfg.Log, ups: map[string]net.Listener{}, registry: cfg.Registry}
 	defer func() {
 		if err != nil {
 			s.close()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -32,7 +33,8 @@ type auditRecord struct {
 func TestAuditTrail(t *testing.T) {
 	e := newEdgeSetup(t)
 	key := e.apiKey("shop", "orders")
-	gw := e.startGateway()
+	admin := freeAddr(t)
+	gw := e.startGateway("--admin", admin)
 	e.waitReady(gw, key)
 	go func() {
 		for range e.seen {
@@ -89,6 +91,18 @@ func TestAuditTrail(t *testing.T) {
 	}
 	if scRec.Fields["reported_by"] != "spiffe://example.org/svc/orders" || scRec.Actor != "spiffe://example.org/gateway/edge1" || scRec.User != "alice" {
 		t.Errorf("sidecar record %+v", scRec)
+	}
+	// The gateway's metrics say what its spool wrote and shipped.
+	mresp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, m := range []string{"ward_audit_records_written_total", "ward_audit_records_shipped_total", "ward_audit_shipping_lag_seconds", "ward_gateway_requests_total"} {
+		if !strings.Contains(string(metrics), "\n"+m) {
+			t.Errorf("gateway /metrics lacks %s", m)
+		}
 	}
 	types := map[string]bool{}
 	for _, r := range all {
