@@ -45,6 +45,7 @@ type gatewayFlags struct {
 	connRate                 string
 	connBurst                int
 	auditDir                 string
+	auditFailOpen            bool
 }
 
 func gatewayCmd(g *globals) *cobra.Command {
@@ -108,6 +109,7 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.StringVar(&f.connRate, "conn-rate", "100/s", "new connections one source address may open (COUNT/PERIOD)")
 	fl.IntVar(&f.connBurst, "conn-burst", 200, "connections one source address may open at once")
 	fl.StringVar(&f.auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
+	fl.BoolVar(&f.auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	fl.StringVar(&f.anonSecretFile, "anonymous-secret-file", "", "key of anonymous ids, shared by replicas (default DATA_DIR/anonymous.key, created)")
 	return cmd
 }
@@ -203,7 +205,7 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 	}
 	auditDir, cursor := auditPaths(f.dir, f.auditDir)
 	cfg.Registry = prometheus.NewRegistry()
-	spool, events, err := proxyAudit(auditDir, cursor, client, cfg.Registry, log)
+	spool, events, err := proxyAudit(auditDir, cursor, client, cfg.Registry, f.auditFailOpen, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

@@ -221,12 +221,22 @@ func (s *spool) requeue(recs []control.ShippedRecord) {
 
 // proxyAudit opens a proxy's spool in dir and returns it with the sink the
 // proxy records into: the spool, and each event logged as text.
-func proxyAudit(dir, cursor string, client *control.Client, reg prometheus.Registerer, log *slog.Logger) (*spool, audit.Sink, error) {
+//
+// With failOpen the proxy serves requests it could not record (logging and
+// counting each lost record): a risk, chosen per role with
+// --audit-fail-open, for services whose availability matters more than a
+// complete trail.
+func proxyAudit(dir, cursor string, client *control.Client, reg prometheus.Registerer, failOpen bool, log *slog.Logger) (*spool, audit.Sink, error) {
 	sp, err := openSpool(dir, cursor, client, reg, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	return sp, audit.Multi{sp, audit.SlogSink{Log: log}}, nil
+	var sink audit.Sink = sp
+	if failOpen {
+		log.Warn("audit fail-open: requests that cannot be recorded are served anyway (--audit-fail-open)")
+		sink = audit.FailOpen{Sink: sp, Log: log, Metrics: sp.metrics}
+	}
+	return sp, audit.Multi{sink, audit.SlogSink{Log: log}}, nil
 }
 
 // auditPaths are the default spool and cursor of a proxy's data directory.

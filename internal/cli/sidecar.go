@@ -17,6 +17,7 @@ import (
 func sidecarCmd(g *globals) *cobra.Command {
 	var cfg sidecar.Config
 	var token, dir, auditDir string
+	var auditFailOpen bool
 	var upstreams []string
 	cmd := &cobra.Command{
 		Use:   "sidecar --service NAME --listen ADDR --app ADDR --config FILE --server URL --bundle FILE [--token T]",
@@ -49,7 +50,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 			if dir == "" {
 				dir = "ward-sidecar-" + cfg.Service
 			}
-			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir)
+			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir, auditFailOpen)
 		},
 	}
 	f := cmd.Flags()
@@ -63,10 +64,11 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.StringVar(&token, "token", "", "one-time join token for the first start")
 	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
 	f.StringVar(&auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
+	f.BoolVar(&auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	return cmd
 }
 
-func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir, auditDir string) error {
+func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir, auditDir string, auditFailOpen bool) error {
 	log := g.logger().With("role", "sidecar", "service", cfg.Service)
 	src, client, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
 		id, err := spiffeid.FromSegments(td, "svc", cfg.Service)
@@ -81,7 +83,7 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir,
 	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
 	spoolDir, cursor := auditPaths(dir, auditDir)
 	cfg.Registry = prometheus.NewRegistry()
-	spool, events, err := proxyAudit(spoolDir, cursor, client, cfg.Registry, log)
+	spool, events, err := proxyAudit(spoolDir, cursor, client, cfg.Registry, auditFailOpen, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
