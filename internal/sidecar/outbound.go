@@ -31,6 +31,10 @@ func (s *Sidecar) outboundHandler(fixed string) http.Handler {
 			http.Error(w, "ward: "+err.Error(), http.StatusBadGateway)
 			return
 		}
+		// Ward's headers are Ward's to set: what the app sends (such as the
+		// identity token it received, forwarded as is) does not travel on;
+		// the next sidecar would refuse a token its sender did not sign.
+		stripWard(r.Header)
 		u.ServeHTTP(w, r)
 	})
 }

@@ -88,6 +88,7 @@ func TestMeshCall(t *testing.T) {
 
 	status, body, _ := get(t, c, "GET", "http://orders/orders/42", http.Header{
 		"X-Ward-Peer-Id": {"spiffe://example.org/svc/admin"}, "X-Ward-Anything": {"x"}, "Proxy": {"http://evil:1"},
+		"X-Ward-Identity": {"a token the app received and forwards"},
 	})
 	if status != 200 || body != "app saw GET /orders/42 from spiffe://example.org/svc/catalog" {
 		t.Fatalf("allowed call: %d %q", status, body)
