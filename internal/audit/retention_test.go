@@ -180,7 +180,7 @@ func TestQueryUsesIndexes(t *testing.T) {
 	cases := []struct {
 		name     string
 		f        Filter
-		wantSkip bool
+		wantPruned bool
 	}{
 		{"rare principal", Filter{Principal: "spiffe://example.org/svc/rare"}, true},
 		{"principal as user", Filter{Principal: "user-3"}, false},
@@ -204,7 +204,7 @@ func TestQueryUsesIndexes(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("got %d records %v, want %d %v", len(got), got, len(want), want)
 			}
-			if tc.wantSkip && st.Skipped == 0 {
+			if tc.wantPruned && st.Skipped == 0 {
 				t.Fatalf("no segment skipped: %+v", st)
 			}
 		})
