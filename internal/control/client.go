@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/retry"
 )
 
 // Client talks to a Ward server. It verifies that the server presents
@@ -348,7 +348,7 @@ func (c *Client) FollowAPIKeys(ctx context.Context, fn func(version int64, recs 
 		}
 		if err != nil {
 			failures++
-			if !sleepCtx(ctx, retryDelay(failures, feedRetryBase, feedRetryCeiling)) {
+			if !retry.Sleep(ctx, retry.Backoff(failures, feedRetryBase, feedRetryCeiling)) {
 				return nil
 			}
 			continue
@@ -358,28 +358,6 @@ func (c *Client) FollowAPIKeys(ctx context.Context, fn func(version int64, recs 
 			after = feed.Version
 			fn(feed.Version, recs)
 		}
-	}
-}
-
-// retryDelay is base doubled per failed attempt (from 1) up to ceiling,
-// jittered into [d/2, d].
-func retryDelay(attempt int, base, ceiling time.Duration) time.Duration {
-	d := ceiling
-	if attempt < 32 && base<<(attempt-1) < ceiling {
-		d = base << (attempt - 1)
-	}
-	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter, not a secret
-}
-
-// sleepCtx waits for d or until ctx ends, reporting whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/wardsec/ward/internal/retry"
 )
 
 const (
@@ -311,9 +311,9 @@ func (s *Source) rotate(ctx context.Context) {
 		lifetime := leaf.NotAfter.Sub(cur.start)
 		wait := cur.renewAt().Sub(s.now())
 		if failures > 0 {
-			wait = backoff(failures, min(time.Second, lifetime/64), min(time.Minute, lifetime/16))
+			wait = retry.Backoff(failures, min(time.Second, lifetime/64), min(time.Minute, lifetime/16))
 		}
-		if !sleep(ctx, wait) {
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
 		err := s.renew(ctx)
@@ -375,7 +375,7 @@ func (s *Source) watchRevocations(ctx context.Context) {
 		if err != nil {
 			failures++
 			s.log.Warn("revocation watch failed; will retry", "attempt", failures, "err", err)
-			if !sleep(ctx, backoff(failures, time.Second, 30*time.Second)) {
+			if !retry.Sleep(ctx, retry.Backoff(failures, time.Second, 30*time.Second)) {
 				return
 			}
 			continue
@@ -396,29 +396,5 @@ func (s *Source) watchRevocations(ctx context.Context) {
 		}
 		s.SetRevocations(up.Version, up.Serials)
 		s.log.Info("trust feed updated", "version", up.Version, "revoked", len(up.Serials))
-	}
-}
-
-// backoff returns the delay before retry number attempt (from 1): base
-// doubled per attempt up to ceiling, then jittered into [d/2, d].
-func backoff(attempt int, base, ceiling time.Duration) time.Duration {
-	base = max(base, 10*time.Millisecond)
-	ceiling = max(ceiling, base)
-	d := ceiling
-	if attempt < 32 && base<<(attempt-1) < ceiling {
-		d = base << (attempt - 1)
-	}
-	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter, not a secret
-}
-
-// sleep waits for d or until ctx ends, reporting whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
