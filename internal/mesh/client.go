@@ -54,7 +54,7 @@ type Config struct {
 // that service's SPIFFE ID.
 type Client struct {
 	cfg Config
-	mu  sync.Mutex
+	mu  sync.RWMutex // guards ups and each Upstream's eps
 	ups map[string]*Upstream
 }
 
@@ -105,6 +105,15 @@ func (c *Client) Upstream(name string) (*Upstream, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown service %q", name)
 	}
+	// Every request comes here: the common case, a known service whose
+	// endpoints did not change, takes only the read lock.
+	c.mu.RLock()
+	u := c.ups[name]
+	same := u != nil && slices.Equal(u.eps, eps)
+	c.mu.RUnlock()
+	if same {
+		return u, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if u := c.ups[name]; u != nil {
@@ -119,7 +128,7 @@ func (c *Client) Upstream(name string) (*Upstream, error) {
 		return nil, err
 	}
 	res := c.cfg.Resilience
-	u := &Upstream{
+	u = &Upstream{
 		name: name, id: id, c: c, eps: eps,
 		hosts:   proxy.NewEjector(eps, res.Ejector),
 		breaker: proxy.NewBreaker(res.Breaker),
