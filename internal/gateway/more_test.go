@@ -194,3 +194,17 @@ func TestFailClosedWithoutAudit(t *testing.T) {
 		t.Fatalf("fail-open: %d", r.StatusCode)
 	}
 }
+
+// TestDefaultDenyAtTheEdge: a Route to a service that no AccessPolicy
+// opens is refused (no_policy), whatever the caller presents.
+func TestDefaultDenyAtTheEdge(t *testing.T) {
+	e := newEdge(t)
+	cfg := readConfig(t, e)
+	i := strings.Index(cfg, "---\napiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: catalog-callers}")
+	if i < 0 {
+		t.Fatal("fixture changed: no catalog-callers policy")
+	}
+	e.writeConfig(cfg[:i])
+	waitReload(t, e, func() bool { return e.do("GET", "/catalog/x", "", "", nil).StatusCode != 200 })
+	e.expectRefused(t, e.do("GET", "/catalog/x", e.apiKey, e.jwt("alice", "orders:read", nil), nil), refusal{403, "no_policy"}, e.catalog.app.count(), e.catalog.app)
+}

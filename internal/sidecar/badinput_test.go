@@ -105,3 +105,23 @@ func TestSmuggling(t *testing.T) {
 		t.Errorf("%d malformed requests audited, want at least %d", refusals, len(cases)-2)
 	}
 }
+
+// TestServicePeerCannotForgeGatewayHeaders: the client address and request
+// id a gateway vouches for are taken only with its verified identity token;
+// a service sending them itself over mutual TLS is not believed.
+func TestServicePeerCannotForgeGatewayHeaders(t *testing.T) {
+	ts := startTwo(t)
+	status := rawTLS(t, ts, "GET /orders/1 HTTP/1.1\r\nHost: orders\r\nX-Ward-Client-Ip: 6.6.6.6\r\nX-Ward-Request-Id: forged-id\r\nX-Ward-User: admin\r\n\r\n")
+	if !strings.HasPrefix(status, "200") {
+		t.Fatalf("status %s", status)
+	}
+	h := ts.orders.app.last().Header
+	if h.Get("X-Ward-Client-Ip") != "" || h.Get("X-Ward-User") != "" || h.Get("X-Ward-Request-Id") == "forged-id" {
+		t.Fatalf("forged gateway headers reached the app: %v", h)
+	}
+	for _, ev := range ts.orders.events.Events() {
+		if ev.RequestID == "forged-id" {
+			t.Fatalf("the audit record took the forged request id: %+v", ev)
+		}
+	}
+}

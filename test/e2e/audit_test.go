@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,6 +112,17 @@ func TestAuditTrail(t *testing.T) {
 	for _, want := range []string{"ca.enroll", "ca.token.create", "apikey.create", "ca.issue"} {
 		if !types[want] {
 			t.Errorf("no %s record in the server's log (types %v)", want, types)
+		}
+	}
+	// Secrets on disk are the owner's alone: the server's audit signing
+	// key and the gateway's anonymous-id key and SVID key.
+	for _, f := range []string{filepath.Join(e.data, "audit-key.pem"), filepath.Join(e.dir, "edge1", "anonymous.key"), filepath.Join(e.dir, "edge1", "key.pem")} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
 		}
 	}
 	out, err := ward(t, e.dir, "audit", "verify", "--dir", filepath.Join(e.data, "audit"), "--key", filepath.Join(e.data, "audit-pub.pem"))
