@@ -178,8 +178,8 @@ func TestQueryUsesIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		name     string
-		f        Filter
+		name       string
+		f          Filter
 		wantPruned bool
 	}{
 		{"rare principal", Filter{Principal: "spiffe://example.org/svc/rare"}, true},
