@@ -1,9 +1,9 @@
 # shellcheck shell=bash disable=SC2034 # variables for the sourcing script
 # bench/gateway/lib.sh: shell helpers of the side-by-side proxy benchmarks,
-# sourced by bench/gateway/run.sh (and meant for bench/mesh/run.sh, which
-# still carries its own copies). Nothing here runs on its own: every
-# function expects the caller's set -euo pipefail, and bench_init sets up
-# the workspace $T, the PIDS stopped on exit and the hard time limit.
+# sourced by bench/gateway/run.sh and bench/mesh/run.sh. Nothing here runs
+# on its own: every function expects the caller's set -euo pipefail, and
+# bench_init sets up the workspace $T, the PIDS stopped on exit and the hard
+# time limit.
 
 # Progress goes to the script's own stderr (fd 3), even from a trap that
 # fires inside a redirected command.

@@ -70,14 +70,10 @@ if [[ "${GOFLAGS:-}" != *-buildvcs* ]]; then
 	export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
 fi
 
-# Progress goes to the script's own stderr (fd 3), even from a trap that
-# fires inside a redirected command.
-exec 3>&2
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&3; }
-die() {
-	log "FAIL: $*"
-	exit 1
-}
+# Helpers shared with bench/gateway (log, die, free_port, expect, CPU and
+# RSS sampling, nginx workers, median and formatting).
+# shellcheck source=bench/gateway/lib.sh
+source "$root/bench/gateway/lib.sh"
 
 # ---------------------------------------------------------------- packages
 need=()
@@ -169,17 +165,6 @@ renice -n "$NICE" -p $$ >/dev/null
 
 # ---------------------------------------------------------------- helpers
 USED_PORTS=" "
-free_port() {
-	local p busy
-	busy=" $(ss -Htln 2>/dev/null | awk '{ n = split($4, a, ":"); printf "%s ", a[n] }')"
-	while :; do
-		p=$((20000 + RANDOM % 12000)) # below the ephemeral range
-		[[ $busy == *" $p "* || $USED_PORTS == *" $p "* ]] && continue
-		USED_PORTS+="$p "
-		echo "$p"
-		return
-	done
-}
 
 # wait_http URL STATUS: until URL answers STATUS, 20 s at most.
 wait_http() {
@@ -190,58 +175,6 @@ wait_http() {
 		sleep 0.2
 	done
 	return 1
-}
-
-# expect WHAT STATUS BODY_PART curl-args...: one request, checked.
-expect() {
-	local what=$1 want=$2 body=$3 out code
-	shift 3
-	out=$(curl -s --max-time 5 -w '\n%{http_code}' "$@" || true)
-	code=${out##*$'\n'}
-	out=${out%$'\n'*}
-	[[ $code == "$want" && $out == *"$body"* ]] || die "$what: want $want with \"$body\", got $code \"$out\""
-	log "check ok: $what ($code)"
-}
-
-# cpu_ticks PID...: "utime+stime stime" of the processes (all threads).
-cpu_ticks() {
-	local sum=0 sys=0 p line fields
-	for p in "$@"; do
-		read -r line <"/proc/$p/stat" || continue
-		line=${line##*) }
-		read -ra fields <<<"$line"
-		sum=$((sum + fields[11] + fields[12])) sys=$((sys + fields[12]))
-	done
-	echo "$sum $sys"
-}
-
-# core_times CPU: "busy total" jiffies of one core (/proc/stat).
-core_times() {
-	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
-
-# rss_sampler OUT NAME=PID...: max VmRSS (kB) per name, and max RssAnon as
-# NAME.anon, every 0.2 s until OUT.stop exists.
-rss_sampler() {
-	local out=$1 kv name pid k v
-	shift
-	local -A max=()
-	while [[ ! -e $out.stop ]]; do
-		for kv in "$@"; do
-			name=${kv%%=*} pid=${kv#*=}
-			while read -r k v _; do
-				case $k in
-				VmRSS:) ((v > ${max[$name]:-0})) && max[$name]=$v ;;
-				RssAnon:)
-					((v > ${max[$name.anon]:-0})) && max[$name.anon]=$v
-					break
-					;;
-				esac
-			done <"/proc/$pid/status" 2>/dev/null || true
-		done
-		sleep 0.2
-	done
-	for name in "${!max[@]}"; do echo "$name ${max[$name]}"; done >"$out"
 }
 
 # h2 ARGS: h2load over HTTP/1.1, bounded, in the background so that the
@@ -288,8 +221,6 @@ EOF
 	NGINX_MASTER=$!
 }
 
-# workers PID: the worker processes of an nginx master.
-workers() { pgrep -P "$1" | tr '\n' ' ' | sed 's/ *$//'; }
 
 nginx_start app "
     server {
@@ -613,10 +544,6 @@ else
 fi
 
 # ---------------------------------------------------------------- table
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b ? 100 * a / b : 0 }'; }
-mib() { if [[ -n $1 ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; else echo -; fi; }
-usreq() { awk -v k="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.1f", k * 1e6 / hz / n }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
 declare -A RPS CPU CPUA CPUB CPUTOT SHARE SYS
 for s in $SETUPS; do
