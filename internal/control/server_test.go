@@ -82,26 +82,7 @@ func (ts *testServer) source(t *testing.T, name string) *identity.Source {
 // sourceFor enrolls id through the real API.
 func (ts *testServer) sourceFor(t *testing.T, id spiffeid.ID) *identity.Source {
 	t.Helper()
-	tok, err := ts.operator.CreateToken(context.Background(), id.String(), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := control.NewClient(ts.URL(), ts.bundle, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewSource(identity.Config{Authority: client, TrustDomain: td, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := src.SetBundle(ts.bundle); err != nil {
-		t.Fatal(err)
-	}
-	client.FollowBundle(src.Bundle)
-	if err := src.Enroll(context.Background(), id, tok.Token); err != nil {
-		t.Fatal(err)
-	}
-	return src
+	return controltest.Enroll(t, ts.Server, id)
 }
 
 func TestDataDirFiles(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/authn/authntest"
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/gateway"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/ratelimit"
@@ -222,28 +223,11 @@ func (e *edge) addKey(app string, scopes []string, expires time.Time) string {
 	return plain
 }
 
-// source enrolls a workload identity through the real API.
+// source enrolls a workload identity through the real API and keeps it
+// renewed and following the trust feed until the test ends.
 func (e *edge) source(id spiffeid.ID) *identity.Source {
 	e.t.Helper()
-	tok, err := e.operator.CreateToken(context.Background(), id.String(), time.Minute)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	client, err := control.NewClient(e.srv.URL(), e.srv.CA.Bundle(), nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: client, Logger: quiet()})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := src.SetBundle(e.srv.CA.Bundle()); err != nil {
-		e.t.Fatal(err)
-	}
-	client.FollowBundle(src.Bundle)
-	if err := src.Enroll(context.Background(), id, tok.Token); err != nil {
-		e.t.Fatal(err)
-	}
+	src := controltest.Enroll(e.t, e.srv, id)
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = src.Run(e.ctx) }()
 	return src

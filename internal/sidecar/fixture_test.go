@@ -19,6 +19,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/sidecar"
 )
@@ -86,26 +87,7 @@ func (m *mesh) writeConfig(yaml string) {
 // source enrolls a workload identity through the real API.
 func (m *mesh) source(name string) *identity.Source {
 	m.t.Helper()
-	id := spiffeid.RequireFromSegments(td, "svc", name)
-	tok, err := m.operator.CreateToken(context.Background(), id.String(), time.Minute)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	client, err := control.NewClient(m.srv.URL(), m.srv.CA.Bundle(), nil)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: client, Logger: quiet()})
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	if err := src.SetBundle(m.srv.CA.Bundle()); err != nil {
-		m.t.Fatal(err)
-	}
-	client.FollowBundle(src.Bundle)
-	if err := src.Enroll(context.Background(), id, tok.Token); err != nil {
-		m.t.Fatal(err)
-	}
+	src := controltest.Enroll(m.t, m.srv, spiffeid.RequireFromSegments(td, "svc", name))
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); _ = src.Run(m.ctx) }()
 	return src

@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/identity"
 )
 
 // Start runs a server for trust domain example.org on loopback ports with
@@ -41,4 +44,41 @@ func Start(t *testing.T, mod func(*control.ServerConfig)) *control.Server {
 		srv.Close()
 	})
 	return srv
+}
+
+// Enroll gives a workload identity id through srv's real API: a join token
+// created with the server's bootstrap operator credential, then enrollment
+// of a fresh key. The returned source is not running; a test that needs
+// renewal or the revocation feed runs it.
+func Enroll(t testing.TB, srv *control.Server, id spiffeid.ID) *identity.Source {
+	t.Helper()
+	bundle := srv.CA.Bundle()
+	cred, err := control.LoadCredential(filepath.Join(srv.DataDir(), control.FileOperator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := control.NewClient(srv.URL(), bundle, cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := op.CreateToken(context.Background(), id.String(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := control.NewClient(srv.URL(), bundle, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewSource(identity.Config{TrustDomain: id.TrustDomain(), Authority: client, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.SetBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+	client.FollowBundle(src.Bundle)
+	if err := src.Enroll(context.Background(), id, tok.Token); err != nil {
+		t.Fatal(err)
+	}
+	return src
 }
