@@ -110,6 +110,9 @@ func (s *RouteSpec) setDefaults() {
 	if s.Auth.User == "" {
 		s.Auth.User = UserJWT
 	}
+	if len(s.Auth.Issuers) == 0 {
+		s.Auth.Issuers = nil // "issuers: []" and none are the same
+	}
 	if s.RateLimit.Rate != "" && s.RateLimit.Key == "" {
 		s.RateLimit.Key = "user"
 	}

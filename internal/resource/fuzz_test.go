@@ -38,3 +38,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMarshalRoundTrip checks Marshal against Parse: for any file Parse
+// accepts, Parse must accept what Marshal writes of its objects and return
+// them unchanged (Origin aside), and Marshal must then write the same bytes.
+// The seed corpus is in testdata/fuzz/FuzzMarshalRoundTrip.
+func FuzzMarshalRoundTrip(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		objs, err := Parse("f.yaml", data)
+		if err != nil {
+			return
+		}
+		out := Marshal(objs)
+		again, err := Parse("g.yaml", out)
+		if err != nil {
+			t.Fatalf("Parse(Marshal(objs)): %v\n%s", err, out)
+		}
+		if ok, why := equalSets(objs, again); !ok {
+			t.Fatalf("round trip changed objects: %s\n%s", why, out)
+		}
+		if out2 := Marshal(again); !bytes.Equal(out, out2) {
+			t.Fatalf("Marshal not idempotent:\n%s\n----\n%s", out, out2)
+		}
+	})
+}

@@ -136,6 +136,9 @@ func (s *AccessPolicySpec) setDefaults() {
 	if s.Mode == "" {
 		s.Mode = ModeEnforce
 	}
+	if len(s.Rules) == 0 {
+		s.Rules = nil // "rules: []" and no rules are the same
+	}
 	for i := range s.Rules {
 		r := &s.Rules[i]
 		if r.Methods == nil {

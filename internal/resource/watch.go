@@ -15,6 +15,14 @@ import (
 	"github.com/wardsec/ward/internal/audit"
 )
 
+// Snapshot is one version of a proxy's configuration as it arrives from
+// the control plane (or its last good copy on disk).
+type Snapshot struct {
+	Origin  string // names the snapshot in errors and events, e.g. "server version 12"
+	Version int64  // the control plane's version; 0 for a file
+	Data    []byte // YAML resource documents
+}
+
 // FileWatcher re-reads a resource file and applies its changes.
 type FileWatcher struct {
 	Path     string
@@ -67,14 +75,21 @@ func (fw FileWatcher) Watch(ctx context.Context, applied [32]byte, objs []Object
 }
 
 func (fw FileWatcher) emit(ctx context.Context, decision, reason string, sum [32]byte, fields map[string]string) {
-	if fw.Events == nil {
-		return
-	}
 	fields["path"] = fw.Path
 	fields["sha256"] = hex.EncodeToString(sum[:])
-	e := audit.Event{Time: time.Now(), Type: "config.reload", Subject: fw.Subject, Decision: decision, Reason: reason, Fields: fields}
-	if err := fw.Events.Emit(ctx, e); err != nil {
-		fw.Log.Error("audit event not recorded", "type", e.Type, "err", err)
+	EmitReload(ctx, fw.Events, fw.Log, fw.Subject, decision, reason, fields)
+}
+
+// EmitReload records a config.reload event (decision allow with the
+// changes, or deny with reason invalid_config and the error) in events,
+// if not nil; a failure to record is logged.
+func EmitReload(ctx context.Context, events audit.Sink, log *slog.Logger, subject, decision, reason string, fields map[string]string) {
+	if events == nil {
+		return
+	}
+	e := audit.Event{Time: time.Now(), Type: "config.reload", Subject: subject, Decision: decision, Reason: reason, Fields: fields}
+	if err := events.Emit(ctx, e); err != nil {
+		log.Error("audit event not recorded", "type", e.Type, "err", err)
 	}
 }
 
@@ -82,7 +97,7 @@ func (fw FileWatcher) emit(ctx context.Context, decision, reason string, sum [32
 // kind and name: "+Kind/name" added, "-Kind/name" removed, "~Kind/name"
 // changed.
 func Changes(old, new []Object) []string {
-	key := func(o *Object) string { return o.Kind + "/" + o.Metadata.Name }
+	key := Key
 	before := make(map[string]*Object, len(old))
 	for i := range old {
 		before[key(&old[i])] = &old[i]

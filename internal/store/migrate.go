@@ -81,6 +81,25 @@ CREATE TABLE feed_versions (
 );
 INSERT INTO feed_versions (name, version) VALUES ('api_keys', 0);
 `},
+	{3, `
+CREATE TABLE resource_versions (
+	version    BIGINT PRIMARY KEY,
+	created_at BIGINT NOT NULL,
+	author     TEXT NOT NULL,
+	action     TEXT NOT NULL,
+	changes    TEXT NOT NULL,
+	diff       TEXT NOT NULL,
+	documents  BLOB NOT NULL
+);
+
+CREATE TABLE operators (
+	name       TEXT PRIMARY KEY,
+	role       TEXT NOT NULL CHECK (role IN ('admin', 'developer', 'auditor')),
+	services   TEXT NOT NULL,
+	created_by TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -14,6 +14,7 @@ const postgresConns = 16
 // OpenPostgres connects to the PostgreSQL database named by dsn (a URL or
 // key=value connection string) and brings its schema up to date. Servers
 // sharing the database may start at the same time.
+// Wrap it with Notifying to listen for other servers' changes.
 func OpenPostgres(ctx context.Context, dsn string) (_ *SQL, err error) {
 	defer wrap(&err, "open postgres store") // not the DSN: it may hold a password
 	db, err := sql.Open("pgx", dsn)
@@ -21,7 +22,7 @@ func OpenPostgres(ctx context.Context, dsn string) (_ *SQL, err error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(postgresConns)
-	s := &SQL{w: db, r: db, pg: true}
+	s := &SQL{w: db, r: db, pg: true, dsn: dsn}
 	if err = db.PingContext(ctx); err == nil {
 		err = s.migrate(ctx)
 	}
@@ -31,3 +32,11 @@ func OpenPostgres(ctx context.Context, dsn string) (_ *SQL, err error) {
 	}
 	return s, nil
 }
+
+// PostgresStore is the Store on PostgreSQL with notifications (LISTEN).
+type PostgresStore struct{ pgNotifier }
+
+var _ Notifier = (*PostgresStore)(nil)
+
+// Notifying gives a PostgreSQL store the Notifier capability.
+func Notifying(s *SQL) *PostgresStore { return &PostgresStore{pgNotifier{s}} }

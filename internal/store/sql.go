@@ -20,6 +20,8 @@ type SQL struct {
 	w  *sql.DB // writes, and every transaction that writes
 	r  *sql.DB // reads: a separate pool on SQLite, w on PostgreSQL
 	pg bool    // PostgreSQL: placeholders are $1..$n, BLOB is BYTEA
+	// dsn is PostgreSQL's connection string, for LISTEN's own connection.
+	dsn string
 }
 
 var _ Store = (*SQL)(nil)

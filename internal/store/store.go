@@ -153,5 +153,59 @@ type Store interface {
 	GetMeta(ctx context.Context, key string) (string, error)
 	SetMeta(ctx context.Context, key, value string) error
 
+	Resources
+
 	Close() error
+}
+
+// ErrConflict means a change lost a race with another (a newer version
+// was recorded first).
+var ErrConflict = errors.New("conflict: changed concurrently")
+
+// ResourceVersion is one version of the whole set of resources (Services,
+// AccessPolicies, Routes, Issuers): every change makes a new one.
+type ResourceVersion struct {
+	Version   int64 // 1, 2, 3...
+	CreatedAt time.Time
+	Author    string   // SPIFFE ID of the operator who made the change
+	Action    string   // "apply", "delete" or "rollback"
+	Changes   []string // "+Kind/name", "~Kind/name", "-Kind/name"
+	Diff      string   // unified diff of the change
+	Documents []byte   // the whole set after the change, as YAML documents
+}
+
+// Operator is a human operator (spiffe://TD/user/NAME) and their role.
+type Operator struct {
+	Name      string   // NAME of spiffe://TD/user/NAME
+	Role      string   // "admin", "developer" or "auditor"
+	Services  []string // the services a developer owns (sorted)
+	CreatedBy string
+	CreatedAt time.Time
+}
+
+// Resources is the versioned resource set and the operators who change it.
+type Resources interface {
+	// PutResourceVersion records v as version base+1 if the newest version
+	// is base (0: none yet), in one transaction, and returns the new
+	// version. Otherwise it records nothing and returns an error wrapping
+	// ErrConflict. On PostgreSQL the transaction also notifies
+	// ChannelResources.
+	PutResourceVersion(ctx context.Context, base int64, v ResourceVersion) (int64, error)
+	// GetResourceVersion returns one version, Documents included; ErrNotFound.
+	GetResourceVersion(ctx context.Context, version int64) (ResourceVersion, error)
+	// LatestResourceVersion returns the newest version; ErrNotFound when
+	// nothing was ever applied.
+	LatestResourceVersion(ctx context.Context) (ResourceVersion, error)
+	// ResourcesVersion is the newest version number, 0 when none.
+	ResourcesVersion(ctx context.Context) (int64, error)
+	// ListResourceVersions returns versions newest first, without Documents
+	// and Diff: at most limit (<= 0: 100), below before when before > 0.
+	ListResourceVersions(ctx context.Context, before int64, limit int) ([]ResourceVersion, error)
+
+	// PutOperator records an operator, replacing one of the same name.
+	PutOperator(ctx context.Context, o Operator) error
+	// GetOperator returns one operator; ErrNotFound.
+	GetOperator(ctx context.Context, name string) (Operator, error)
+	// ListOperators returns every operator by name.
+	ListOperators(ctx context.Context) ([]Operator, error)
 }
