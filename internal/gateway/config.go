@@ -4,13 +4,17 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +46,10 @@ func (r *route) matches(p string) bool {
 	return r.prefix == "/" || p == r.prefix || strings.HasPrefix(p, r.prefix) && p[len(r.prefix)] == '/'
 }
 
+// Snapshot is one version of the configuration from the control plane:
+// resource documents with the server's version.
+type Snapshot = resource.Snapshot
+
 // snapshot is one immutable, validated configuration.
 type snapshot struct {
 	engine   *policy.Engine
@@ -51,7 +59,9 @@ type snapshot struct {
 	jwt      *authn.Verifier     // nil without Issuers
 	objs     []resource.Object
 	sum      [32]byte
-	cancel   context.CancelFunc // stops jwt's refresh loop
+	origin   string             // the file's path, or the control plane snapshot's name
+	version  int64              // the control plane's version; 0 for a file
+	cancel   context.CancelFunc // stops jwt's refresh loop; set and read under configWatcher.mu
 }
 
 // match returns the route for host (lowercase, without port) and the
@@ -71,7 +81,8 @@ func (s *snapshot) match(host, path string) *route {
 	return nil
 }
 
-// compile parses and validates a resource file into a snapshot.
+// compile parses and validates resource documents into a snapshot; path
+// names them in errors (file:line).
 func compile(path string, data []byte, td spiffeid.TrustDomain, issuerClient *http.Client, log *slog.Logger) (*snapshot, error) {
 	objs, err := resource.Parse(path, data)
 	if err != nil {
@@ -81,7 +92,7 @@ func compile(path string, data []byte, td spiffeid.TrustDomain, issuerClient *ht
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string][]string{}, byHost: map[string][]*route{}, objs: objs, sum: sha256.Sum256(data)}
+	snap := &snapshot{engine: engine, services: map[string][]string{}, byHost: map[string][]*route{}, objs: objs, sum: sha256.Sum256(data), origin: path}
 	var issuers []authn.Issuer
 	loopback := false
 	for _, o := range objs {
@@ -135,10 +146,11 @@ func isLoopbackURL(raw string) bool {
 	return err == nil && u.Scheme == "http" && resource.IsLoopbackHost(u.Hostname())
 }
 
-// configWatcher holds the current snapshot and swaps in a new one when the
-// file changes and the new one is valid. Readers never lock.
+// configWatcher holds the running snapshot and swaps in a new valid one
+// when the resource file changes (Run) or the control plane sends one
+// (apply). Readers never lock; swaps are serialized by mu.
 type configWatcher struct {
-	path   string
+	path   string // the resource file; empty when snapshots come through apply
 	td     spiffeid.TrustDomain
 	client *http.Client
 	log    *slog.Logger
@@ -146,21 +158,37 @@ type configWatcher struct {
 	// events and subject audit reloads (set by New).
 	events  audit.Sink
 	subject string
-	reload  atomic.Int64
+
+	mu sync.Mutex
+	// loops is Run's context while Run runs, nil otherwise. The snapshots'
+	// JWT key refresh loops live as long as Run; it is kept here because a
+	// snapshot applied later (apply has no context) starts its loop under it.
+	loops context.Context
 }
 
-func newConfigWatcher(path string, td spiffeid.TrustDomain, client *http.Client, log *slog.Logger) (*configWatcher, error) {
-	if path == "" {
-		return nil, fmt.Errorf("--config is required: the resource file with the Routes, Issuers, Services and AccessPolicies")
-	}
+// newConfigWatcher loads the first snapshot from exactly one of the
+// resource file at path and initial.
+func newConfigWatcher(path string, initial *Snapshot, td spiffeid.TrustDomain, client *http.Client, log *slog.Logger) (*configWatcher, error) {
 	w := &configWatcher{path: path, td: td, client: client, log: log}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("resource file: %w", err)
-	}
-	snap, err := compile(path, data, td, client, log)
-	if err != nil {
-		return nil, err
+	var snap *snapshot
+	switch {
+	case path != "" && initial != nil:
+		return nil, errors.New("both a resource file and a control plane snapshot are configured: the configuration must come from exactly one")
+	case path != "":
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("resource file: %w", err)
+		}
+		if snap, err = compile(path, data, td, client, log); err != nil {
+			return nil, err
+		}
+	case initial != nil:
+		var err error
+		if snap, err = w.compileSnapshot(*initial); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("no configuration: --config (the resource file with the Routes, Issuers, Services and AccessPolicies) or a control plane snapshot is required")
 	}
 	w.cur.Store(snap)
 	return w, nil
@@ -174,25 +202,106 @@ func (w *configWatcher) endpoints(name string) ([]string, bool) {
 	return eps, ok
 }
 
-// start runs the key refresh loop of a snapshot's JWT verifier.
-func (w *configWatcher) start(ctx context.Context, snap *snapshot) {
-	if snap.jwt == nil {
+// originOf names a control plane snapshot in errors and events.
+func originOf(s Snapshot) string {
+	if s.Origin != "" {
+		return s.Origin
+	}
+	return fmt.Sprintf("snapshot version %d", s.Version)
+}
+
+func (w *configWatcher) compileSnapshot(s Snapshot) (*snapshot, error) {
+	snap, err := compile(originOf(s), s.Data, w.td, w.client, w.log)
+	if err != nil {
+		return nil, err
+	}
+	snap.version = s.Version
+	return snap, nil
+}
+
+// start runs the key refresh loop of a snapshot's JWT verifier while Run
+// runs. The caller holds mu.
+func (w *configWatcher) start(snap *snapshot) {
+	if snap.jwt == nil || w.loops == nil {
 		return
 	}
-	ctx, snap.cancel = context.WithCancel(ctx)
+	var ctx context.Context
+	ctx, snap.cancel = context.WithCancel(w.loops)
 	go func() { _ = snap.jwt.Run(ctx) }()
 }
 
-// Run polls the file and applies valid changes until ctx ends. An invalid
-// file is refused with its file:line errors and the running configuration
-// stays.
+// swap installs a valid snapshot: it starts the new snapshot's refresh
+// loop, swaps, then stops the old one's. Requests in flight finish on the
+// old snapshot (its verifier still verifies; it only stops refreshing).
+// The caller holds mu.
+func (w *configWatcher) swap(snap *snapshot) {
+	old := w.cur.Load()
+	w.start(snap)
+	w.cur.Store(snap)
+	if old.cancel != nil {
+		old.cancel()
+	}
+	w.log.Info("configuration reloaded", "origin", snap.origin, "version", snap.version, "routes", len(snap.anyHost)+countRoutes(snap.byHost))
+}
+
+// apply validates and installs a control plane snapshot, or refuses it
+// with its error and keeps the running one; either way it records a
+// config.reload event. Data identical to the running snapshot's changes
+// nothing but the version reported, and records nothing.
+func (w *configWatcher) apply(s Snapshot) error {
+	if w.path != "" {
+		return fmt.Errorf("the configuration comes from %s: a control plane snapshot cannot be applied", w.path)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cur := w.cur.Load()
+	origin := originOf(s)
+	sum := sha256.Sum256(s.Data)
+	if sum == cur.sum {
+		if s.Version != cur.version { // same configuration, newer name; same verifier and loop
+			same := *cur
+			same.origin, same.version = origin, s.Version
+			w.cur.Store(&same)
+		}
+		return nil
+	}
+	ctx := context.Background() // apply has no context of its own; the event must not be lost to one
+	fields := map[string]string{"origin": origin, "version": strconv.FormatInt(s.Version, 10), "sha256": hex.EncodeToString(sum[:])}
+	next, err := w.compileSnapshot(s)
+	if err != nil {
+		w.log.Error("refusing invalid configuration snapshot; keeping the running configuration", "origin", origin, "version", s.Version, "err", err)
+		fields["error"] = err.Error()
+		resource.EmitReload(ctx, w.events, w.log, w.subject, "deny", "invalid_config", fields)
+		return err
+	}
+	w.swap(next)
+	fields["changes"] = strings.Join(resource.Changes(cur.objs, next.objs), " ")
+	fields["previous_version"] = strconv.FormatInt(cur.version, 10)
+	fields["previous_sha256"] = hex.EncodeToString(cur.sum[:])
+	resource.EmitReload(ctx, w.events, w.log, w.subject, "allow", "", fields)
+	return nil
+}
+
+// Run keeps the JWT key refresh loops running and, with a resource file,
+// polls it and applies valid changes, until ctx ends. An invalid file is
+// refused with its file:line errors and the running configuration stays.
 func (w *configWatcher) Run(ctx context.Context) error {
-	w.start(ctx, w.cur.Load())
+	w.mu.Lock()
+	w.loops = ctx
+	w.start(w.cur.Load())
+	w.mu.Unlock()
 	defer func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.loops = nil
 		if c := w.cur.Load().cancel; c != nil {
 			c()
 		}
 	}()
+	if w.path == "" {
+		<-ctx.Done()
+		return nil
+	}
 	fw := resource.FileWatcher{Path: w.path, Interval: reloadEvery, Log: w.log, Events: w.events, Subject: w.subject}
 	cur := w.cur.Load()
 	fw.Watch(ctx, cur.sum, cur.objs, func(data []byte) ([]resource.Object, error) {
@@ -200,14 +309,9 @@ func (w *configWatcher) Run(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		old := w.cur.Load()
-		w.start(ctx, snap)
-		w.cur.Store(snap)
-		if old.cancel != nil {
-			old.cancel()
-		}
-		w.reload.Add(1)
-		w.log.Info("configuration reloaded", "path", w.path, "routes", len(snap.anyHost)+countRoutes(snap.byHost))
+		w.mu.Lock()
+		w.swap(snap)
+		w.mu.Unlock()
 		return snap.objs, nil
 	})
 	return nil

@@ -53,6 +53,10 @@ type Config struct {
 	// ConfigFile is the resource YAML: Routes, Issuers, Services,
 	// AccessPolicies. It is re-read when it changes.
 	ConfigFile string
+	// Initial, when ConfigFile is empty, is the first snapshot: resource
+	// documents from the control plane (or its last good copy on disk).
+	// Exactly one of ConfigFile and Initial must be set.
+	Initial *Snapshot
 	// Admin serves /metrics and /healthz; empty: none.
 	Admin string
 	// Source is the gateway's workload identity (mesh client certificate,
@@ -146,7 +150,8 @@ type Gateway struct {
 	conns              chan struct{} // semaphore of open client connections
 }
 
-// New validates cfg, loads the resource file and binds every listener, so
+// New validates cfg, loads the resource file (or compiles the initial
+// snapshot) and binds every listener, so
 // that a bad flag or file fails at start. On error it releases what it opened.
 func New(cfg Config) (_ *Gateway, err error) {
 	if cfg.Log == nil {
@@ -191,7 +196,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 		g.cfg.TokenTTL = 2 * time.Minute
 	}
 	g.conns = make(chan struct{}, g.lim.MaxConns)
-	if g.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.TrustDomain, cfg.IssuerClient, cfg.Log); err != nil {
+	if g.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.Initial, cfg.TrustDomain, cfg.IssuerClient, cfg.Log); err != nil {
 		return nil, err
 	}
 	g.conf.events, g.conf.subject = cfg.Events, id.String()
@@ -230,6 +235,19 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	return g, nil
 }
+
+// Apply validates and compiles snap and, if it is good, swaps it in
+// atomically (requests in flight finish on the old one). A bad snapshot is
+// refused with its error and the running configuration stays. Either way
+// a config.reload audit event is emitted (allow with the changes, or deny
+// with reason invalid_config and the error), with the version in its
+// fields. Applying data identical to the running snapshot is a no-op that
+// returns nil and emits nothing (ConfigVersion then reports snap's
+// version). A gateway started with a ConfigFile refuses snapshots.
+func (g *Gateway) Apply(snap Snapshot) error { return g.conf.apply(snap) }
+
+// ConfigVersion reports the version of the running snapshot (0 for a file).
+func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().version }
 
 // ID is the gateway's SPIFFE ID.
 func (g *Gateway) ID() spiffeid.ID { return g.id }

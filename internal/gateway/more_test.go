@@ -205,6 +205,11 @@ func TestDefaultDenyAtTheEdge(t *testing.T) {
 		t.Fatal("fixture changed: no catalog-callers policy")
 	}
 	e.writeConfig(cfg[:i])
-	waitReload(t, e, func() bool { return e.do("GET", "/catalog/x", "", "", nil).StatusCode != 200 })
+	// The catalog sidecar reads the same file and may deny first (its
+	// refusal, passed through, is plain text): wait for the gateway's own.
+	waitReload(t, e, func() bool {
+		r := e.do("GET", "/catalog/x", "", "", nil)
+		return r.StatusCode == 403 && r.Header.Get("Content-Type") == "application/json"
+	})
 	e.expectRefused(t, e.do("GET", "/catalog/x", e.apiKey, e.jwt("alice", "orders:read", nil), nil), refusal{403, "no_policy"}, e.catalog.app.count(), e.catalog.app)
 }

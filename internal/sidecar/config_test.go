@@ -22,12 +22,12 @@ func TestConfigErrorsNameFileAndLine(t *testing.T) {
 		}
 	}
 	write("apiVersion: ward/v1\nkind: Service\nmetadata: {name: orders}\nspec: {endpoints: [\"127.0.0.1:1\"], colour: red}\n")
-	_, err := newConfigWatcher(path, td, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err := newConfigWatcher(path, nil, td, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil || !strings.Contains(err.Error(), path+":4") {
 		t.Fatalf("err = %v, want %s:4", err, path)
 	}
 	write("apiVersion: ward/v1\nkind: Service\nmetadata: {name: orders}\nspec: {endpoints: [\"127.0.0.1:1\"]}\n")
-	w, err := newConfigWatcher(path, td, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w, err := newConfigWatcher(path, nil, td, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,10 +42,14 @@ type Config struct {
 	// service: name -> listen address (gRPC clients and TCP use these).
 	Upstreams  map[string]string
 	ConfigFile string // resource YAML, reloaded on change
-	Admin      string // /metrics, /healthz; empty: none
-	Source     *identity.Source
-	Log        *slog.Logger
-	Events     audit.Sink
+	// Initial, when ConfigFile is empty, is the first snapshot: resource
+	// documents from the control plane (or its last good copy on disk).
+	// Exactly one of ConfigFile and Initial must be set.
+	Initial *Snapshot
+	Admin   string // /metrics, /healthz; empty: none
+	Source  *identity.Source
+	Log     *slog.Logger
+	Events  audit.Sink
 	// Limits on what is accepted; zero values take defaults.
 	Limits Limits
 	// Resilience tunes outlier ejection, circuit breaking and retries
@@ -106,7 +110,8 @@ type Sidecar struct {
 	idtokens *idtoken.Verifier
 }
 
-// New validates cfg, loads the resource file and binds every listener, so
+// New validates cfg, loads the resource file (or compiles the initial
+// snapshot) and binds every listener, so
 // that a bad flag or file fails at start. On error it releases what it opened.
 func New(cfg Config) (_ *Sidecar, err error) {
 	if cfg.Log == nil {
@@ -134,12 +139,12 @@ func New(cfg Config) (_ *Sidecar, err error) {
 			s.close()
 		}
 	}()
-	if s.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.TrustDomain, cfg.Log); err != nil {
+	if s.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.Initial, cfg.TrustDomain, cfg.Log); err != nil {
 		return nil, err
 	}
 	s.conf.events, s.conf.subject = cfg.Events, id.String()
 	if _, ok := s.conf.Load().services[cfg.Service]; !ok {
-		return nil, fmt.Errorf("%s declares no Service named %q", cfg.ConfigFile, cfg.Service)
+		return nil, fmt.Errorf("%s declares no Service named %q", s.conf.Load().origin, cfg.Service)
 	}
 	s.metrics = newMetrics(s.registry)
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -168,7 +173,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 			return nil, err
 		}
 		if _, ok := s.conf.Load().services[name]; !ok {
-			return nil, fmt.Errorf("--upstream %s: %s declares no Service named %q", name, cfg.ConfigFile, name)
+			return nil, fmt.Errorf("--upstream %s: %s declares no Service named %q", name, s.conf.Load().origin, name)
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -183,6 +188,19 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	}
 	return s, nil
 }
+
+// Apply validates and compiles snap and, if it is good, swaps it in
+// atomically (requests in flight finish on the old one). A bad snapshot is
+// refused with its error and the running configuration stays. Either way
+// a config.reload audit event is emitted (allow with the changes, or deny
+// with reason invalid_config and the error), with the version in its
+// fields. Applying data identical to the running snapshot is a no-op that
+// returns nil and emits nothing (ConfigVersion then reports snap's
+// version). A sidecar started with a ConfigFile refuses snapshots.
+func (s *Sidecar) Apply(snap Snapshot) error { return s.conf.apply(snap) }
+
+// ConfigVersion reports the version of the running snapshot (0 for a file).
+func (s *Sidecar) ConfigVersion() int64 { return s.conf.Load().version }
 
 // requireLoopback refuses addresses that are not on this host's loopback:
 // the app side of a sidecar is plaintext and must never leave the host.
