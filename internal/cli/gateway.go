@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -52,10 +54,10 @@ func gatewayCmd(g *globals) *cobra.Command {
 	var cfg gateway.Config
 	var f gatewayFlags
 	cmd := &cobra.Command{
-		Use:   "gateway --name NAME --config FILE --server URL --bundle FILE (--tls-cert F --tls-key F | --acme-directory URL ... | --tls-ward-ca)",
+		Use:   "gateway --name NAME --server URL --bundle FILE (--tls-cert F --tls-key F | --acme-directory URL ... | --tls-ward-ca) [--config FILE]",
 		Short: "Run the edge API gateway: TLS, API keys and user tokens, rate limits, routing into the mesh",
 		Long: `Run an edge gateway (spiffe://TD/gateway/NAME). It terminates TLS on
---listen, matches each request to a Route of --config, authenticates the
+--listen, matches each request to a Route, authenticates the
 application (X-Api-Key, keys created with 'ward apikey create') and the user
 (a bearer JWT from an Issuer, or a client certificate from --client-ca),
 checks the route's condition and the target service's AccessPolicies, applies
@@ -64,13 +66,19 @@ into the mesh over mutual TLS with its own SVID. The service receives a
 short-lived identity token signed by Ward (X-Ward-Identity), not the caller's
 credentials. Every request leaves an access record.
 
+Routes, Issuers, the Services they lead to and those Services'
+AccessPolicies come from the server, which pushes every change within a
+second. The last snapshot applied, and the API key table (hashes only), are
+kept in --data-dir and enforced while the server is unreachable, also
+across restarts. --config FILE reads the resources from a file instead.
+
 The certificate comes from one of: --tls-cert/--tls-key (reloaded when the
 files change), ACME (--acme-directory, --acme-domains, renewed before
 expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Name == "" || g.server == "" || g.bundle == "" || cfg.ConfigFile == "" {
-				return errors.New("--name, --config, --server and --bundle are required")
+			if cfg.Name == "" || g.server == "" || g.bundle == "" {
+				return errors.New("--name, --server and --bundle are required")
 			}
 			n := 0
 			for _, set := range []bool{f.tlsCert != "" || f.tlsKey != "", f.acmeDir != "", f.wardCA} {
@@ -91,7 +99,7 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.StringVar(&cfg.Name, "name", "edge", "gateway name (spiffe://TD/gateway/NAME)")
 	fl.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "HTTPS address")
 	fl.StringVar(&cfg.HTTPListen, "http-listen", "", "plain HTTP address that only redirects to HTTPS (and answers ACME http-01); empty: none")
-	fl.StringVar(&cfg.ConfigFile, "config", "", "resource file with Routes, Issuers, Services and AccessPolicies (reloaded on change)")
+	fl.StringVar(&cfg.ConfigFile, "config", "", "read resources from this file (reloaded on change) instead of the server's snapshots")
 	fl.StringVar(&cfg.Admin, "admin", "", "address for /metrics and /healthz (empty: none)")
 	fl.StringVar(&f.token, "token", "", "one-time join token for the first start")
 	fl.StringVar(&f.dir, "data-dir", "", "where the SVID, ACME account and anonymous-id key are kept (default ./ward-gateway-NAME)")
@@ -211,17 +219,42 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 	}
 	defer spool.Close()
 	keys := new(gateway.KeyTable)
+	keysFile := filepath.Join(f.dir, fileAPIKeys)
+	if saved, err := loadAPIKeys(keysFile); err == nil {
+		keys.Replace(saved.Keys)
+		log.Info("API keys from the last table received", "version", saved.Version, "keys", len(saved.Keys))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("ignoring the saved API key table", "err", err)
+	}
+	var res *serverResources
+	if cfg.ConfigFile == "" {
+		if res, err = followServer(ctx, client, f.dir, log); err != nil {
+			return err
+		}
+		cfg.Initial = &gateway.Snapshot{Origin: res.origin, Version: res.first.Version, Data: []byte(res.first.Documents)}
+	}
 	cfg.APIKeys, cfg.TrustDomain, cfg.Source, cfg.Log, cfg.Events = keys, src.Bundle().TrustDomain, src, log, events
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		return err
 	}
 	grp, ctx := errgroup.WithContext(ctx)
+	if res != nil {
+		res.started(log)
+		grp.Go(func() error {
+			return res.run(ctx, func(origin string, version int64, data []byte) error {
+				return gw.Apply(gateway.Snapshot{Origin: origin, Version: version, Data: data})
+			})
+		})
+	}
 	grp.Go(func() error { return src.Run(ctx) })
 	grp.Go(func() error {
 		return client.FollowAPIKeys(ctx, func(version int64, recs []authn.APIKeyRecord) {
 			keys.Replace(recs)
 			log.Info("API keys updated", "version", version, "keys", len(recs))
+			if err := saveAPIKeys(keysFile, savedAPIKeys{Version: version, Keys: recs}); err != nil {
+				log.Error("cannot save the API key table", "err", err)
+			}
 		})
 	})
 	grp.Go(func() error { return gw.Run(ctx) })
@@ -330,4 +363,34 @@ func trimNewline(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// fileAPIKeys keeps the gateway's last API key table (hashes, never keys),
+// so that a gateway restarted while the server is unreachable still
+// authenticates applications.
+const fileAPIKeys = "apikeys.json"
+
+type savedAPIKeys struct {
+	Version int64                `json:"version"`
+	Keys    []authn.APIKeyRecord `json:"keys"`
+}
+
+func loadAPIKeys(path string) (savedAPIKeys, error) {
+	var s savedAPIKeys
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+func saveAPIKeys(path string, s savedAPIKeys) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, data, 0o600)
 }

@@ -20,9 +20,13 @@ func sidecarCmd(g *globals) *cobra.Command {
 	var auditFailOpen bool
 	var upstreams []string
 	cmd := &cobra.Command{
-		Use:   "sidecar --service NAME --listen ADDR --app ADDR --config FILE --server URL --bundle FILE [--token T]",
+		Use:   "sidecar --service NAME --listen ADDR --app ADDR --server URL --bundle FILE [--token T] [--config FILE]",
 		Short: "Run the mesh proxy beside one service: mTLS in and out, default-deny policy",
-		Long: `Run the sidecar of one service. Inbound (--listen) it accepts only mutual
+		Long: `Run the sidecar of one service. Its Services and AccessPolicies come from
+the server, which pushes every change within a second; the last snapshot
+applied is kept in --data-dir and enforced while the server is unreachable,
+also across restarts (--config FILE reads them from a file instead).
+Inbound (--listen) it accepts only mutual
 TLS 1.3 from SVIDs of the trust domain, authorizes every request against the
 AccessPolicies targeting the service (no policy: deny) and forwards to the
 app (--app, loopback) with the verified caller in X-Ward-Peer-Id.
@@ -59,7 +63,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.StringVar(&cfg.App, "app", "127.0.0.1:8080", "the app's address (loopback only)")
 	f.StringVar(&cfg.Outbound, "outbound", "127.0.0.1:15001", "the app's HTTP proxy address (loopback only; empty: none)")
 	f.StringSliceVar(&upstreams, "upstream", nil, "NAME=ADDR: a local listener carrying everything to service NAME (repeatable)")
-	f.StringVar(&cfg.ConfigFile, "config", "", "resource file with the mesh's Services and AccessPolicies (reloaded on change)")
+	f.StringVar(&cfg.ConfigFile, "config", "", "read resources from this file (reloaded on change) instead of the server's snapshots")
 	f.StringVar(&cfg.Admin, "admin", "", "address for /metrics and /healthz (empty: none)")
 	f.StringVar(&token, "token", "", "one-time join token for the first start")
 	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
@@ -89,11 +93,26 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir,
 	}
 	defer spool.Close()
 	cfg.Events = events
+	var res *serverResources
+	if cfg.ConfigFile == "" {
+		if res, err = followServer(ctx, client, dir, log); err != nil {
+			return err
+		}
+		cfg.Initial = &sidecar.Snapshot{Origin: res.origin, Version: res.first.Version, Data: []byte(res.first.Documents)}
+	}
 	sc, err := sidecar.New(cfg)
 	if err != nil {
 		return err
 	}
 	grp, ctx := errgroup.WithContext(ctx)
+	if res != nil {
+		res.started(log)
+		grp.Go(func() error {
+			return res.run(ctx, func(origin string, version int64, data []byte) error {
+				return sc.Apply(sidecar.Snapshot{Origin: origin, Version: version, Data: data})
+			})
+		})
+	}
 	grp.Go(func() error { return src.Run(ctx) })
 	grp.Go(func() error { return sc.Run(ctx) })
 	grp.Go(func() error { return spool.Run(ctx) })

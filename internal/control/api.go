@@ -177,4 +177,7 @@ type EdgeCertResponse struct {
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Problems locate what is wrong in a refused resource change
+	// (file, line, field).
+	Problems []Problem `json:"problems,omitempty"`
 }

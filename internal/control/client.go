@@ -15,7 +15,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -29,7 +31,11 @@ import (
 // spiffe://<td>/ward/server chained to the trust bundle; it never trusts
 // the system roots.
 type Client struct {
-	base   string
+	// bases are the servers' URLs; requests go to bases[cur] and move on
+	// to the next one when it cannot be reached (several servers on one
+	// PostgreSQL serve the same state).
+	bases  []string
+	cur    atomic.Int32
 	bundle func() *identity.Bundle
 	// cred returns the client credential for operator and gateway calls
 	// (may return nil).
@@ -42,15 +48,24 @@ type Client struct {
 var _ identity.Authority = (*Client)(nil)
 
 // NewClient returns a client for the server at base (https://host:port),
-// trusting bundle, authenticating with cert when non-nil.
+// trusting bundle, authenticating with cert when non-nil. base may list
+// several servers sharing one store, comma-separated: the client uses one
+// and fails over to the next when it cannot be reached.
 func NewClient(base string, bundle *identity.Bundle, cert *tls.Certificate) (*Client, error) {
-	u, err := url.Parse(base)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("server URL %q must look like https://host:port", base)
+	c := &Client{bundle: func() *identity.Bundle { return bundle },
+		cred: func() *tls.Certificate { return cert }, byCert: map[any]*http.Client{}}
+	for _, b := range strings.Split(base, ",") {
+		u, err := url.Parse(strings.TrimSpace(b))
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("server URL %q must look like https://host:port", b)
+		}
+		c.bases = append(c.bases, u.Scheme+"://"+u.Host)
 	}
-	return &Client{base: u.Scheme + "://" + u.Host, bundle: func() *identity.Bundle { return bundle },
-		cred: func() *tls.Certificate { return cert }, byCert: map[any]*http.Client{}}, nil
+	return c, nil
 }
+
+// Server returns the URL of the server the client uses now.
+func (c *Client) Server() string { return c.bases[int(c.cur.Load())%len(c.bases)] }
 
 // FollowCredential makes the client present cert() from now on where it
 // presents its own credential (operator calls, the API key feed, edge
@@ -133,6 +148,47 @@ func (e *APIError) Error() string {
 // Code returns the server's reason code.
 func (e *APIError) Code() string { return e.Body.Code }
 
+// send sends one request to the current server, failing over to the next
+// ones in turn when a server cannot be reached. A server that answers, even
+// with an error, is not failed over from: every server serves the same
+// state, so its answer stands.
+func (c *Client) send(ctx context.Context, cert *tls.Certificate, method, path string, isJSON bool, body io.Reader) (*http.Response, error) {
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = io.ReadAll(body); err != nil {
+			return nil, err
+		}
+	}
+	start := int(c.cur.Load())
+	var errs []error
+	for i := range len(c.bases) {
+		n := (start + i) % len(c.bases)
+		req, err := http.NewRequestWithContext(ctx, method, c.bases[n]+path, bytes.NewReader(data))
+		if err != nil {
+			return nil, err
+		}
+		if body == nil {
+			req.Body, req.GetBody, req.ContentLength = nil, nil, 0
+		}
+		if isJSON {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.httpClient(cert).Do(req)
+		if err == nil {
+			if i > 0 {
+				c.cur.CompareAndSwap(int32(start), int32(n))
+			}
+			return resp, nil
+		}
+		errs = append(errs, fmt.Errorf("ward server %s: %w", c.bases[n], err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
 func (c *Client) do(ctx context.Context, cert *tls.Certificate, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -142,16 +198,9 @@ func (c *Client) do(ctx context.Context, cert *tls.Certificate, method, path str
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	resp, err := c.send(ctx, cert, method, path, in != nil, body)
 	if err != nil {
 		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.httpClient(cert).Do(req)
-	if err != nil {
-		return fmt.Errorf("ward server %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

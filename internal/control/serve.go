@@ -90,6 +90,8 @@ type Server struct {
 	api, pub   net.Listener
 	serverCert atomic.Pointer[tls.Certificate]
 	registry   *prometheus.Registry
+	leader     prometheus.Gauge
+	sweeps     prometheus.Counter
 }
 
 // NewServer opens the store and the CA (initialising them on first start),
@@ -166,6 +168,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, err
 	}
 	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: events, EdgeNames: cfg.EdgeNames, AuditLog: s.auditLog}
+	s.leader, s.sweeps = leaderMetrics(s.registry)
 	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.refreshServerCert(ctx); err != nil {
 		return nil, err
@@ -184,7 +187,11 @@ func OpenStore(ctx context.Context, dsn, dataDir string) (store.Store, error) {
 	var err error
 	switch {
 	case strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://"):
-		st, err = store.OpenPostgres(ctx, dsn)
+		pg, err := store.OpenPostgres(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		return store.Notifying(pg), nil
 	case dsn != "":
 		return nil, errors.New("--store takes a postgres:// URL, or nothing for SQLite in the data directory")
 	default:
@@ -344,6 +351,8 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return serve(ctx, api, tls.NewListener(s.api, api.TLSConfig)) })
 	g.Go(func() error { return serve(ctx, pub, s.pub) })
 	g.Go(func() error { return s.maintain(ctx) })
+	g.Go(func() error { return s.handler.WatchResources(ctx) })
+	g.Go(func() error { return s.lead(ctx) })
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -47,7 +47,9 @@ type Handler struct {
 	// (POST /v1/audit); nil refuses them.
 	AuditLog *audit.Writer
 
-	apiKeys feedSignal
+	apiKeys   feedSignal
+	resources versionFeed   // the newest resource version known
+	resCache  resourceCache // the newest parsed resource set
 }
 
 // API returns the mux for the TLS listener.
@@ -57,15 +59,24 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("POST "+PathRenew, h.renew)
 	mux.HandleFunc("GET "+PathTrust, h.workload(h.trust))
 	mux.HandleFunc("GET "+PathBundle, h.bundle)
-	mux.HandleFunc("POST "+PathTokens, h.operator(h.createToken))
-	mux.HandleFunc("GET "+PathCerts, h.operator(h.listCerts))
-	mux.HandleFunc("POST "+PathRevoke, h.operator(h.revoke))
-	mux.HandleFunc("GET "+PathAuthorities, h.operator(h.authorities))
-	mux.HandleFunc("POST "+PathRotate, h.operator(h.rotate))
-	mux.HandleFunc("POST "+PathRetire, h.operator(h.retire))
-	mux.HandleFunc("POST "+PathAPIKeys, h.operator(h.createAPIKey))
-	mux.HandleFunc("GET "+PathAPIKeys, h.operator(h.listAPIKeys))
-	mux.HandleFunc("POST "+PathAPIKeyRevoke, h.operator(h.revokeAPIKey))
+	mux.HandleFunc("POST "+PathTokens, h.operator(accessAdmin, h.createToken))
+	mux.HandleFunc("GET "+PathCerts, h.operator(accessRead, h.listCerts))
+	mux.HandleFunc("POST "+PathRevoke, h.operator(accessAdmin, h.revoke))
+	mux.HandleFunc("GET "+PathAuthorities, h.operator(accessRead, h.authorities))
+	mux.HandleFunc("POST "+PathRotate, h.operator(accessAdmin, h.rotate))
+	mux.HandleFunc("POST "+PathRetire, h.operator(accessAdmin, h.retire))
+	mux.HandleFunc("POST "+PathAPIKeys, h.operator(accessAdmin, h.createAPIKey))
+	mux.HandleFunc("GET "+PathAPIKeys, h.operator(accessRead, h.listAPIKeys))
+	mux.HandleFunc("POST "+PathAPIKeyRevoke, h.operator(accessAdmin, h.revokeAPIKey))
+	mux.HandleFunc("GET "+PathResources, h.operator(accessRead, h.getResources))
+	mux.HandleFunc("POST "+PathApply, h.operator(accessResources, h.applyResources))
+	mux.HandleFunc("POST "+PathDelete, h.operator(accessResources, h.deleteResource))
+	mux.HandleFunc("POST "+PathRollback, h.operator(accessResources, h.rollback))
+	mux.HandleFunc("GET "+PathHistory, h.operator(accessRead, h.history))
+	mux.HandleFunc("GET "+PathHistory+"/{version}", h.operator(accessRead, h.historyVersion))
+	mux.HandleFunc("GET "+PathOperators, h.operator(accessRead, h.listOperators))
+	mux.HandleFunc("POST "+PathOperators, h.operator(accessAdmin, h.createOperator))
+	mux.HandleFunc("GET "+PathSnapshot, h.workload(h.snapshot))
 	mux.HandleFunc("GET "+PathAPIKeyFeed, h.gateway(h.apiKeyFeed))
 	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
@@ -113,6 +124,8 @@ type httpError struct {
 	code   string
 	msg    string
 	cause  error
+	// problems locate what is wrong in refused resources.
+	problems []Problem
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -153,7 +166,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if he.status >= 500 {
 		h.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeJSON(w, he.status, Error{Code: he.code, Message: he.msg})
+	writeJSON(w, he.status, Error{Code: he.code, Message: he.msg, Problems: he.problems})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -270,18 +283,6 @@ func (h *Handler) workload(next idHandler) http.HandlerFunc {
 		}
 		next(w, r, id)
 	}
-}
-
-// operator admits operator credentials (spiffe://<td>/user/<name>). Roles
-// arrive with the control-plane issue; until then every operator is an admin.
-func (h *Handler) operator(next idHandler) http.HandlerFunc {
-	return h.workload(func(w http.ResponseWriter, r *http.Request, id spiffeid.ID) {
-		if !strings.HasPrefix(id.Path(), "/user/") {
-			h.fail(w, r, &httpError{status: http.StatusForbidden, code: "not_operator", msg: id.String() + " is not an operator"})
-			return
-		}
-		next(w, r, id)
-	})
 }
 
 func (h *Handler) trust(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {

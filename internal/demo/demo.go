@@ -59,9 +59,9 @@ var td = spiffeid.RequireTrustDomainFromString("demo.ward.local")
 // keeps a demo running.
 const tokenTTL = 12 * time.Hour
 
-// resources are the routes and policies of the demo, shared by the
-// gateway and both sidecars (Ward reloads the file when it changes).
-const resources = `# Ward demo resources. The gateway and both sidecars reload this file when it changes.
+// resources are the routes and policies of the demo, applied to the
+// server, which pushes each proxy its part.
+const resources = `# Ward demo resources. Change them with: ward --data-dir "$D/server" apply -f "$D/ward.yaml"
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
@@ -267,27 +267,54 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// The resources go to the server, which pushes each proxy its part;
+	// the file stays in the directory for the user to edit and apply.
 	config := filepath.Join(dir, fileResources)
-	if err := os.WriteFile(config, fmt.Appendf(nil, resources, catalogAddr, ordersAddr, idp.url, issuerAudience), 0o644); err != nil {
+	docs := fmt.Appendf(nil, resources, catalogAddr, ordersAddr, idp.url, issuerAudience)
+	if err := os.WriteFile(config, docs, 0o644); err != nil {
 		return err
+	}
+	if _, err := op.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: config, Data: string(docs)}}}); err != nil {
+		return fmt.Errorf("apply the demo's resources: %w", err)
+	}
+	// follow gives a proxy its first snapshot; run keeps it current.
+	follow := func(client *control.Client, name string) (*control.Follower, control.SnapshotResponse, error) {
+		f := &control.Follower{Client: client, Path: filepath.Join(dir, name+"-"+control.FileSnapshot), Log: d.Log.With("role", name)}
+		first, _, err := f.First(ctx, 5*time.Second)
+		return f, first, err
+	}
+	run := func(f *control.Follower, after int64, apply func(origin string, version int64, data []byte) error) {
+		g.Go(func() error {
+			return f.Run(gctx, after, func(s control.SnapshotResponse) error {
+				return apply(fmt.Sprintf("server version %d", s.Version), s.Version, []byte(s.Documents))
+			})
+		})
 	}
 	sidecars := map[string]*sidecar.Sidecar{}
 	for _, s := range []struct{ name, listen, app, outbound string }{
 		{"catalog", catalogAddr, catalogApp.addr(), "127.0.0.1:0"},
 		{"orders", ordersAddr, ordersApp.addr(), ""},
 	} {
-		src, _, err := enroll(spiffeid.RequireFromSegments(td, "svc", s.name))
+		src, client, err := enroll(spiffeid.RequireFromSegments(td, "svc", s.name))
 		if err != nil {
 			return err
 		}
+		f, first, err := follow(client, s.name)
+		if err != nil {
+			return fmt.Errorf("%s sidecar: %w", s.name, err)
+		}
 		sc, err := sidecar.New(sidecar.Config{
 			Service: s.name, TrustDomain: td, Listen: s.listen, App: s.app, Outbound: s.outbound,
-			ConfigFile: config, Source: src, Log: d.Log.With("role", "sidecar", "service", s.name),
+			Initial: &sidecar.Snapshot{Origin: fmt.Sprintf("server version %d", first.Version), Version: first.Version, Data: []byte(first.Documents)},
+			Source:  src, Log: d.Log.With("role", "sidecar", "service", s.name),
 		})
 		if err != nil {
 			return fmt.Errorf("%s sidecar: %w", s.name, err)
 		}
 		g.Go(func() error { return sc.Run(gctx) })
+		run(f, first.Version, func(origin string, version int64, data []byte) error {
+			return sc.Apply(sidecar.Snapshot{Origin: origin, Version: version, Data: data})
+		})
 		sidecars[s.name] = sc
 	}
 
@@ -319,9 +346,14 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 			}
 		})
 	})
+	gwFollow, gwFirst, err := follow(gwClient, "gateway")
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	gw, err := gateway.New(gateway.Config{
 		Name: "edge", TrustDomain: td, Listen: gwAddr, TLS: edgetls.ServerConfig(certs, nil),
-		ConfigFile: config, Source: gwSrc, APIKeys: keys, Log: d.Log.With("role", "gateway"),
+		Initial: &gateway.Snapshot{Origin: fmt.Sprintf("server version %d", gwFirst.Version), Version: gwFirst.Version, Data: []byte(gwFirst.Documents)},
+		Source:  gwSrc, APIKeys: keys, Log: d.Log.With("role", "gateway"),
 	})
 	if err != nil {
 		if isAddrInUse(err) {
@@ -330,6 +362,9 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	g.Go(func() error { return gw.Run(gctx) })
+	run(gwFollow, gwFirst.Version, func(origin string, version int64, data []byte) error {
+		return gw.Apply(gateway.Snapshot{Origin: origin, Version: version, Data: data})
+	})
 	select {
 	case <-keysReady:
 	case <-gctx.Done():
@@ -375,7 +410,9 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		}
 	}
 	d.say("")
-	d.say("Edit %s and the gateway and sidecars apply it within a second.", filepath.Join(dir, fileResources))
+	d.say("The server holds the resources (%s) and pushes each proxy its part. Change them with", filepath.Join(dir, fileResources))
+	d.say("  ward --data-dir \"$D/server\" apply -f \"$D/%s\"     (also: ward get, diff -f, history, rollback)", fileResources)
+	d.say("and the gateway and sidecars enforce the new version within a second.")
 	if d.DataDir == "" {
 		d.say("Ctrl-C stops everything and removes %s.", dir)
 	} else {

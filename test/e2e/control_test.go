@@ -1,0 +1,265 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// proc is a ward process the test can stop and start again.
+type proc struct {
+	t    *testing.T
+	args []string
+	dir  string
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+}
+
+func startProc(t *testing.T, dir string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, args: args, dir: dir, logs: new(bytes.Buffer)}
+	p.start()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("ward %s log:\n%s", args[0], p.logs.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) start() {
+	p.cmd = exec.Command(wardBin, p.args...)
+	p.cmd.Dir = p.dir
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *proc) stop() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
+const controlMesh = `apiVersion: ward/v1
+kind: Service
+metadata: {name: orders}
+spec: {endpoints: [%q]}
+---
+apiVersion: ward/v1
+kind: Service
+metadata: {name: catalog}
+spec: {endpoints: [%q]}
+---
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: orders-callers}
+spec:
+  target: orders
+  rules:
+    - from: [svc/catalog]
+      methods: [%s]
+      paths: ["/orders/*"]
+`
+
+// TestControlPlane runs the real binaries: resources applied with the CLI
+// reach running sidecars within a second; bad input is refused with
+// file:line and changes nothing; history, diff and rollback work; roles
+// hold; and with the server down the sidecars keep enforcing their last
+// snapshot, also after a restart.
+func TestControlPlane(t *testing.T) {
+	srv := startServerProc(t, "127.0.0.1:0", "127.0.0.1:0")
+	data := srv.dataDir
+	dir := filepath.Dir(data)
+	cli := func(args ...string) (string, error) {
+		return ward(t, dir, append(args, "--data-dir", data)...)
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := cli(args...)
+		if err != nil {
+			t.Fatalf("ward %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	var info struct{ Server string }
+	raw, _ := os.ReadFile(filepath.Join(data, "client.json"))
+	if err := json.Unmarshal(raw, &info); err != nil {
+		t.Fatal(err)
+	}
+	ordersIn, catalogIn, catalogOut := freeAddr(t), freeAddr(t), freeAddr(t)
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	mesh := write("mesh.yaml", fmt.Sprintf(controlMesh, ordersIn, catalogIn, "GET"))
+	if out := must("apply", "-f", mesh); !strings.Contains(out, "applied: version 1 (was 0)") || !strings.Contains(out, "+AccessPolicy/orders-callers") {
+		t.Fatalf("apply: %s", out)
+	}
+
+	// Bad input: refused with file and line, nothing recorded.
+	for _, tt := range []struct{ name, doc, want string }{
+		{"malformed", "apiVersion: ward/v1\nkind: Service\nmetadata: {name: x\n", "bad.yaml:"},
+		{"unknown field", "apiVersion: ward/v1\nkind: Service\nmetadata: {name: x}\nspec: {endpoints: [\"127.0.0.1:1\"], colour: red}\n", "bad.yaml:4"},
+		{"wrong kind", "apiVersion: ward/v1\nkind: Servise\nmetadata: {name: x}\nspec: {}\n", "bad.yaml:2"},
+		{"missing service", "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: nowhere\n  rules: [{from: [svc/catalog]}]\n", `bad.yaml:5: spec.target: no Service named "nowhere"`},
+		{"bad CEL", "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: orders\n  rules: [{from: [svc/catalog], when: 'user.scopes.exists(s, '}]\n", "bad.yaml:6"},
+	} {
+		out, err := cli("apply", "-f", write("bad.yaml", tt.doc))
+		if err == nil || !strings.Contains(out, tt.want) || !strings.Contains(out, "nothing was changed") {
+			t.Errorf("%s: %v\n%s\nwant %q", tt.name, err, out, tt.want)
+		}
+	}
+	if out, err := cli("apply", "-f", mesh, "--base-version", "7"); err == nil || !strings.Contains(out, "stale_version") {
+		t.Errorf("stale apply: %v\n%s", err, out)
+	}
+
+	// Sidecars that take their resources from the server.
+	seen := make(chan string, 100)
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Method + " " + r.URL.Path
+		fmt.Fprint(w, "ok")
+	})}
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Serve(appLn) }()
+	defer app.Close()
+	token := func(name string) string {
+		return strings.SplitN(must("token", "create", "--id", "spiffe://example.org/svc/"+name), "\n", 2)[0]
+	}
+	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem")}
+	orders := startProc(t, dir, append([]string{"sidecar", "--service", "orders", "--listen", ordersIn, "--app", appLn.Addr().String(),
+		"--outbound", "", "--token", token("orders"), "--data-dir", filepath.Join(dir, "orders")}, common...)...)
+	startProc(t, dir, append([]string{"sidecar", "--service", "catalog", "--listen", catalogIn, "--app", freeAddr(t),
+		"--outbound", catalogOut, "--token", token("catalog"), "--data-dir", filepath.Join(dir, "catalog")}, common...)...)
+	waitListening(t, ordersIn)
+	waitListening(t, catalogOut)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: catalogOut}), DisableKeepAlives: true}}
+	call := func(method string) int {
+		req, _ := http.NewRequest(method, "http://orders/orders/7", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	if got := call("GET"); got != 200 {
+		t.Fatalf("GET: %d", got)
+	}
+	if got := call("DELETE"); got != 403 {
+		t.Fatalf("DELETE before the change: %d", got)
+	}
+	// until waits for DELETE to answer want and returns how long it took.
+	until := func(want int, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for call("DELETE") != want {
+			if time.Since(start) > within {
+				t.Fatalf("DELETE did not answer %d within %s", want, within)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+
+	// A change reaches the running sidecar within a second.
+	wider := write("wider.yaml", fmt.Sprintf(controlMesh, ordersIn, catalogIn, "GET, DELETE"))
+	if out := must("diff", "-f", wider); !strings.Contains(out, "+        - DELETE") || !strings.Contains(out, "against version 1") {
+		t.Errorf("diff: %s", out)
+	}
+	must("apply", "-f", wider, "--base-version", "1")
+	t.Logf("apply -> enforced by the sidecar in %s", until(200, time.Second))
+	if out := must("history"); !strings.Contains(out, "~AccessPolicy/orders-callers") || !strings.Contains(out, "spiffe://example.org/user/admin") {
+		t.Errorf("history: %s", out)
+	}
+	if out := must("history", "2"); !strings.Contains(out, "+        - DELETE") {
+		t.Errorf("history 2: %s", out)
+	}
+	must("rollback", "1")
+	t.Logf("rollback -> enforced in %s", until(403, time.Second))
+	if out := must("get", "accesspolicy", "orders-callers"); !strings.Contains(out, "version 3") || strings.Contains(out, "DELETE") {
+		t.Errorf("get after rollback: %s", out)
+	}
+
+	// Roles.
+	must("admin", "create", "dev", "--role", "developer", "--services", "catalog", "--out", filepath.Join(dir, "dev.pem"))
+	must("admin", "create", "aud", "--role", "auditor", "--out", filepath.Join(dir, "aud.pem"))
+	as := func(who string, args ...string) (string, error) {
+		return ward(t, dir, append(args, "--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem"), "--credential", filepath.Join(dir, who+".pem"))...)
+	}
+	for _, tt := range []struct {
+		who  string
+		args []string
+		want string // "" means allowed
+	}{
+		{"dev", []string{"apply", "-f", wider}, "not_owner"},
+		{"dev", []string{"token", "create", "--id", "spiffe://example.org/svc/x"}, "role_forbids"},
+		{"dev", []string{"ca", "rotate"}, "role_forbids"},
+		{"dev", []string{"apikey", "create", "--app", "x", "--routes", "*"}, "role_forbids"},
+		{"dev", []string{"get"}, ""},
+		{"aud", []string{"apply", "-f", mesh}, "role_forbids"},
+		{"aud", []string{"rollback", "2"}, "role_forbids"},
+		{"aud", []string{"cert", "revoke", "--id", "spiffe://example.org/svc/orders"}, "role_forbids"},
+		{"aud", []string{"history"}, ""},
+		{"aud", []string{"cert", "list"}, ""},
+	} {
+		out, err := as(tt.who, tt.args...)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(out, tt.want)) {
+			t.Errorf("%s %v: %v\n%s\nwant %q", tt.who, tt.args, err, out, tt.want)
+		}
+	}
+	// A developer changes the services they own.
+	catalogPolicy := write("catalog.yaml", "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: catalog-callers}\nspec:\n  target: catalog\n  rules: [{from: [svc/orders]}]\n")
+	if out, err := as("dev", "apply", "-f", catalogPolicy); err != nil || !strings.Contains(out, "version 4") {
+		t.Errorf("developer applying their own service: %v\n%s", err, out)
+	}
+	if out := must("history"); strings.Count(out, "\n") != 5 {
+		t.Errorf("history should hold 4 versions:\n%s", out)
+	}
+
+	// The server goes away: the sidecars keep enforcing, also across a
+	// restart of orders' sidecar.
+	srv.stop()
+	if got, want := call("GET"), 200; got != want {
+		t.Errorf("GET with the server down: %d", got)
+	}
+	if got := call("DELETE"); got != 403 {
+		t.Errorf("DELETE with the server down: %d", got)
+	}
+	orders.stop()
+	orders.args = []string{"sidecar", "--service", "orders", "--listen", ordersIn, "--app", appLn.Addr().String(),
+		"--outbound", "", "--data-dir", filepath.Join(dir, "orders"), "--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem")}
+	orders.start()
+	waitListening(t, ordersIn)
+	if got := call("GET"); got != 200 {
+		t.Errorf("GET after the sidecar restarted without the server: %d\n%s", got, orders.logs)
+	}
+	if got := call("DELETE"); got != 403 {
+		t.Errorf("DELETE after the sidecar restarted without the server: %d", got)
+	}
+	if !strings.Contains(orders.logs.String(), "last good snapshot") {
+		t.Errorf("the restarted sidecar did not say it runs on its last good snapshot:\n%s", orders.logs)
+	}
+}
