@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,12 +21,12 @@ type proc struct {
 	args []string
 	dir  string
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *lockedBuffer
 }
 
 func startProc(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, args: args, dir: dir, logs: new(bytes.Buffer)}
+	p := &proc{t: t, args: args, dir: dir, logs: new(lockedBuffer)}
 	p.start()
 	t.Cleanup(func() {
 		p.stop()
