@@ -80,12 +80,10 @@ func TestTwoServersOnPostgres(t *testing.T) {
 		return path
 	}
 	cli("apply", "-f", mesh("GET"))
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })}
 	appAddr := freeAddr(t)
+	app := &http.Server{Addr: appAddr, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })}
 	go func() { _ = app.ListenAndServe() }()
-	app.Addr = appAddr
 	defer app.Close()
-	go func() {}()
 	token := func(name string) string {
 		return strings.SplitN(cli("token", "create", "--id", "spiffe://example.org/svc/"+name), "\n", 2)[0]
 	}
@@ -122,7 +120,6 @@ func TestTwoServersOnPostgres(t *testing.T) {
 	t.Logf("a leads %s after b stopped", took)
 	cli("apply", "-f", mesh("GET"))
 	t.Logf("with b down, a change on a reached the sidecar in %s", waitFor("DELETE denied again", 15*time.Second, func() bool { return status("DELETE") == 403 }))
-	_ = a
 }
 
 // pgURL turns a key=value DSN into the postgres:// URL `ward server --store` takes.
