@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -315,18 +316,11 @@ func (h *Handler) getResources(w http.ResponseWriter, r *http.Request, _ spiffei
 			}
 		}
 		if name != "" && len(objs) == 0 {
-			h.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", msg: fmt.Sprintf("no %s named %q", cmpOr(kind, "object"), name)})
+			h.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", msg: fmt.Sprintf("no %s named %q", cmp.Or(kind, "object"), name)})
 			return
 		}
 	}
 	writeJSON(w, http.StatusOK, ResourcesResponse{Version: cur.version, Documents: string(resource.Marshal(objs))})
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {

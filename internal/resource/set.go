@@ -388,28 +388,6 @@ func ForSidecar(objs []Object, service string) []Object {
 	return sorted(out)
 }
 
-// matchIDPattern reports whether a Rule.From pattern matches the SPIFFE ID
-// path id (without the leading slash, such as "svc/catalog"): each "*"
-// segment matches one segment, "*" alone matches every path.
-//
-// It mirrors policy's idPattern, which this package cannot import (policy
-// imports resource); TestMatchIDPattern holds the two to the same cases.
-func matchIDPattern(pattern, id string) bool {
-	if pattern == "*" {
-		return true
-	}
-	ps, is := strings.Split(pattern, "/"), strings.Split(id, "/")
-	if len(ps) != len(is) {
-		return false
-	}
-	for i := range ps {
-		if ps[i] != "*" && ps[i] != is[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // ForGateway is what gateway <name> needs: every Route and Issuer, the
 // Services that Routes point to, and the AccessPolicies targeting those
 // Services (the gateway evaluates them at the edge). The result passes Validate.

@@ -332,29 +332,6 @@ func TestConcerns(t *testing.T) {
 	}
 }
 
-func TestMatchIDPattern(t *testing.T) {
-	for _, tt := range []struct {
-		pattern, id string
-		want        bool
-	}{
-		{"*", "svc/catalog", true},
-		{"*", "gateway/edge/x", true},
-		{"svc/*", "svc/catalog", true},
-		{"svc/catalog", "svc/catalog", true},
-		{"*/catalog", "svc/catalog", true},
-		{"svc/orders", "svc/catalog", false},
-		{"svc/*", "gateway/edge", false},
-		{"svc/*/x", "svc/catalog", false},
-		{"svc", "svc/catalog", false},
-		{"svc/catalog/*", "svc/catalog", false},
-		{"svc/cat", "svc/catalog", false},
-	} {
-		if got := matchIDPattern(tt.pattern, tt.id); got != tt.want {
-			t.Errorf("matchIDPattern(%q, %q) = %v, want %v", tt.pattern, tt.id, got, tt.want)
-		}
-	}
-}
-
 func TestForSidecar(t *testing.T) {
 	const (
 		services = `apiVersion: ward/v1

@@ -36,8 +36,8 @@ var _ Leader = (*SQL)(nil)
 // that it still holds its connection.
 const leaderCheck = time.Second
 
-// Listen implements Notifier on PostgreSQL with LISTEN. It is not
-// advertised through the interface on SQLite (see PostgresNotifier).
+// listen is Notifier.Listen on PostgreSQL; Notifying advertises it (a
+// SQLite store has no other servers to hear from).
 func (s *SQL) listen(ctx context.Context, fn func(string), channels ...string) error {
 	for attempt := 0; ; attempt++ {
 		err := s.listenOnce(ctx, fn, channels)
