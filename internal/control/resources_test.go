@@ -1,0 +1,85 @@
+package control_test
+
+import (
+	"crypto/tls"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/wardsec/ward/internal/control"
+)
+
+const snapshotMesh = `apiVersion: ward/v1
+kind: Service
+metadata: {name: orders}
+spec: {endpoints: ["127.0.0.1:9001"]}
+---
+apiVersion: ward/v1
+kind: Service
+metadata: {name: catalog}
+spec: {endpoints: ["127.0.0.1:9002"]}
+---
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: orders-callers}
+spec:
+  target: orders
+  rules: [{from: [svc/catalog]}]
+---
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: catalog-callers}
+spec:
+  target: catalog
+  rules: [{from: [gateway/edge]}]
+`
+
+// TestSnapshotFeed: a sidecar learns its own service's policies and no
+// other's; an identity that is not a proxy's, and a revoked one, are
+// refused.
+func TestSnapshotFeed(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := t.Context()
+	if _, err := ts.operator.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: "mesh.yaml", Data: snapshotMesh}}}); err != nil {
+		t.Fatal(err)
+	}
+	src := ts.source(t, "orders")
+	orders := ts.client(t, nil)
+	orders.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
+	snap, err := orders.Snapshot(ctx, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Version != 1 || !strings.Contains(snap.Documents, "name: orders-callers") || strings.Contains(snap.Documents, "catalog-callers") {
+		t.Errorf("orders' snapshot at version %d:\n%s\nwant its own policy and not catalog's", snap.Version, snap.Documents)
+	}
+
+	// An operator's credential is no proxy's (the CA issues workload
+	// identities only under svc/ and gateway/).
+	if _, err := ts.operator.Snapshot(ctx, -1, 0); apiStatus(err) != http.StatusForbidden || apiCode(err) != "not_proxy" {
+		t.Errorf("operator watching: %v, want 403 not_proxy", err)
+	}
+	// A revoked sidecar learns nothing more.
+	if _, err := ts.operator.Revoke(ctx, control.RevokeRequest{ID: "spiffe://example.org/svc/orders"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := orders.Snapshot(ctx, -1, 0); apiStatus(err) != http.StatusUnauthorized || apiCode(err) != "revoked" {
+		t.Errorf("revoked sidecar watching: %v, want 401 revoked", err)
+	}
+}
+
+// TestApplyOversized: a request over the limit is refused with 413 and
+// records nothing.
+func TestApplyOversized(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := t.Context()
+	big := strings.Repeat("# padding\n", 1<<21) // 20 MiB
+	_, err := ts.operator.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: "big.yaml", Data: big}}})
+	if apiStatus(err) != http.StatusRequestEntityTooLarge || apiCode(err) != "too_large" {
+		t.Fatalf("oversized apply: %v, want 413 too_large", err)
+	}
+	h, err := ts.operator.History(ctx, 0, 0)
+	if err != nil || len(h.Versions) != 0 {
+		t.Errorf("history after a refused apply: %+v %v, want empty", h, err)
+	}
+}
