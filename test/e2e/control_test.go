@@ -237,6 +237,15 @@ func TestControlPlane(t *testing.T) {
 	if out := must("history"); strings.Count(out, "\n") != 5 {
 		t.Errorf("history should hold 4 versions:\n%s", out)
 	}
+	// Every change and every refusal is in the server's audit log, with who:
+	// the developer's refused apply and their own one.
+	if out := must("audit", "query", "--type", "resource.apply", "--principal", "spiffe://example.org/user/dev"); !strings.Contains(out, "not_owner") || !strings.Contains(out, "2 records") {
+		t.Errorf("the developer's applies in the audit log:\n%s", out)
+	}
+	// The last good snapshot is the proxy's alone.
+	if fi, err := os.Stat(filepath.Join(dir, "orders", "snapshot.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("orders' snapshot.json: %v %v, want mode 0600", fi, err)
+	}
 
 	// The server goes away: the sidecars keep enforcing, also across a
 	// restart of orders' sidecar.
