@@ -27,11 +27,11 @@ type serverResources struct {
 // last good one in dir when the server cannot be reached.
 func followServer(ctx context.Context, client *control.Client, dir string, log *slog.Logger) (*serverResources, error) {
 	f := &control.Follower{Client: client, Path: filepath.Join(dir, control.FileSnapshot), Log: log}
-	first, origin, err := f.First(ctx, firstSnapshotWait)
+	first, origin, saved, err := f.First(ctx, firstSnapshotWait)
 	if err != nil {
 		return nil, fmt.Errorf("resources: %w", err)
 	}
-	return &serverResources{first: first, origin: origin, fromSaved: origin != serverOrigin(first.Version), follower: f}, nil
+	return &serverResources{first: first, origin: origin, fromSaved: saved, follower: f}, nil
 }
 
 func serverOrigin(v int64) string { return fmt.Sprintf("server version %d", v) }

@@ -122,6 +122,12 @@ func kindName(s string) string {
 	return s
 }
 
+// changeFlags adds the flags every change command shares.
+func changeFlags(cmd *cobra.Command, dryRun *bool, base *int64) {
+	cmd.Flags().BoolVar(dryRun, "dry-run", false, "validate and show the change on the server without recording it")
+	cmd.Flags().Int64Var(base, "base-version", 0, "refuse the change unless the server is still at this version")
+}
+
 func applyCmd(g *globals) *cobra.Command {
 	var file string
 	var dryRun bool
@@ -160,8 +166,7 @@ since you looked (ward diff prints the version it compared with).`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "resource file, directory, or - for standard input")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show the changes on the server without recording them")
-	cmd.Flags().Int64Var(&base, "base-version", 0, "refuse the change unless the server is still at this version")
+	changeFlags(cmd, &dryRun, &base)
 	return cmd
 }
 
@@ -249,8 +254,7 @@ func deleteCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show the change without recording it")
-	cmd.Flags().Int64Var(&base, "base-version", 0, "refuse the change unless the server is still at this version")
+	changeFlags(cmd, &dryRun, &base)
 	return cmd
 }
 
@@ -323,7 +327,6 @@ func rollbackCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show the change without recording it")
-	cmd.Flags().Int64Var(&base, "base-version", 0, "refuse the change unless the server is still at this version")
+	changeFlags(cmd, &dryRun, &base)
 	return cmd
 }

@@ -46,27 +46,28 @@ type Follower struct {
 	Wait time.Duration
 }
 
-// First returns the snapshot a proxy starts on and where it came from: the
-// server's current one, or, when the server cannot be reached within
-// timeout, the last good one saved. A refusal by the server (this identity
-// may not watch, or is revoked) is an error, not a reason to fall back.
-func (f *Follower) First(ctx context.Context, timeout time.Duration) (SnapshotResponse, string, error) {
+// First returns the snapshot a proxy starts on, where it came from, and
+// whether it is the saved one: the server's current snapshot, or, when the
+// server cannot be reached within timeout, the last good one saved. A
+// refusal by the server (this identity may not watch, or is revoked) is an
+// error, not a reason to fall back.
+func (f *Follower) First(ctx context.Context, timeout time.Duration) (snap SnapshotResponse, origin string, saved bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
-	snap, err := f.Client.Snapshot(cctx, -1, 0)
+	snap, err = f.Client.Snapshot(cctx, -1, 0)
 	cancel()
 	if err == nil {
-		return snap, fmt.Sprintf("server version %d", snap.Version), nil
+		return snap, fmt.Sprintf("server version %d", snap.Version), false, nil
 	}
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable {
-		return SnapshotResponse{}, "", fmt.Errorf("snapshot: %w", err)
+		return SnapshotResponse{}, "", false, fmt.Errorf("snapshot: %w", err)
 	}
-	saved, lerr := f.Load()
+	last, lerr := f.Load()
 	if lerr != nil {
-		return SnapshotResponse{}, "", fmt.Errorf("the server is unreachable (%v) and there is no last good snapshot: %w", err, lerr)
+		return SnapshotResponse{}, "", false, fmt.Errorf("the server is unreachable (%v) and there is no last good snapshot to start on (%w): start the proxy once while the server is up", err, lerr)
 	}
-	f.Log.Warn("the server is unreachable: starting on the last good snapshot", "version", saved.Version, "path", f.Path, "err", err)
-	return saved, fmt.Sprintf("last good snapshot, version %d (%s)", saved.Version, f.Path), nil
+	f.Log.Warn("the server is unreachable: starting on the last good snapshot", "version", last.Version, "path", f.Path, "err", err)
+	return last, fmt.Sprintf("last good snapshot, version %d (%s)", last.Version, f.Path), true, nil
 }
 
 // Load reads the last good snapshot.

@@ -280,7 +280,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	// follow gives a proxy its first snapshot; run keeps it current.
 	follow := func(client *control.Client, name string) (*control.Follower, control.SnapshotResponse, error) {
 		f := &control.Follower{Client: client, Path: filepath.Join(dir, name+"-"+control.FileSnapshot), Log: d.Log.With("role", name)}
-		first, _, err := f.First(ctx, 5*time.Second)
+		first, _, _, err := f.First(ctx, 5*time.Second)
 		return f, first, err
 	}
 	run := func(f *control.Follower, after int64, apply func(origin string, version int64, data []byte) error) {
