@@ -79,7 +79,7 @@ func (h *Handler) current(ctx context.Context) (*resourceSet, error) {
 // parseVersion parses a stored version. A stored version was validated
 // before it was recorded, so an error here means the store was damaged.
 func parseVersion(rv store.ResourceVersion) (*resourceSet, error) {
-	objs, err := resource.Parse(versionOrigin(rv.Version), rv.Documents)
+	objs, err := resource.ParseSet(versionOrigin(rv.Version), rv.Documents)
 	if err != nil {
 		return nil, fmt.Errorf("stored resource version %d does not parse: %w", rv.Version, err)
 	}
@@ -105,6 +105,10 @@ func invalid(err error) *httpError {
 // validateSet checks a complete set as the proxies will compile it:
 // references between objects, overlapping routes, and CEL that compiles.
 func (h *Handler) validateSet(objs []resource.Object) error {
+	if len(objs) > resource.MaxSetDocuments {
+		return &httpError{status: http.StatusUnprocessableEntity, code: "set_too_large",
+			msg: fmt.Sprintf("the set would hold %d objects, more than the %d a version may hold: delete some first", len(objs), resource.MaxSetDocuments)}
+	}
 	if err := resource.Validate(objs); err != nil {
 		return invalid(err)
 	}

@@ -83,8 +83,8 @@ func (s *snapshot) match(host, path string) *route {
 
 // compile parses and validates resource documents into a snapshot; path
 // names them in errors (file:line).
-func compile(path string, data []byte, td spiffeid.TrustDomain, issuerClient *http.Client, log *slog.Logger) (*snapshot, error) {
-	objs, err := resource.Parse(path, data)
+func compile(parse func(string, []byte) ([]resource.Object, error), path string, data []byte, td spiffeid.TrustDomain, issuerClient *http.Client, log *slog.Logger) (*snapshot, error) {
+	objs, err := parse(path, data)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +179,7 @@ func newConfigWatcher(path string, initial *Snapshot, td spiffeid.TrustDomain, c
 		if err != nil {
 			return nil, fmt.Errorf("resource file: %w", err)
 		}
-		if snap, err = compile(path, data, td, client, log); err != nil {
+		if snap, err = compile(resource.Parse, path, data, td, client, log); err != nil {
 			return nil, err
 		}
 	case initial != nil:
@@ -211,7 +211,7 @@ func originOf(s Snapshot) string {
 }
 
 func (w *configWatcher) compileSnapshot(s Snapshot) (*snapshot, error) {
-	snap, err := compile(originOf(s), s.Data, w.td, w.client, w.log)
+	snap, err := compile(resource.ParseSet, originOf(s), s.Data, w.td, w.client, w.log)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +305,7 @@ func (w *configWatcher) Run(ctx context.Context) error {
 	fw := resource.FileWatcher{Path: w.path, Interval: reloadEvery, Log: w.log, Events: w.events, Subject: w.subject}
 	cur := w.cur.Load()
 	fw.Watch(ctx, cur.sum, cur.objs, func(data []byte) ([]resource.Object, error) {
-		snap, err := compile(w.path, data, w.td, w.client, w.log)
+		snap, err := compile(resource.Parse, w.path, data, w.td, w.client, w.log)
 		if err != nil {
 			return nil, err
 		}

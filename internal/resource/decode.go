@@ -13,10 +13,17 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Limits on what Parse reads.
+// Limits on what Parse reads: one file an operator wrote.
 const (
 	MaxFileSize  = 4 << 20 // bytes
 	MaxDocuments = 1000
+)
+
+// Limits on what ParseSet reads: a whole resource set, which the server
+// assembles from many files (a stored version, a proxy's snapshot).
+const (
+	MaxSetSize      = 48 << 20 // bytes
+	MaxSetDocuments = 100_000
 )
 
 // LoadFile reads and parses the resource file at path.
@@ -39,9 +46,20 @@ func LoadFile(path string) ([]Object, error) {
 // objects then. References between objects are checked by [Validate] once
 // the whole set is known.
 func Parse(filename string, data []byte) ([]Object, error) {
+	return parse(filename, data, MaxFileSize, MaxDocuments)
+}
+
+// ParseSet is Parse with the limits of a whole set (MaxSetSize,
+// MaxSetDocuments) in place of one file's: the server stores and
+// distributes sets merged from many files, each within Parse's limits.
+func ParseSet(name string, data []byte) ([]Object, error) {
+	return parse(name, data, MaxSetSize, MaxSetDocuments)
+}
+
+func parse(filename string, data []byte, maxSize, maxDocs int) ([]Object, error) {
 	d := decoder{file: filename}
-	if len(data) > MaxFileSize {
-		d.errs = append(d.errs, &Error{File: filename, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)})
+	if len(data) > maxSize {
+		d.errs = append(d.errs, &Error{File: filename, Msg: fmt.Sprintf("file is larger than %d bytes", maxSize)})
 		return nil, d.errs.Err()
 	}
 	var objs []Object
@@ -60,8 +78,8 @@ func Parse(filename string, data []byte) ([]Object, error) {
 		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" && n.Value == "" {
 			continue // an empty document, such as one after a final "---"
 		}
-		if len(objs) == MaxDocuments {
-			d.errs = append(d.errs, &Error{File: filename, Line: n.Line, Msg: fmt.Sprintf("more than %d documents", MaxDocuments)})
+		if len(objs) == maxDocs {
+			d.errs = append(d.errs, &Error{File: filename, Line: n.Line, Msg: fmt.Sprintf("more than %d documents", maxDocs)})
 			break
 		}
 		o := d.object(n)

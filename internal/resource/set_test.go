@@ -434,3 +434,19 @@ func TestForGateway(t *testing.T) {
 		})
 	}
 }
+
+// TestParseSetLimits: a set merged from several files may hold more
+// documents than one file; Parse keeps the per-file limit.
+func TestParseSetLimits(t *testing.T) {
+	var sb strings.Builder
+	for i := range MaxDocuments + 1 {
+		fmt.Fprintf(&sb, "apiVersion: ward/v1\nkind: Service\nmetadata: {name: s%d}\nspec: {endpoints: [\"127.0.0.1:1\"]}\n---\n", i)
+	}
+	if _, err := Parse("one-file", []byte(sb.String())); err == nil || !strings.Contains(err.Error(), "more than 1000 documents") {
+		t.Errorf("Parse of %d documents: %v, want the per-file limit", MaxDocuments+1, err)
+	}
+	objs, err := ParseSet("version 1", []byte(sb.String()))
+	if err != nil || len(objs) != MaxDocuments+1 {
+		t.Errorf("ParseSet: %d objects, %v", len(objs), err)
+	}
+}

@@ -96,7 +96,7 @@ func (w *configWatcher) read() (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resource file: %w", err)
 	}
-	return compile(w.path, data, w.td)
+	return compile(resource.Parse, w.path, data, w.td)
 }
 
 // originOf names a control plane snapshot in errors and events.
@@ -108,7 +108,7 @@ func originOf(s Snapshot) string {
 }
 
 func compileSnapshot(s Snapshot, td spiffeid.TrustDomain) (*snapshot, error) {
-	snap, err := compile(originOf(s), s.Data, td)
+	snap, err := compile(resource.ParseSet, originOf(s), s.Data, td)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +118,8 @@ func compileSnapshot(s Snapshot, td spiffeid.TrustDomain) (*snapshot, error) {
 
 // compile parses and validates resource documents into a snapshot; origin
 // names them in errors (file:line).
-func compile(origin string, data []byte, td spiffeid.TrustDomain) (*snapshot, error) {
-	objs, err := resource.Parse(origin, data)
+func compile(parse func(string, []byte) ([]resource.Object, error), origin string, data []byte, td spiffeid.TrustDomain) (*snapshot, error) {
+	objs, err := parse(origin, data)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func (w *configWatcher) Run(ctx context.Context) error {
 	fw := resource.FileWatcher{Path: w.path, Interval: reloadEvery, Log: w.log, Events: w.events, Subject: w.subject}
 	cur := w.cur.Load()
 	fw.Watch(ctx, cur.sum, cur.objs, func(data []byte) ([]resource.Object, error) {
-		snap, err := compile(w.path, data, w.td)
+		snap, err := compile(resource.Parse, w.path, data, w.td)
 		if err != nil {
 			return nil, err
 		}
