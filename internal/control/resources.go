@@ -49,6 +49,15 @@ type resourceCache struct {
 	set *resourceSet
 }
 
+// put caches s unless a newer version is cached already.
+func (c *resourceCache) put(s *resourceSet) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.set == nil || c.set.version < s.version {
+		c.set = s
+	}
+}
+
 // current returns the newest version of the set (version 0, no objects,
 // when nothing was applied yet).
 func (h *Handler) current(ctx context.Context) (*resourceSet, error) {
@@ -180,6 +189,7 @@ func (h *Handler) apply(ctx context.Context, caller spiffeid.ID, c change) (Chan
 			return ChangeResponse{}, err
 		}
 		resp.Version = v
+		h.resCache.put(&resourceSet{version: v, objs: next}) // proxies ask for it next: no need to parse it back
 		h.resources.set(v)
 		h.auditChange(ctx, caller, c.action, resp)
 		return resp, nil
