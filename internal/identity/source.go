@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wardsec/ward/internal/atomicfile"
 	"github.com/wardsec/ward/internal/retry"
 )
 
@@ -32,8 +35,9 @@ type Config struct {
 	// Authority enrolls and renews the SVID and serves revocations. A Source
 	// without one can only Load an SVID and build TLS configs (a CLI).
 	Authority Authority
-	// Dir persists the SVID, its key and the bundle (see SaveSVID). Empty
-	// keeps them in memory only.
+	// Dir persists the SVID, its key and the bundle (see SaveSVID), and
+	// the last revocation set and bundle the feed sent (RevocationsFile),
+	// which LoadOrEnroll restores. Empty keeps them in memory only.
 	Dir string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -56,6 +60,7 @@ type Source struct {
 	svid    atomic.Pointer[held]
 	bundle  atomic.Pointer[Bundle]
 	revoked atomic.Pointer[revocations]
+	saveMu  sync.Mutex // orders the writes of RevocationsFile
 }
 
 // held is the current SVID with its TLS form prepared once.
@@ -143,8 +148,42 @@ func (s *Source) SetRevocations(version int64, serials []string) {
 			break
 		}
 	}
+	if s.dir != "" {
+		s.saveRevocations()
+	}
 	if own := s.Current(); own != nil && s.Revoked(own.Serial()) {
 		s.log.Error("own svid is revoked; peers will refuse it", "id", own.ID, "serial", own.Serial())
+	}
+}
+
+// saveRevocations persists the current revocation set. The lock makes the
+// newest set the last one written when updates race.
+func (s *Source) saveRevocations() {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if err := saveRevocations(s.dir, s.revoked.Load()); err != nil {
+		// The set is in force; only a restart without the server loses it.
+		s.log.Warn("cannot persist the revocation set", "err", err)
+	}
+}
+
+// restoreRevocations makes the set saved in dir current unless a newer one
+// is. A damaged file is an error: starting as if nobody were revoked would
+// fail open.
+func (s *Source) restoreRevocations(dir string) error {
+	r, err := loadRevocations(dir)
+	if err != nil || r == nil {
+		return err
+	}
+	for {
+		cur := s.revoked.Load()
+		if cur.version >= r.version {
+			return nil
+		}
+		if s.revoked.CompareAndSwap(cur, r) {
+			s.log.Info("revocation set restored", "version", r.version, "revoked", len(r.serials))
+			return nil
+		}
 	}
 }
 
@@ -182,10 +221,14 @@ func (s *Source) Enroll(ctx context.Context, id spiffeid.ID, token string) error
 }
 
 // Load makes the SVID persisted in dir current, after checking that it is
-// of the Source's trust domain, unexpired, and chains to its bundle.
+// of the Source's trust domain, unexpired, and chains to its bundle, with
+// the revocation set saved beside it.
 func (s *Source) Load(dir string) error {
 	svid, bundle, err := s.load(dir)
 	if err != nil {
+		return err
+	}
+	if err := s.restoreRevocations(dir); err != nil {
 		return err
 	}
 	s.set(svid, bundle, false)
@@ -194,9 +237,13 @@ func (s *Source) Load(dir string) error {
 
 // LoadOrEnroll is a workload's start: it reuses the SVID of id persisted in
 // the Source's Dir if it is still valid, otherwise enrolls with token.
+// Either way the revocation set saved in Dir is restored first.
 func (s *Source) LoadOrEnroll(ctx context.Context, id spiffeid.ID, token string) error {
 	err := errors.New("no directory to load from")
 	if s.dir != "" {
+		if err := s.restoreRevocations(s.dir); err != nil {
+			return err
+		}
 		var svid *SVID
 		var bundle *Bundle
 		svid, bundle, err = s.load(s.dir)
@@ -388,6 +435,13 @@ func (s *Source) watchRevocations(ctx context.Context) {
 			b, err := ParseBundlePEM(s.td, up.BundlePEM)
 			if err == nil {
 				err = s.SetBundle(b)
+			}
+			if err == nil && s.dir != "" {
+				// The bundle the feed sent is the one to start on next time,
+				// not the one of the last enrollment or renewal.
+				if werr := atomicfile.Write(filepath.Join(s.dir, BundleFile), b.PEM(), 0o644); werr != nil {
+					s.log.Warn("cannot persist the trust bundle", "err", werr)
+				}
 			}
 			if err != nil {
 				// Keep the bundle we have; an invalid one is never applied.
