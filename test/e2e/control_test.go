@@ -13,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wardsec/ward/internal/identity"
 )
 
 // proc is a ward process the test can stop and start again.
@@ -242,6 +246,50 @@ func TestControlPlane(t *testing.T) {
 	if out := must("audit", "query", "--type", "resource.apply", "--principal", "spiffe://example.org/user/dev"); !strings.Contains(out, "not_owner") || !strings.Contains(out, "2 records") {
 		t.Errorf("the developer's applies in the audit log:\n%s", out)
 	}
+	// A spare catalog credential, then revoked: orders' sidecar refuses it
+	// within a second, and again after a restart without the server.
+	spareDir := filepath.Join(dir, "spare")
+	enrolled, err := ward(t, dir, append([]string{"identity", "enroll", "--token", token("catalog"), "--out", spareDir}, common...)...)
+	if err != nil {
+		t.Fatalf("enroll: %v\n%s", err, enrolled)
+	}
+	serial, _, _ := strings.Cut(strings.SplitN(enrolled, "serial ", 2)[1], ",")
+	spare, err := identity.NewSource(identity.Config{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spare.Load(spareDir); err != nil {
+		t.Fatal(err)
+	}
+	direct := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: spare.ClientTLSConfig(identity.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/svc/orders")))}}
+	spareGET := func() error {
+		resp, err := direct.Get("https://" + ordersIn + "/orders/7")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := spareGET(); err != nil {
+		t.Fatalf("the spare catalog credential before its revocation: %v", err)
+	}
+	must("cert", "revoke", serial)
+	start := time.Now()
+	for spareGET() == nil {
+		if time.Since(start) > time.Second {
+			t.Fatalf("orders' sidecar still accepts certificate %s a second after its revocation", serial)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("revoke -> refused by the sidecar in %s", time.Since(start))
+	if fi, err := os.Stat(filepath.Join(dir, "orders", identity.RevocationsFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("orders' %s: %v %v, want mode 0600", identity.RevocationsFile, fi, err)
+	}
+
 	// The last good snapshot is the proxy's alone.
 	if fi, err := os.Stat(filepath.Join(dir, "orders", "snapshot.json")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("orders' snapshot.json: %v %v, want mode 0600", fi, err)
@@ -266,6 +314,9 @@ func TestControlPlane(t *testing.T) {
 	}
 	if got := call("DELETE"); got != 403 {
 		t.Errorf("DELETE after the sidecar restarted without the server: %d", got)
+	}
+	if err := spareGET(); err == nil {
+		t.Error("after a restart without the server, orders' sidecar accepts the revoked certificate")
 	}
 	if !strings.Contains(orders.logs.String(), "last good snapshot") {
 		t.Errorf("the restarted sidecar did not say it runs on its last good snapshot:\n%s", orders.logs)
