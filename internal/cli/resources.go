@@ -96,16 +96,17 @@ func (g *globals) refused(err error) error {
 	return fmt.Errorf("refused: %d problem(s); nothing was changed", len(ae.Body.Problems))
 }
 
-// printChange reports what a change did.
-func (g *globals) printChange(resp control.ChangeResponse, what string) {
+// printChange reports what a change did ("applied") or, on a dry run,
+// what it would do ("applying").
+func (g *globals) printChange(resp control.ChangeResponse, done, doing string) {
 	switch {
 	case len(resp.Changes) == 0:
 		fmt.Fprintf(g.out, "no change: the server is at version %d\n", resp.Version)
 		return
 	case resp.DryRun:
-		fmt.Fprintf(g.out, "dry run: %s would make version %d from version %d (nothing recorded)\n", what, resp.Previous+1, resp.Previous)
+		fmt.Fprintf(g.out, "dry run: %s would make version %d from version %d; nothing was recorded\n", doing, resp.Previous+1, resp.Previous)
 	default:
-		fmt.Fprintf(g.out, "%s: version %d (was %d)\n", what, resp.Version, resp.Previous)
+		fmt.Fprintf(g.out, "%s: version %d (was %d)\n", done, resp.Version, resp.Previous)
 	}
 	for _, c := range resp.Changes {
 		fmt.Fprintln(g.out, "  "+c)
@@ -161,7 +162,7 @@ since you looked (ward diff prints the version it compared with).`,
 			if err != nil {
 				return g.refused(err)
 			}
-			g.printChange(resp, "applied")
+			g.printChange(resp, "applied", "applying")
 			return nil
 		},
 	}
@@ -250,7 +251,7 @@ func deleteCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return g.refused(err)
 			}
-			g.printChange(resp, "deleted")
+			g.printChange(resp, "deleted", "deleting")
 			return nil
 		},
 	}
@@ -323,7 +324,7 @@ func rollbackCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return g.refused(err)
 			}
-			g.printChange(resp, fmt.Sprintf("rolled back to version %d", v))
+			g.printChange(resp, fmt.Sprintf("rolled back to version %d", v), fmt.Sprintf("rolling back to version %d", v))
 			return nil
 		},
 	}

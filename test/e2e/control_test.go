@@ -322,3 +322,30 @@ func TestControlPlane(t *testing.T) {
 		t.Errorf("the restarted sidecar did not say it runs on its last good snapshot:\n%s", orders.logs)
 	}
 }
+
+// TestControlPlaneDocWalkthrough runs the "Try it" block of
+// docs/control-plane.md as written and checks what its comments say.
+func TestControlPlaneDocWalkthrough(t *testing.T) {
+	need(t, "bash", "sed")
+	block := docBlock(t, "docs/control-plane.md", "## Try it")
+	text := runWalkthrough(t, t.TempDir(), block)
+	for _, want := range []string{
+		"applied: version 1 (was 0)\n",
+		"no change against version 1\n",
+		"+        - DELETE\n",
+		"applied: version 2 (was 1)\n",
+		"# ward resources, version 2\n",
+		"2        ", // history, newest first
+		"dry run: rolling back to version 1 would make version 3 from version 2; nothing was recorded\n",
+		"rolled back to version 1: version 3 (was 2)\n",
+		"bad.yaml:10: spec.target: no Service named \"nowhere\"\n",
+		"refused: 1 problem(s); nothing was changed\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Count(text, "applied: version") != 2 {
+		t.Error("the bad file was applied")
+	}
+}
