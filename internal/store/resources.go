@@ -23,10 +23,14 @@ func (s *SQL) PutResourceVersion(ctx context.Context, base int64, v ResourceVers
 		if latest != base {
 			return fmt.Errorf("%w: the newest version is %d, not %d", ErrConflict, latest, base)
 		}
+		docs := v.Documents
+		if docs == nil {
+			docs = []byte{} // an empty set; nil would be SQL NULL
+		}
 		n, err := affected(tx.ExecContext(ctx, s.q(`INSERT INTO resource_versions
 			(version, created_at, author, action, changes, diff, documents) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT DO NOTHING`),
-			base+1, micros(v.CreatedAt), v.Author, v.Action, strings.Join(v.Changes, "\n"), v.Diff, v.Documents))
+			base+1, micros(v.CreatedAt), v.Author, v.Action, strings.Join(v.Changes, "\n"), v.Diff, docs))
 		if err != nil {
 			return err
 		}

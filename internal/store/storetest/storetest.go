@@ -39,6 +39,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokeRacesEnroll", testRevokeRacesEnroll},
 		{"APIKeys", testAPIKeys},
 		{"ConcurrentAPIKeys", testConcurrentAPIKeys},
+		{"ResourceVersions", testResourceVersions},
+		{"ConcurrentResourceVersions", testConcurrentResourceVersions},
+		{"EmptyResourceSet", testEmptyResourceSet},
+		{"Operators", testOperators},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
