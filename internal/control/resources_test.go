@@ -83,3 +83,28 @@ func TestApplyOversized(t *testing.T) {
 		t.Errorf("history after a refused apply: %+v %v, want empty", h, err)
 	}
 }
+
+// TestDeleteLastObject: deleting everything is a change like any other,
+// recorded as a version whose set is empty, and proxies get that set.
+func TestDeleteLastObject(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := t.Context()
+	one := "apiVersion: ward/v1\nkind: Service\nmetadata: {name: orders}\nspec: {endpoints: [\"127.0.0.1:9001\"]}\n"
+	if _, err := ts.operator.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: "one.yaml", Data: one}}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ts.operator.Delete(ctx, control.DeleteRequest{Kind: "Service", Name: "orders", BaseVersion: 1})
+	if err != nil || resp.Version != 2 || len(resp.Changes) != 1 || resp.Changes[0] != "-Service/orders" {
+		t.Fatalf("deleting the last object: %+v, %v; want version 2 with -Service/orders", resp, err)
+	}
+	src := ts.source(t, "orders")
+	orders := ts.client(t, nil)
+	orders.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
+	snap, err := orders.Snapshot(ctx, -1, 0)
+	if err != nil || snap.Version != 2 || snap.Documents != "" {
+		t.Fatalf("snapshot of the empty set: %+v, %v; want version 2, no documents", snap, err)
+	}
+	if _, err := ts.operator.Rollback(ctx, control.RollbackRequest{Version: 1}); err != nil {
+		t.Fatalf("rolling back from the empty set: %v", err)
+	}
+}
