@@ -167,13 +167,14 @@ func (h *Handler) apply(ctx context.Context, caller spiffeid.ID, c change) (Chan
 			resp.Changes = []string{}
 			return resp, nil
 		}
-		resp.Diff = resource.Diff(cur.objs, next)
+		var documents []byte
+		resp.Diff, documents = resource.Render(cur.objs, next)
 		if c.dryRun {
 			return resp, nil
 		}
 		v, err := h.Store.PutResourceVersion(ctx, cur.version, store.ResourceVersion{
 			CreatedAt: time.Now(), Author: caller.String(), Action: c.action,
-			Changes: changes, Diff: resp.Diff, Documents: resource.Marshal(next),
+			Changes: changes, Diff: resp.Diff, Documents: documents,
 		})
 		if errors.Is(err, store.ErrConflict) {
 			if c.base == 0 && attempt < maxChangeAttempts {

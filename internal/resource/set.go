@@ -64,6 +64,8 @@ func Marshal(objs []Object) []byte {
 }
 
 // marshalObject writes one object as a YAML document without a "---" line.
+// Each object gets its own yaml.Encoder: one encoder reused for many
+// documents keeps every event it has emitted, so it grows with the set.
 func marshalObject(o *Object) []byte {
 	c := *o
 	c.Origin = Origin{}
@@ -159,8 +161,19 @@ func Remove(base []Object, kind, name string) ([]Object, bool) {
 // canonical YAML of old to that of new, object by object, labelled with the
 // object's Kind/name; "" when they are equal.
 func Diff(old, new []Object) string {
-	type pair struct{ before, after *Object }
-	pairs := map[string]*pair{}
+	diff, _ := Render(old, new)
+	return diff
+}
+
+// Render returns Diff(old, new) and Marshal(new) together, encoding each
+// object of new once for both: a change to a large set is rendered at the
+// cost of the objects it touches plus one encoding of the set, not three.
+func Render(old, new []Object) (diff string, documents []byte) {
+	type pair struct {
+		before, after *Object
+		encoded       []byte // canonical YAML of after, once encoded
+	}
+	pairs := make(map[string]*pair, len(new))
 	var keys []*Object // one object per key, for ordering
 	for _, side := range []struct {
 		objs  []Object
@@ -182,19 +195,41 @@ func Diff(old, new []Object) string {
 		}
 	}
 	slices.SortStableFunc(keys, compareObjects)
-	var b strings.Builder
+	var d strings.Builder
 	for _, o := range keys {
 		p := pairs[Key(o)]
+		if p.before != nil && p.after != nil && reflect.DeepEqual(p.before.Spec, p.after.Spec) {
+			continue // equal specs encode equally: no hunk
+		}
 		var a, z []string
 		if p.before != nil {
 			a = lines(marshalObject(p.before))
 		}
 		if p.after != nil {
-			z = lines(marshalObject(p.after))
+			p.encoded = marshalObject(p.after)
+			z = lines(p.encoded)
 		}
-		b.WriteString(unifiedDiff(Key(o), a, z, 3))
+		d.WriteString(unifiedDiff(Key(o), a, z, 3))
 	}
-	return b.String()
+	// Marshal's order, by index, so each object finds its own encoding.
+	order := make([]int, len(new))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return compareObjects(&new[i], &new[j]) })
+	var b bytes.Buffer
+	for n, i := range order {
+		if n > 0 {
+			b.WriteString("---\n")
+		}
+		o := &new[i]
+		if p := pairs[Key(o)]; p.after == o && p.encoded != nil {
+			b.Write(p.encoded)
+		} else {
+			b.Write(marshalObject(o))
+		}
+	}
+	return d.String(), b.Bytes()
 }
 
 // lines splits text into lines, each with its "\n" (the last one may lack

@@ -277,6 +277,58 @@ func TestDiff(t *testing.T) {
 	}
 }
 
+// TestRender checks Render's shortcuts against the plain computation: the
+// documents are Marshal's, byte for byte, and the diff is the one made by
+// encoding every object on both sides.
+func TestRender(t *testing.T) {
+	full := loadSet(t)
+	orders2 := mustParse(t, "apiVersion: ward/v1\nkind: Service\nmetadata: {name: orders}\nspec: {endpoints: [\"10.0.0.9:80\"]}\n")
+	removed, _ := Remove(full, "Service", "catalog")
+	bare := []Object{{APIVersion: "ward/v1", Kind: "Service", Metadata: Metadata{Name: "orders"}, Spec: &ServiceSpec{Endpoints: []string{"orders.internal:8080"}}}}
+	plainDiff := func(old, new []Object) string {
+		var b strings.Builder
+		for _, o := range sorted(slices.Concat(old, new)) {
+			if b.Len() > 0 && strings.Contains(b.String(), "--- "+Key(&o)+"\n") {
+				continue
+			}
+			var a, z []string
+			for i := range old {
+				if Key(&old[i]) == Key(&o) {
+					a = lines(marshalObject(&old[i]))
+				}
+			}
+			for i := range new {
+				if Key(&new[i]) == Key(&o) {
+					z = lines(marshalObject(&new[i]))
+				}
+			}
+			b.WriteString(unifiedDiff(Key(&o), a, z, 3))
+		}
+		return b.String()
+	}
+	for _, tt := range []struct {
+		name     string
+		old, new []Object
+	}{
+		{"from nothing", nil, full},
+		{"to nothing", full, nil},
+		{"unchanged", full, sorted(full)},
+		{"one changed", full, Merge(full, orders2)},
+		{"one removed", full, removed},
+		{"defaults not applied", Merge(full, orders2), bare},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			diff, docs := Render(tt.old, tt.new)
+			if want := Marshal(tt.new); !bytes.Equal(docs, want) {
+				t.Errorf("documents differ from Marshal:\n%s\nwant\n%s", docs, want)
+			}
+			if want := plainDiff(tt.old, tt.new); diff != want {
+				t.Errorf("diff:\n%s\nwant\n%s", diff, want)
+			}
+		})
+	}
+}
+
 // TestUnifiedDiff checks hunks against the output of diff -u.
 func TestUnifiedDiff(t *testing.T) {
 	split := func(s string) []string { return lines([]byte(s)) }
