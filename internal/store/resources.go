@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -168,5 +169,8 @@ func (s *SQL) ListOperators(ctx context.Context) (ops []Operator, err error) {
 		}
 		ops = append(ops, o)
 	}
+	// By byte order on every database: PostgreSQL's ORDER BY follows the
+	// cluster's collation, which may ignore '-'.
+	slices.SortFunc(ops, func(a, b Operator) int { return strings.Compare(a.Name, b.Name) })
 	return ops, rows.Err()
 }
