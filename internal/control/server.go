@@ -163,7 +163,13 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &csrErr):
 		he = badRequest("bad_csr", csrErr.Error())
 	}
-	if he.status >= 500 {
+	switch {
+	case he.status >= 500 && r.Context().Err() != nil:
+		// The caller went away (a proxy stopping mid long poll): nobody
+		// reads the answer and nothing is wrong with the server.
+		h.Log.Debug("request abandoned by its caller", "method", r.Method, "path", r.URL.Path, "err", err)
+		return
+	case he.status >= 500:
 		h.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, he.status, Error{Code: he.code, Message: he.msg, Problems: he.problems})
