@@ -329,3 +329,56 @@ func TestGatewayDocWalkthrough(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayFollowsServer: a gateway started without --config takes its
+// Routes from the server, and a change applied there is enforced by the
+// running gateway within a second.
+func TestGatewayFollowsServer(t *testing.T) {
+	e := newEdgeSetup(t)
+	if out, err := ward(t, e.dir, "apply", "-f", e.config, "--data-dir", e.data); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	key := e.apiKey("shop", "orders")
+	addr := freeAddr(t)
+	startProcess(t, e.dir, "gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca",
+		"--token", e.token("spiffe://example.org/gateway/edge"), "--data-dir", filepath.Join(e.dir, "edge"),
+		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"))
+	waitListening(t, addr)
+	e.waitReady(addr, key)
+	jwt := e.jwt("alice", "orders:read", 5*time.Minute)
+	if status, reason, body := e.call(addr, "/orders/7", key, jwt); status != 200 {
+		t.Fatalf("before the change: %d %s %s", status, reason, body)
+	}
+	<-e.seen
+
+	// The Route moves to /v2/orders: /orders is no route any more.
+	raw, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(e.dir, "moved.yaml")
+	if err := os.WriteFile(moved, []byte(strings.Replace(string(raw), "pathPrefix: /orders", "pathPrefix: /v2/orders", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ward(t, e.dir, "apply", "-f", moved, "--base-version", "1", "--data-dir", e.data); err != nil || !strings.Contains(out, "~Route/orders") {
+		t.Fatalf("apply the moved route: %v\n%s", err, out)
+	}
+	start := time.Now()
+	for {
+		status, reason, _ := e.call(addr, "/orders/7", key, jwt)
+		if status == 404 && reason == "no_route" {
+			break
+		}
+		if status == 200 {
+			<-e.seen
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("a second after the apply the gateway still answers %d %s for /orders/7", status, reason)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("apply -> enforced by the gateway in %s", time.Since(start))
+	if fi, err := os.Stat(filepath.Join(e.dir, "edge", "snapshot.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the gateway's snapshot.json: %v %v, want mode 0600", fi, err)
+	}
+}
