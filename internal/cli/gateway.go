@@ -299,13 +299,15 @@ func certSource(client *control.Client, f gatewayFlags, log *slog.Logger) (edget
 		if len(f.tlsNames) == 0 {
 			return nil, errors.New("--tls-ward-ca needs --tls-names")
 		}
-		return edgetls.NewRenewingSource(func(ctx context.Context) (*tls.Certificate, error) {
+		obtain := func(ctx context.Context) (*tls.Certificate, error) {
 			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			if err != nil {
 				return nil, err
 			}
 			return client.EdgeCertificate(ctx, key, f.tlsNames)
-		}, log), nil
+		}
+		// Cached, so that a restart while the server is down still serves.
+		return edgetls.NewRenewingSource(edgetls.CachedObtain(filepath.Join(f.dir, fileEdgeCert), f.tlsNames, obtain, log), log), nil
 	}
 }
 
@@ -369,6 +371,10 @@ func trimNewline(b []byte) []byte {
 // so that a gateway restarted while the server is unreachable still
 // authenticates applications.
 const fileAPIKeys = "apikeys.json"
+
+// fileEdgeCert keeps the edge certificate from Ward's CA with its key
+// (0600), for the same reason.
+const fileEdgeCert = "edge-cert.pem"
 
 type savedAPIKeys struct {
 	Version int64                `json:"version"`

@@ -397,36 +397,17 @@ func (a *ACMESource) checkIssued(c *tls.Certificate) error {
 // loadCached returns the cached certificate if it covers the domains and
 // has not expired; nil, nil if there is none.
 func (a *ACMESource) loadCached() (*tls.Certificate, error) {
-	data, err := os.ReadFile(a.certPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	c, err := loadCertFile(a.certPath)
+	if c == nil || err != nil {
 		return nil, err
 	}
-	c, err := tls.X509KeyPair(data, data)
-	if err != nil {
+	if err := a.checkIssued(c); err != nil {
 		return nil, fmt.Errorf("%s: %w", a.certPath, err)
 	}
-	if err := a.checkIssued(&c); err != nil {
-		return nil, fmt.Errorf("%s: %w", a.certPath, err)
-	}
-	return &c, nil
+	return c, nil
 }
 
-// saveCached writes the chain then the key to one 0600 file.
-func (a *ACMESource) saveCached(c *tls.Certificate) error {
-	var buf []byte
-	for _, der := range c.Certificate {
-		buf = append(buf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		return err
-	}
-	buf = append(buf, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
-	return atomicfile.Write(a.certPath, buf, 0o600)
-}
+func (a *ACMESource) saveCached(c *tls.Certificate) error { return saveCertFile(a.certPath, c) }
 
 // loadOrCreateKey reads a PKCS#8 ECDSA key from path, or creates a P-256
 // key there (mode 0600).

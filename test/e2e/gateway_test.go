@@ -340,9 +340,9 @@ func TestGatewayFollowsServer(t *testing.T) {
 	}
 	key := e.apiKey("shop", "orders")
 	addr := freeAddr(t)
-	startProcess(t, e.dir, "gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca",
-		"--token", e.token("spiffe://example.org/gateway/edge"), "--data-dir", filepath.Join(e.dir, "edge"),
-		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"))
+	gwArgs := []string{"gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca",
+		"--data-dir", filepath.Join(e.dir, "edge"), "--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem")}
+	gw := startProc(t, e.dir, append(gwArgs, "--token", e.token("spiffe://example.org/gateway/edge"))...)
 	waitListening(t, addr)
 	e.waitReady(addr, key)
 	jwt := e.jwt("alice", "orders:read", 5*time.Minute)
@@ -380,5 +380,30 @@ func TestGatewayFollowsServer(t *testing.T) {
 	t.Logf("apply -> enforced by the gateway in %s", time.Since(start))
 	if fi, err := os.Stat(filepath.Join(e.dir, "edge", "snapshot.json")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the gateway's snapshot.json: %v %v, want mode 0600", fi, err)
+	}
+
+	// The server goes away; the gateway keeps the moved Route and its API
+	// keys, also after its own restart.
+	enforced := func(when string) {
+		t.Helper()
+		if status, reason, _ := e.call(addr, "/orders/7", key, jwt); status != 404 || reason != "no_route" {
+			t.Errorf("%s: /orders/7 answers %d %s, want 404 no_route", when, status, reason)
+		}
+		if status, reason, _ := e.call(addr, "/v2/orders/7", "", jwt); status != 401 || reason != "apikey_missing" {
+			t.Errorf("%s: /v2/orders/7 without a key answers %d %s, want 401 apikey_missing", when, status, reason)
+		}
+		if status, reason, _ := e.call(addr, "/v2/orders/7", key, ""); status != 401 || reason != "jwt_missing" {
+			t.Errorf("%s: /v2/orders/7 with the key and no JWT answers %d %s, want 401 jwt_missing (the key still known)", when, status, reason)
+		}
+	}
+	e.srv.stop()
+	enforced("with the server down")
+	gw.stop()
+	gw.args = gwArgs
+	gw.start()
+	waitListening(t, addr)
+	enforced("after a restart without the server")
+	if !strings.Contains(gw.logs.String(), "last good snapshot") {
+		t.Errorf("the restarted gateway did not say it runs on its last good snapshot:\n%s", gw.logs)
 	}
 }
