@@ -124,6 +124,8 @@ func TestControlPlane(t *testing.T) {
 		{"unknown field", "apiVersion: ward/v1\nkind: Service\nmetadata: {name: x}\nspec: {endpoints: [\"127.0.0.1:1\"], colour: red}\n", "bad.yaml:4"},
 		{"wrong kind", "apiVersion: ward/v1\nkind: Servise\nmetadata: {name: x}\nspec: {}\n", "bad.yaml:2"},
 		{"missing service", "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: nowhere\n  rules: [{from: [svc/catalog]}]\n", `bad.yaml:5: spec.target: no Service named "nowhere"`},
+		{"conflicting routes", "apiVersion: ward/v1\nkind: Route\nmetadata: {name: r1}\nspec:\n  pathPrefix: /orders\n  service: orders\n---\n" +
+			"apiVersion: ward/v1\nkind: Route\nmetadata: {name: r2}\nspec:\n  pathPrefix: /orders\n  service: orders\n", `bad.yaml:12: spec.pathPrefix: Route "r1" already answers`},
 		{"bad CEL", "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: orders\n  rules: [{from: [svc/catalog], when: 'user.scopes.exists(s, '}]\n", "bad.yaml:6"},
 	} {
 		out, err := cli("apply", "-f", write("bad.yaml", tt.doc))
