@@ -224,7 +224,7 @@ func (h *Handler) apiKeyFeed(w http.ResponseWriter, r *http.Request, _ spiffeid.
 		h.fail(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	ctx, cancel := h.pollContext(r, wait)
 	defer cancel()
 	if err := h.apiKeys.wait(ctx, after, h.pollInterval(), h.Store.APIKeysVersion); err != nil {
 		h.fail(w, r, err)

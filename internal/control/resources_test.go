@@ -5,8 +5,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/control/controltest"
 )
 
 const snapshotMesh = `apiVersion: ward/v1
@@ -107,4 +111,55 @@ func TestDeleteLastObject(t *testing.T) {
 	if _, err := ts.operator.Rollback(ctx, control.RollbackRequest{Version: 1}); err != nil {
 		t.Fatalf("rolling back from the empty set: %v", err)
 	}
+}
+
+// TestShutdownAnswersLongPolls: a stopping server answers its watchers'
+// long polls at once instead of waiting them out (30 s here), so it stops
+// well within its grace period and the proxies move on to another server.
+func TestShutdownAnswersLongPolls(t *testing.T) {
+	srv, stop := controltest.StartStoppable(t, nil)
+	src := controltest.Enroll(t, srv, spiffeid.RequireFromSegments(td, "svc", "orders"))
+	c, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
+	ctx := t.Context()
+	trust, err := c.Trust(ctx, src.Current().TLSCertificate(), -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wait = 30 * time.Second
+	polls := make(chan string, 2)
+	go func() {
+		_, err := c.Snapshot(ctx, 0, wait) // nothing newer will come
+		polls <- "snapshot: " + errText(err)
+	}()
+	go func() {
+		_, err := c.Trust(ctx, src.Current().TLSCertificate(), trust.Version, wait)
+		polls <- "trust: " + errText(err)
+	}()
+	time.Sleep(300 * time.Millisecond) // both are waiting on the server
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the server took %s to stop with two long polls open", took)
+	}
+	for range 2 {
+		select {
+		case p := <-polls:
+			t.Logf("%s after %s", p, time.Since(start).Round(time.Millisecond))
+		case <-time.After(3 * time.Second):
+			t.Fatal("a long poll was still open 3s after the server stopped")
+		}
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "answered"
+	}
+	return err.Error()
 }

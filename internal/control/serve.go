@@ -347,6 +347,7 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 	}
+	api.RegisterOnShutdown(s.handler.StopPolls)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serve(ctx, api, tls.NewListener(s.api, api.TLSConfig)) })
 	g.Go(func() error { return serve(ctx, pub, s.pub) })

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -50,6 +51,42 @@ type Handler struct {
 	apiKeys   feedSignal
 	resources versionFeed   // the newest resource version known
 	resCache  resourceCache // the newest parsed resource set
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed by StopPolls
+}
+
+func (h *Handler) stopCh() chan struct{} {
+	h.stopOnce.Do(func() { h.stopping = make(chan struct{}) })
+	return h.stopping
+}
+
+// StopPolls makes every long poll in progress, and every one that starts
+// later, answer at once with what it has: a server shutting down does not
+// wait out its watchers' 30-second polls, and they move on to another
+// server.
+func (h *Handler) StopPolls() {
+	ch := h.stopCh()
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// pollContext bounds a long poll: it ends after wait, when the caller goes
+// away, or when the server stops (StopPolls).
+func (h *Handler) pollContext(r *http.Request, wait time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	stop := h.stopCh()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // API returns the mux for the TLS listener.
@@ -297,7 +334,7 @@ func (h *Handler) trust(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
 		h.fail(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	ctx, cancel := h.pollContext(r, wait)
 	defer cancel()
 	v, serials, bundle, err := h.CA.WaitTrust(ctx, after, h.pollInterval())
 	if err != nil {

@@ -118,7 +118,7 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request, caller spiffe
 		h.fail(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	ctx, cancel := h.pollContext(r, wait)
 	defer cancel()
 	for {
 		v, changed := h.resources.get()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,15 @@ import (
 // a fresh data directory, after mod (if not nil) has adjusted its
 // configuration. The server stops when the test ends.
 func Start(t *testing.T, mod func(*control.ServerConfig)) *control.Server {
+	t.Helper()
+	srv, _ := StartStoppable(t, mod)
+	return srv
+}
+
+// StartStoppable is Start, and also returns stop, which shuts the server
+// down as its process would on SIGTERM and returns what Run returned. The
+// test's end stops it if stop was not called.
+func StartStoppable(t *testing.T, mod func(*control.ServerConfig)) (*control.Server, func() error) {
 	t.Helper()
 	cfg := control.ServerConfig{
 		DataDir: filepath.Join(t.TempDir(), "data"), TrustDomain: "example.org",
@@ -36,14 +46,22 @@ func Start(t *testing.T, mod func(*control.ServerConfig)) *control.Server {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+			srv.Close()
+		})
+		return runErr
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("server run: %v", err)
 		}
-		srv.Close()
 	})
-	return srv
+	return srv, stop
 }
 
 // Enroll gives a workload identity id through srv's real API: a join token
