@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/wardsec/ward/internal/atomicfile"
 )
@@ -71,9 +70,5 @@ func loadRevocations(dir string) (*revocations, error) {
 	if s.SHA256 != revocationsSum(s.Version, s.Serials) {
 		return nil, fmt.Errorf("%s: checksum mismatch: the file is damaged (remove it to start without the saved revocations)", path)
 	}
-	r := &revocations{version: s.Version, serials: make(map[string]struct{}, len(s.Serials))}
-	for _, sn := range s.Serials {
-		r.serials[strings.ToLower(sn)] = struct{}{}
-	}
-	return r, nil
+	return newRevocations(s.Version, s.Serials), nil
 }

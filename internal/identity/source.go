@@ -80,7 +80,15 @@ func (h *held) renewAt() time.Time {
 
 type revocations struct {
 	version int64
-	serials map[string]struct{}
+	serials map[string]struct{} // lower case
+}
+
+func newRevocations(version int64, serials []string) *revocations {
+	r := &revocations{version: version, serials: make(map[string]struct{}, len(serials))}
+	for _, sn := range serials {
+		r.serials[strings.ToLower(sn)] = struct{}{}
+	}
+	return r
 }
 
 var errNoAuthority = errors.New("identity source has no authority")
@@ -135,24 +143,28 @@ func (s *Source) Revoked(serial string) bool {
 // SetRevocations replaces the revocation set with version's, unless the
 // current set is newer.
 func (s *Source) SetRevocations(version int64, serials []string) {
-	next := &revocations{version: version, serials: make(map[string]struct{}, len(serials))}
-	for _, sn := range serials {
-		next.serials[strings.ToLower(sn)] = struct{}{}
-	}
-	for {
-		cur := s.revoked.Load()
-		if cur.version > version {
-			return
-		}
-		if s.revoked.CompareAndSwap(cur, next) {
-			break
-		}
+	if !s.offerRevocations(newRevocations(version, serials)) {
+		return
 	}
 	if s.dir != "" {
 		s.saveRevocations()
 	}
 	if own := s.Current(); own != nil && s.Revoked(own.Serial()) {
 		s.log.Error("own svid is revoked; peers will refuse it", "id", own.ID, "serial", own.Serial())
+	}
+}
+
+// offerRevocations makes next the revocation set unless the current one is
+// newer, and reports whether it did.
+func (s *Source) offerRevocations(next *revocations) bool {
+	for {
+		cur := s.revoked.Load()
+		if cur.version > next.version {
+			return false
+		}
+		if s.revoked.CompareAndSwap(cur, next) {
+			return true
+		}
 	}
 }
 
@@ -175,16 +187,10 @@ func (s *Source) restoreRevocations(dir string) error {
 	if err != nil || r == nil {
 		return err
 	}
-	for {
-		cur := s.revoked.Load()
-		if cur.version >= r.version {
-			return nil
-		}
-		if s.revoked.CompareAndSwap(cur, r) {
-			s.log.Info("revocation set restored", "version", r.version, "revoked", len(r.serials))
-			return nil
-		}
+	if s.offerRevocations(r) {
+		s.log.Info("revocation set restored", "version", r.version, "revoked", len(r.serials))
 	}
+	return nil
 }
 
 // Enroll generates a key, trades the one-time join token and a CSR for an
