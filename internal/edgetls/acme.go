@@ -382,17 +382,7 @@ func (a *ACMESource) authorize(ctx context.Context, zurl, typ string) error {
 }
 
 // checkIssued makes sure c covers every domain and can be served.
-func (a *ACMESource) checkIssued(c *tls.Certificate) error {
-	if err := checkCert(c, time.Now()); err != nil {
-		return err
-	}
-	for _, d := range a.cfg.Domains {
-		if err := c.Leaf.VerifyHostname(d); err != nil {
-			return fmt.Errorf("certificate does not cover %s", d)
-		}
-	}
-	return nil
-}
+func (a *ACMESource) checkIssued(c *tls.Certificate) error { return covers(c, a.cfg.Domains) }
 
 // loadCached returns the cached certificate if it covers the domains and
 // has not expired; nil, nil if there is none.
