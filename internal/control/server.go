@@ -53,12 +53,13 @@ type Handler struct {
 	resCache  resourceCache // the newest parsed resource set
 
 	stopOnce sync.Once
-	stopping chan struct{} // closed by StopPolls
+	stopCtx  context.Context // canceled by StopPolls
+	stop     context.CancelFunc
 }
 
-func (h *Handler) stopCh() chan struct{} {
-	h.stopOnce.Do(func() { h.stopping = make(chan struct{}) })
-	return h.stopping
+func (h *Handler) stopping() context.Context {
+	h.stopOnce.Do(func() { h.stopCtx, h.stop = context.WithCancel(context.Background()) })
+	return h.stopCtx
 }
 
 // StopPolls makes every long poll in progress, and every one that starts
@@ -66,27 +67,16 @@ func (h *Handler) stopCh() chan struct{} {
 // wait out its watchers' 30-second polls, and they move on to another
 // server.
 func (h *Handler) StopPolls() {
-	ch := h.stopCh()
-	select {
-	case <-ch:
-	default:
-		close(ch)
-	}
+	h.stopping()
+	h.stop()
 }
 
 // pollContext bounds a long poll: it ends after wait, when the caller goes
 // away, or when the server stops (StopPolls).
 func (h *Handler) pollContext(r *http.Request, wait time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	stop := h.stopCh()
-	go func() {
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	unhook := context.AfterFunc(h.stopping(), cancel)
+	return ctx, func() { unhook(); cancel() }
 }
 
 // API returns the mux for the TLS listener.
