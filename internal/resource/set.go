@@ -157,17 +157,13 @@ func Remove(base []Object, kind, name string) ([]Object, bool) {
 	return out, found
 }
 
-// Diff is a unified diff (---/+++/@@ hunks, 3 lines of context) from the
-// canonical YAML of old to that of new, object by object, labelled with the
-// object's Kind/name; "" when they are equal.
-func Diff(old, new []Object) string {
-	diff, _ := Render(old, new)
-	return diff
-}
-
-// Render returns Diff(old, new) and Marshal(new) together, encoding each
-// object of new once for both: a change to a large set is rendered at the
-// cost of the objects it touches plus one encoding of the set, not three.
+// Render returns what a change from old to new records: the diff, a
+// unified diff (---/+++/@@ hunks, 3 lines of context) from the canonical
+// YAML of old to that of new, object by object, labelled with the object's
+// Kind/name ("" when they are equal); and Marshal(new). Each object of new
+// is encoded once for both, and objects whose spec did not change not for
+// the diff at all: a change to a large set costs the objects it touches
+// plus one encoding of the set.
 func Render(old, new []Object) (diff string, documents []byte) {
 	type pair struct {
 		before, after *Object

@@ -255,22 +255,22 @@ func TestDiff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Diff(tt.old, tt.new)
+			got, _ := Render(tt.old, tt.new)
 			if tt.want == nil {
 				if got != "" {
-					t.Fatalf("Diff = %q, want \"\"", got)
+					t.Fatalf("diff = %q, want \"\"", got)
 				}
 				return
 			}
 			lines := strings.Split(got, "\n")
 			for _, w := range tt.want {
 				if !slices.Contains(lines, w) {
-					t.Errorf("Diff lacks line %q:\n%s", w, got)
+					t.Errorf("the diff lacks line %q:\n%s", w, got)
 				}
 			}
 			for _, w := range tt.not {
 				if slices.Contains(lines, w) {
-					t.Errorf("Diff has line %q:\n%s", w, got)
+					t.Errorf("the diff has line %q:\n%s", w, got)
 				}
 			}
 		})
