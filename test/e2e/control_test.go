@@ -255,7 +255,11 @@ func TestControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enroll: %v\n%s", err, enrolled)
 	}
-	serial, _, _ := strings.Cut(strings.SplitN(enrolled, "serial ", 2)[1], ",")
+	_, rest, ok := strings.Cut(enrolled, "serial ")
+	serial, _, _ := strings.Cut(rest, ",")
+	if !ok || serial == "" {
+		t.Fatalf("enroll printed no serial:\n%s", enrolled)
+	}
 	spare, err := identity.NewSource(identity.Config{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org")})
 	if err != nil {
 		t.Fatal(err)
