@@ -1,0 +1,268 @@
+package main
+
+// mutants is the table: per package, the realistic ways each security
+// decision could break. A new decision in these packages gets its mutants
+// here; a mutant that survives gets a test, or a Harmless reason that
+// docs/testing.md repeats.
+var mutants = []Mutant{
+	// internal/policy: who may call whom.
+	{
+		ID: "policy/from-prefix", Pkg: "internal/policy", File: "engine.go",
+		From: `		if seg != "*" && seg != path[:n] {`,
+		To:   `		if seg != "*" && !strings.HasPrefix(path[:n], seg) {`,
+		Why:  "a from segment matched by prefix admits svc/catalog-evil (issue 19 item 1)",
+	},
+	{
+		ID: "policy/from-longer-id", Pkg: "internal/policy", File: "engine.go",
+		From: "\t\tpath = path[n:]\n\t}\n\treturn path == \"\"",
+		To:   "\t\tpath = path[n:]\n\t}\n\treturn true",
+		Why:  "from: [svc/catalog] admits svc/catalog/admin",
+	},
+	{
+		ID: "policy/no-peer-allowed", Pkg: "internal/policy", File: "engine.go",
+		From: "\tif peerPath == \"\" {\n\t\treturn false\n\t}",
+		To:   "\tif peerPath == \"\" {\n\t\treturn true\n\t}",
+		Why:  "a caller outside the trust domain (or without identity) matches every rule",
+	},
+	{
+		ID: "policy/path-prefix-any", Pkg: "internal/policy", File: "engine.go",
+		From: `if p.prefix && strings.HasPrefix(path, p.s) || path == p.s {`,
+		To:   `if strings.HasPrefix(path, p.s) || path == p.s {`,
+		Why:  "an exact path rule /orders admits /orders-admin",
+	},
+	{
+		ID: "policy/method-ignored", Pkg: "internal/policy", File: "engine.go",
+		From: `if r.methods&c.methodBit == 0 || !r.matchPeer(c.peerPath) || !r.matchPath(c.path) {`,
+		To:   `if !r.matchPeer(c.peerPath) || !r.matchPath(c.path) {`,
+		Why:  "a GET-only rule admits DELETE",
+	},
+	{
+		ID: "policy/condition-error-allows", Pkg: "internal/policy", File: "engine.go",
+		From: "\t\t\tif !ok {\n\t\t\t\tcontinue\n\t\t\t}",
+		To:   "\t\t\tif !ok && err == nil {\n\t\t\t\tcontinue\n\t\t\t}",
+		Why:  "a CEL condition that fails to evaluate allows instead of denying",
+	},
+	{
+		ID: "policy/no-policy-allows", Pkg: "internal/policy", File: "engine.go",
+		From: `return Decision{Rule: -1, Reason: ReasonNoPolicy,`,
+		To:   `return Decision{Allow: true, Rule: -1, Reason: ReasonNoPolicy,`,
+		Why:  "default deny: a service without policy is open",
+	},
+	{
+		ID: "policy/dry-run-enforced-open", Pkg: "internal/policy", File: "engine.go",
+		From: "\tif t.enforce != nil {\n\t\treturn t.enforce.decide(&c)\n\t}",
+		To:   "\tif t.enforce != nil && t.dryRun == nil {\n\t\treturn t.enforce.decide(&c)\n\t}",
+		Why:  "a dry-run policy beside an enforced one turns enforcement off",
+	},
+	{
+		ID: "policy/dot-dot-kept", Pkg: "internal/policy", File: "path.go",
+		From: "\t\t\tcase j < 0:\n\t\t\t\treturn \"\", errAboveRoot",
+		To:   "\t\t\tcase j < -1:\n\t\t\t\treturn \"\", errAboveRoot",
+		Why:  "a path climbing above the root is accepted",
+	},
+	{
+		ID: "policy/encoded-slash", Pkg: "internal/policy", File: "path.go",
+		From: "\t\t\tif c == '/' || c == '\\\\' {\n\t\t\t\treturn \"\", errEncodedSlash",
+		To:   "\t\t\tif c == '\\\\' {\n\t\t\t\treturn \"\", errEncodedSlash",
+		Why:  "%2F is decoded into a path separator instead of refused",
+	},
+	{
+		ID: "policy/double-encoding", Pkg: "internal/policy", File: "path.go",
+		From: `if c == '%' && i+2 < len(dec) && isHex(dec[i+1]) && isHex(dec[i+2]) {`,
+		To:   `if c == '%' && i+3 < len(dec) && isHex(dec[i+1]) && isHex(dec[i+2]) {`,
+		Why:  "a double-encoded escape at the end of a path is accepted",
+	},
+	{
+		ID: "policy/semicolon", Pkg: "internal/policy", File: "path.go",
+		From: "\t\tcase c == ';':\n\t\t\treturn \"\", errSemicolon",
+		To:   "\t\tcase c == ';' && false:\n\t\t\treturn \"\", errSemicolon",
+		Why:  "matrix parameters (;) pass, so /orders;x=/../admin reads differently to the app",
+	},
+	{
+		ID: "policy/confusable-slash", Pkg: "internal/policy", File: "path.go",
+		From: "bytes.ContainsAny(p.Decomposition(), `./\\%;`) || isSlashLike(dec[i:])",
+		To:   "bytes.ContainsAny(p.Decomposition(), `./\\%;`)",
+		Why:  "a Unicode slash look-alike (U+2215) passes as an ordinary character",
+	},
+
+	// internal/idtoken: the identity token a gateway signs for services.
+	{
+		ID: "idtoken/any-signer", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\tif !isGateway(id) {\n\t\treturn nil, \"\", fmt.Errorf(\"%w: %s is not a gateway\", ErrSigner, id)",
+		To:   "\tif false && !isGateway(id) {\n\t\treturn nil, \"\", fmt.Errorf(\"%w: %s is not a gateway\", ErrSigner, id)",
+		Why:  "a token signed by a service's SVID (not a gateway) is believed",
+	},
+	{
+		ID: "idtoken/signer-not-sender", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\tcase c.Signer != peer.String():",
+		To:   "\tcase c.Signer == \"\":",
+		Why:  "a token replayed by another peer than its signer is accepted",
+	},
+	{
+		ID: "idtoken/audience", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\tcase c.Audience != v.Audience.String():",
+		To:   "\tcase c.Audience == \"\":",
+		Why:  "a token for orders is accepted by payments",
+	},
+	{
+		ID: "idtoken/expired", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\tcase now.Add(-leeway).Unix() > c.Expiry:",
+		To:   "\tcase now.Add(-leeway).Unix() > c.Expiry+3600:",
+		Why:  "an expired token is accepted for another hour",
+	},
+	{
+		ID: "idtoken/revoked-signer", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\tserial := leaf.SerialNumber.Text(16)\n\tif v.Revoked != nil && v.Revoked(serial) {",
+		To:   "\tserial := leaf.SerialNumber.Text(16)\n\tif v.Revoked != nil && v.Revoked(serial) && false {",
+		Why:  "a token signed by a revoked gateway certificate is believed",
+	},
+	{
+		ID: "idtoken/revoked-cached", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\t\tif v.Revoked != nil && v.Revoked(hit.serial) {",
+		To:   "\t\tif false {",
+		Why:  "a cached token outlives its signer's revocation",
+	},
+	{
+		ID: "idtoken/iss-mismatch", Pkg: "internal/idtoken", File: "idtoken.go",
+		From: "\tif c.Signer != id.String() {",
+		To:   "\tif c.Signer == \"\" {",
+		Why:  "the iss claim may name another gateway than the certificate that signed",
+	},
+
+	// internal/authn: credentials to a Principal.
+	{
+		ID: "authn/apikey-hash", Pkg: "internal/authn", File: "apikey.go",
+		From: "if subtle.ConstantTimeCompare(sum[:], rec.Hash[:]) != 1 || rec.Prefix != prefix {",
+		To:   "if subtle.ConstantTimeCompare(sum[:], sum[:]) != 1 || rec.Prefix != prefix {",
+		Why:  "an API key is accepted on its public prefix alone",
+	},
+	{
+		ID: "authn/apikey-revoked", Pkg: "internal/authn", File: "apikey.go",
+		From: "\tif rec.Revoked {",
+		To:   "\tif rec.Revoked && false {",
+		Why:  "a revoked API key still works",
+	},
+	{
+		ID: "authn/apikey-expired", Pkg: "internal/authn", File: "apikey.go",
+		From: "\tif !rec.Expires.IsZero() && !now.Before(rec.Expires) {",
+		To:   "\tif !rec.Expires.IsZero() && now.After(rec.Expires.Add(time.Hour)) {",
+		Why:  "an expired API key works for another hour",
+	},
+	{
+		ID: "authn/apikey-route-scope", Pkg: "internal/authn", File: "apikey.go",
+		From: "\tif route == \"\" || !(slices.Contains(rec.Scopes, route) || slices.Contains(rec.Scopes, APIKeyScopeAll)) {",
+		To:   "\tif route == \"\" {",
+		Why:  "an API key for one route opens every route",
+	},
+	{
+		ID: "authn/jwt-alg-allowlist", Pkg: "internal/authn", File: "verifier.go",
+		From: "\tif !slices.Contains(st.cfg.Algorithms, alg) {",
+		To:   "\tif !slices.Contains(supportedAlgorithms, alg) {",
+		Why:  "a token signed with an algorithm the issuer does not use is accepted",
+	},
+	{
+		ID: "authn/jwt-no-exp", Pkg: "internal/authn", File: "verifier.go",
+		From: "\tif std.Expiry == nil {",
+		To:   "\tif std.Expiry == nil && false {",
+		Why:  "a JWT without exp is accepted forever",
+	},
+	{
+		ID: "authn/jwt-issuer-allowed", Pkg: "internal/authn", File: "verifier.go",
+		From: "if st.cfg.IssuerURL == iss && (len(allowed) == 0 || slices.Contains(allowed, st.cfg.Name)) {",
+		To:   "if st.cfg.IssuerURL == iss {",
+		Why:  "a route trusting issuer corp accepts a token from issuer partner",
+	},
+
+	// internal/ca: CSR and join-token checks.
+	{
+		ID: "ca/csr-signature", Pkg: "internal/ca", File: "csr.go",
+		From: "\tif err := csr.CheckSignature(); err != nil {",
+		To:   "\tif err := csr.CheckSignature(); err != nil && false {",
+		Why:  "a CSR whose self-signature does not verify (proof of key possession) is signed",
+	},
+	{
+		ID: "ca/csr-is-ca", Pkg: "internal/ca", File: "csr.go",
+		From: "\t\t\tif bc.IsCA {",
+		To:   "\t\t\tif bc.IsCA && bc.MaxPathLen > 0 {",
+		Why:  "a CSR asking for a CA certificate is accepted",
+	},
+	{
+		ID: "ca/csr-dns-san", Pkg: "internal/ca", File: "csr.go",
+		From: "\tif len(csr.DNSNames)+len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 {",
+		To:   "\tif len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 {",
+		Why:  "a CSR may ask for a DNS name it does not own",
+		Harmless: "defence in depth: checkSANs has already refused every subject alternative " +
+			"name but a URI while reading the extension, so this check never sees a DNS name",
+	},
+	{
+		ID: "ca/csr-other-id", Pkg: "internal/ca", File: "csr.go",
+		From: "\t\tif !want.IsZero() && got != want {",
+		To:   "\t\tif !want.IsZero() && got.TrustDomain() != want.TrustDomain() {",
+		Why:  "a token for svc/orders enrolls svc/payments",
+	},
+	{
+		ID: "ca/csr-weak-rsa", Pkg: "internal/ca", File: "csr.go",
+		From: "if n := k.N.BitLen(); n < 2048 || n > 8192 {",
+		To:   "if n := k.N.BitLen(); n < 1024 || n > 8192 {",
+		Why:  "a 1024-bit RSA key is certified",
+	},
+	{
+		ID: "ca/token-shape", Pkg: "internal/ca", File: "token.go",
+		From: "\tif err != nil || len(secret) != tokenSecretLen {",
+		To:   "\tif err != nil || len(secret) == 0 {",
+		Why:  "a join token of the wrong length is looked up",
+		Harmless: "unreachable: the encoded length is checked just before, and a strict " +
+			"base64 decoding of that length always yields tokenSecretLen bytes",
+	},
+	{
+		ID: "ca/workload-namespace", Pkg: "internal/ca", File: "issue.go",
+		From: `if name, ok := strings.CutPrefix(id.Path(), ns); ok && name != "" && !strings.Contains(name, "/") {`,
+		To:   `if name, ok := strings.CutPrefix(id.Path(), ns); ok && name != "" {`,
+		Why:  "a join token for spiffe://TD/svc/orders/admin (a nested workload id) is created",
+	},
+	{
+		ID: "ca/workload-trust-domain", Pkg: "internal/ca", File: "issue.go",
+		From: "\tif !id.MemberOf(c.cfg.TrustDomain) {",
+		To:   "\tif id.IsZero() {",
+		Why:  "a join token for another trust domain is created",
+	},
+
+	// internal/audit: verification of the hash-chained log.
+	{
+		Run: auditVerifyTests, ID: "audit/hash-mismatch", Pkg: "internal/audit", File: "format.go",
+		From: "\tif d.Sum(h[:0]); h != e.Hash {",
+		To:   "\tif d.Sum(h[:0]); false {",
+		Why:  "a record edited in place verifies",
+	},
+	{
+		Run: auditVerifyTests, ID: "audit/chain-break", Pkg: "internal/audit", File: "verify.go",
+		From: "\tif e.Prev != v.prev && !v.resyncing {",
+		To:   "\tif e.Prev != v.prev && !v.resyncing && e.Kind == kindHeader {",
+		Why:  "a record whose prev hash does not follow the chain verifies",
+	},
+	{
+		Run: auditVerifyTests, ID: "audit/seq-gap", Pkg: "internal/audit", File: "verify.go",
+		From: "\t\tcase e.Seq == v.seq+1:\n",
+		To:   "\t\tcase e.Seq >= v.seq+1:\n",
+		Why:  "records deleted from the end of a segment, chain recomputed, verify",
+	},
+	{
+		Run: auditVerifyTests, ID: "audit/checkpoint-signature", Pkg: "internal/audit", File: "checkpoint.go",
+		From: "\t\tif !ecdsa.VerifyASN1(k, d[:], e.Sig) {",
+		To:   "\t\tif !ecdsa.VerifyASN1(k, d[:], e.Sig) && false {",
+		Why:  "a checkpoint signed by another key verifies",
+	},
+	{
+		Run: auditVerifyTests, ID: "audit/missing-segment", Pkg: "internal/audit", File: "verify.go",
+		From: "\t\tif i > 0 && s.Num != segs[i-1].Num+1 {",
+		To:   "\t\tif i > 0 && s.Num <= segs[i-1].Num {",
+		Why:  "a whole segment deleted from the middle of the log goes unnoticed",
+		Harmless: "defence in depth: the next segment's header does not continue the hash chain, " +
+			"which is reported as the same problem (missing_segment) at that header",
+	},
+}
+
+// auditVerifyTests are the audit package's tests of verification; the rest
+// (syslog, crash loops, retention timing) take most of its run time and
+// decide nothing about tampering.
+const auditVerifyTests = "Verify|Tamper|Torn|Tail|Seal|Retention|Unsigned|RoundTrip"
