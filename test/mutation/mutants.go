@@ -227,6 +227,62 @@ var mutants = []Mutant{
 		Why:  "a join token for another trust domain is created",
 	},
 
+	// internal/identity: the one peer check of both sides of mesh TLS.
+	{
+		ID: "identity/authorize-id", Pkg: "internal/identity", File: "tls.go",
+		From: "\t\tif id != want {",
+		To:   "\t\tif id.TrustDomain() != want.TrustDomain() {",
+		Why:  "a client expecting svc/orders accepts any workload of the trust domain as the server",
+	},
+	{
+		ID: "identity/member-of", Pkg: "internal/identity", File: "tls.go",
+		From: "\t\tif !id.MemberOf(td) {",
+		To:   "\t\tif id.IsZero() {",
+		Why:  "a peer of another trust domain is authorized as a member",
+	},
+	{
+		ID: "identity/revoked-intermediate", Pkg: "internal/identity", File: "tls.go",
+		From: "for i, c := range chain[:len(chain)-1] {",
+		To:   "for i, c := range chain[:1] {",
+		Why:  "a leaf under a revoked intermediate is accepted",
+	},
+	{
+		ID: "identity/revoked-leaf", Pkg: "internal/identity", File: "tls.go",
+		From: "\t\tcase !revoked(sn):\n",
+		To:   "\t\tcase !revoked(sn) || i == 0:\n",
+		Why:  "a revoked SVID is accepted",
+	},
+	{
+		ID: "identity/server-tls12", Pkg: "internal/identity", File: "tls.go",
+		From: "\t\tMinVersion:       tls.VersionTLS13,",
+		To:   "\t\tMinVersion:       tls.VersionTLS12,",
+		Why:  "mesh servers accept TLS 1.2",
+	},
+	{
+		ID: "identity/client-tls12", Pkg: "internal/identity", File: "tls.go",
+		From: "\t\tMinVersion: tls.VersionTLS13,\n\t\t// The default verification",
+		To:   "\t\tMinVersion: tls.VersionTLS12,\n\t\t// The default verification",
+		Why:  "the mesh client accepts a TLS 1.2 server (issue 19 item 7)",
+	},
+	{
+		ID: "identity/expired-leaf", Pkg: "internal/identity", File: "bundle.go",
+		From: "\tcase now.After(leaf.NotAfter):",
+		To:   "\tcase now.After(leaf.NotAfter.Add(24 * time.Hour)):",
+		Why:  "an expired SVID is accepted for another day",
+	},
+	{
+		ID: "identity/foreign-domain", Pkg: "internal/identity", File: "bundle.go",
+		From: "\tcase !id.MemberOf(b.TrustDomain):",
+		To:   "\tcase id.IsZero():",
+		Why:  "an SVID naming another trust domain, issued by our CA, is accepted",
+	},
+	{
+		ID: "identity/ca-as-svid", Pkg: "internal/identity", File: "bundle.go",
+		From: "\tif leaf.IsCA {",
+		To:   "\tif leaf.IsCA && false {",
+		Why:  "a CA certificate is accepted as a workload's SVID",
+	},
+
 	// internal/audit: verification of the hash-chained log.
 	{
 		Run: auditVerifyTests, ID: "audit/hash-mismatch", Pkg: "internal/audit", File: "format.go",
