@@ -85,6 +85,92 @@ var mutants = []Mutant{
 		Why:  "a Unicode slash look-alike (U+2215) passes as an ordinary character",
 	},
 
+	// internal/proxy: the HTTP/1.x framing guard, before any policy runs.
+	{
+		ID: "proxy/underscore-names", Pkg: "internal/proxy", File: "syntax.go",
+		From: "return isTchar(c) && c != '_' })",
+		To:   "return isTchar(c) })",
+		Why:  "header names with '_' pass, and CGI-style apps read x_ward_user as X-Ward-User",
+	},
+	{
+		ID: "proxy/cl-and-te", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif h.hasTE {\n\t\treturn vCLTE\n\t}",
+		To:   "\tif h.hasTE && false {\n\t\treturn vCLTE\n\t}",
+		Why:  "Transfer-Encoding then Content-Length (request smuggling) passes",
+	},
+	{
+		ID: "proxy/te-and-cl", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif h.hasCL {\n\t\treturn vCLTE\n\t}",
+		To:   "\tif h.hasCL && false {\n\t\treturn vCLTE\n\t}",
+		Why:  "Content-Length then Transfer-Encoding (request smuggling) passes",
+	},
+	{
+		ID: "proxy/duplicate-cl", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif h.hasCL {\n\t\treturn vMultiCL\n\t}",
+		To:   "\tif h.hasCL && false {\n\t\treturn vMultiCL\n\t}",
+		Why:  "two Content-Length fields pass, the last one winning",
+	},
+	{
+		ID: "proxy/cl-list", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif bytes.IndexByte(v, ',') >= 0 {\n\t\treturn vMultiCL",
+		To:   "\tif bytes.IndexByte(v, ',') > 0 && false {\n\t\treturn vMultiCL",
+		Why:  "Content-Length: 5, 50 passes",
+	},
+	{
+		ID: "proxy/te-not-chunked", Pkg: "internal/proxy", File: "head.go",
+		From: "if v, _ := trimOWS(value); !equalFold(v, \"chunked\") {",
+		To:   "if v, _ := trimOWS(value); len(v) == 0 {",
+		Why:  "Transfer-Encoding: gzip, chunked (or xchunked) passes",
+	},
+	{
+		ID: "proxy/te-http10", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif h.http10 {\n\t\treturn vTE10",
+		To:   "\tif h.http10 && false {\n\t\treturn vTE10",
+		Why:  "an HTTP/1.0 request with Transfer-Encoding passes",
+	},
+	{
+		ID: "proxy/two-hosts", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif h.hasHost {\n\t\treturn vMultiHost",
+		To:   "\tif h.hasHost && false {\n\t\treturn vMultiHost",
+		Why:  "two Host fields pass, so routing and the app may see different hosts",
+	},
+	{
+		ID: "proxy/obs-fold", Pkg: "internal/proxy", File: "head.go",
+		From: "\tif isOWS(line[0]) {\n\t\treturn vObsFold",
+		To:   "\tif isOWS(line[0]) && false {\n\t\treturn vObsFold",
+		Why:  "obsolete line folding passes",
+	},
+	{
+		ID: "proxy/host-mismatch", Pkg: "internal/proxy", File: "head.go",
+		From: "if h.absForm && h.hasHost && !equalFoldBytes(b[h.hostOff:h.hostEnd], b[h.authOff:h.authEnd]) {",
+		To:   "if h.absForm && h.hasHost && false {",
+		Why:  "an absolute-form target naming another host than Host passes",
+	},
+	{
+		ID: "proxy/body-limit", Pkg: "internal/proxy", File: "head.go",
+		From: "if h.hasCL && lim.MaxBodyBytes >= 0 && h.cl > lim.MaxBodyBytes {",
+		To:   "if h.hasCL && lim.MaxBodyBytes >= 0 && h.cl > 2*lim.MaxBodyBytes {",
+		Why:  "a body twice the limit is announced and accepted",
+	},
+	{
+		ID: "proxy/cl-overflow", Pkg: "internal/proxy", File: "syntax.go",
+		From: "\t\tif n > (math.MaxInt64-d)/10 {\n\t\t\treturn 0, false",
+		To:   "\t\tif n > (math.MaxInt64-d)/10 && false {\n\t\t\treturn 0, false",
+		Why:  "a Content-Length past 2^63 wraps around",
+	},
+	{
+		ID: "proxy/chunk-size-digits", Pkg: "internal/proxy", File: "chunked.go",
+		From: "\t\t\t\tif p.digits == 16 {",
+		To:   "\t\t\t\tif p.digits == 17 {",
+		Why:  "a chunk size of 17 hex digits overflows",
+	},
+	{
+		ID: "proxy/chunk-trailer-framing", Pkg: "internal/proxy", File: "chunked.go",
+		From: "if p.nameLen <= len(p.name) && isFramingField(p.name[:p.nameLen]) {",
+		To:   "if p.nameLen <= len(p.name) && false {",
+		Why:  "a trailer carrying Content-Length or Host passes",
+	},
+
 	// internal/idtoken: the identity token a gateway signs for services.
 	{
 		ID: "idtoken/any-signer", Pkg: "internal/idtoken", File: "idtoken.go",
