@@ -313,6 +313,50 @@ var mutants = []Mutant{
 		Why:  "a join token for another trust domain is created",
 	},
 
+	// internal/control: who may change what.
+	{
+		ID: "control/developer-is-admin", Pkg: "internal/control", File: "roles.go",
+		From: "\tcase RoleAdmin:\n\t\treturn nil\n\tcase RoleDeveloper:\n",
+		To:   "\tcase RoleAdmin, RoleDeveloper:\n\t\treturn nil\n\tcase \"\":\n",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "a developer may change every team's resources (issue 19 item 4)",
+	},
+	{
+		ID: "control/owner-new-version-only", Pkg: "internal/control", File: "roles.go",
+		From: "before, after := byKey(old), byKey(next)",
+		To:   "before, after := byKey(next), byKey(next)",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "a developer retargets or deletes another team's objects, ownership being checked on the new version only (issue 19 item 3)",
+	},
+	{
+		ID: "control/developer-admin-endpoints", Pkg: "internal/control", File: "roles.go",
+		From: "\t\treturn need <= accessResources\n",
+		To:   "\t\treturn need <= accessAdmin\n",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "a developer reaches admin-only endpoints: join tokens, CA rotation, API keys, operators",
+	},
+	{
+		ID: "control/auditor-writes", Pkg: "internal/control", File: "roles.go",
+		From: "\t\treturn need == accessRead\n",
+		To:   "\t\treturn need <= accessResources\n",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "an auditor may apply, delete and roll back resources",
+	},
+	{
+		ID: "control/issuer-by-developer", Pkg: "internal/control", File: "roles.go",
+		From: "\t\t\tif len(services) == 0 {",
+		To:   "\t\t\tif len(services) == 0 && false {",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "a developer changes an Issuer (what every route trusts), which concerns no single service",
+	},
+	{
+		ID: "control/role-not-checked", Pkg: "internal/control", File: "roles.go",
+		From: "err == nil && !allows(op.Role, need) {",
+		To:   "err == nil && false {",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "any operator reaches every endpoint whatever their role",
+	},
+
 	// internal/identity: the one peer check of both sides of mesh TLS.
 	{
 		ID: "identity/authorize-id", Pkg: "internal/identity", File: "tls.go",
