@@ -475,3 +475,27 @@ func TestDeveloperMayNotShadowAnotherTeamsRoute(t *testing.T) {
 		t.Errorf("/orders/2 after the admin's apply: %d %q", status, body)
 	}
 }
+
+// TestEdgeOwnershipDocWalkthrough runs the "Edge ownership" block of
+// docs/control-plane.md as written and checks what its comments say.
+func TestEdgeOwnershipDocWalkthrough(t *testing.T) {
+	need(t, "bash", "sed")
+	block := docBlock(t, "docs/control-plane.md", "## Edge ownership")
+	text := runWalkthrough(t, t.TempDir(), block)
+	for _, want := range []string{
+		"applied: version 1 (was 0)\n",
+		`server refused (403 not_owner): developer "mallory" may not make this change: requests for /orders/1 on host "localhost" would go to Route "evil" (service evil) instead of Route "orders" (service orders)`,
+		"applied: version 2 (was 1)\n",
+		`requests for /orders/1 on host "localhost" would go to Route "orders" (service orders) instead of Route "evil" (service evil)`,
+		"applied: version 3 (was 2)\n",
+		"+Route/evil-site",
+		"3 records",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Count(text, "not_owner") < 4 { // two refusals, and both again in the audit query
+		t.Errorf("want two not_owner refusals, shown and audited:\n%s", text)
+	}
+}
