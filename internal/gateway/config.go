@@ -46,9 +46,9 @@ type Snapshot = resource.Snapshot
 // snapshot is one immutable, validated configuration.
 type snapshot struct {
 	engine   *policy.Engine
-	services map[string][]string // endpoints by service
-	routes   *resource.RouteTable[*route]
-	jwt      *authn.Verifier // nil without Issuers
+	services map[string][]string          // endpoints by service
+	routes   *resource.RouteTable[*route] // the Routes by host and prefix
+	jwt      *authn.Verifier              // nil without Issuers
 	objs     []resource.Object
 	sum      [32]byte
 	origin   string             // the file's path, or the control plane snapshot's name

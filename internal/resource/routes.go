@@ -43,11 +43,21 @@ func NewRouteTable[T any](items []T, key func(T) (host, prefix string)) *RouteTa
 }
 
 // Len is the number of Routes in the table.
-func (t *RouteTable[T]) Len() int { return t.n }
+func (t *RouteTable[T]) Len() int {
+	if t == nil {
+		return 0
+	}
+	return t.n
+}
 
 // Match returns the item whose Route answers host (lowercase, without port
-// or final dot) and the normalized path, and whether one does.
+// or final dot) and the normalized path, and whether one does. A nil table
+// answers nothing.
 func (t *RouteTable[T]) Match(host, path string) (T, bool) {
+	if t == nil {
+		var zero T
+		return zero, false
+	}
 	if m := t.byHost[host]; m != nil {
 		if it, ok := longestPrefix(m, path); ok {
 			return it, true

@@ -67,6 +67,10 @@ func TestRouteTableMatch(t *testing.T) {
 			t.Errorf("Match(%q, %q) = %q %v, want %q", tt.host, tt.path, got.Metadata.Name, ok, tt.want)
 		}
 	}
+	var none *RouteTable[Object]
+	if _, ok := none.Match("x", "/"); ok || none.Len() != 0 {
+		t.Error("a nil table answered")
+	}
 	if _, ok := NewRouteTable(routes[1:], func(o Object) (string, string) { return o.Spec.(*RouteSpec).Host, o.Spec.(*RouteSpec).PathPrefix }).Match("x", "/catalog"); ok {
 		t.Error("a path no Route answers matched")
 	}
