@@ -257,3 +257,42 @@ func TestDeveloperIsNotAdmin(t *testing.T) {
 		t.Errorf("a developer reading: %v", err)
 	}
 }
+
+// TestAuditorMayNotChange: an auditor reads everything and changes
+// nothing. The role is refused at the door, before the request is read:
+// a malformed or stale change from an auditor says role_forbids, not what
+// is wrong with it.
+func TestAuditorMayNotChange(t *testing.T) {
+	ts := startTeams(t)
+	ctx := t.Context()
+	aud := ts.operatorClient(t, "ada", control.RoleAuditor)
+	if _, err := aud.Resources(ctx, "", ""); err != nil {
+		t.Fatalf("an auditor reading: %v", err)
+	}
+	malformed := files("apiVersion: ward/v1\nkind: Route\nmetadata: {name: x}\nspec: {bogus: 1}\n")
+	stale := files(route("mine", "", "/mine", "catalog"))
+	stale.BaseVersion = 99
+	for name, call := range map[string]func() error{
+		"apply a malformed file":     func() error { _, err := aud.Apply(ctx, malformed); return err },
+		"apply against a stale base": func() error { _, err := aud.Apply(ctx, stale); return err },
+		"apply a dry run": func() error {
+			req := files(route("mine", "", "/mine", "catalog"))
+			req.DryRun = true
+			_, err := aud.Apply(ctx, req)
+			return err
+		},
+		"roll back": func() error { _, err := aud.Rollback(ctx, control.RollbackRequest{Version: 1}); return err },
+		"delete a Route": func() error {
+			_, err := aud.Delete(ctx, control.DeleteRequest{Kind: "Route", Name: "orders"})
+			return err
+		},
+	} {
+		err := call()
+		if apiStatus(err) != http.StatusForbidden || apiCode(err) != "role_forbids" || !strings.Contains(err.Error(), "/v1/") {
+			t.Errorf("an auditor may %s: %v, want 403 role_forbids naming the endpoint", name, err)
+		}
+	}
+	if cur, err := ts.operator.Resources(ctx, "", ""); err != nil || cur.Version != 1 {
+		t.Errorf("after the auditor's refused changes the set is at version %d (%v), want 1", cur.Version, err)
+	}
+}

@@ -357,6 +357,33 @@ var mutants = []Mutant{
 		Why:  "any operator reaches every endpoint whatever their role",
 	},
 
+	{
+		ID: "control/reroutes-ignored", Pkg: "internal/control", File: "roles.go",
+		From: "for _, rr := range resource.Reroutes(old, next) {",
+		To:   "for _, rr := range resource.Reroutes(old, old) {",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "a developer's Route shadows another team's and takes its traffic (issue 12 finding 1)",
+	},
+	{
+		ID: "control/reroutes-new-owner-only", Pkg: "internal/control", File: "roles.go",
+		From: "for _, o := range []*resource.Object{rr.Before, rr.After} {",
+		To:   "for _, o := range []*resource.Object{rr.After} {",
+		Run:  "Developer|Owner|Operator|Role|Admin|Auditor",
+		Why:  "a developer moves requests away from another team's Route to their own",
+	},
+	{
+		ID: "resource/prefix-covers-by-string", Pkg: "internal/resource", File: "routes.go",
+		From: "strings.HasPrefix(inner, outer) && inner[len(outer)] == '/'",
+		To:   "strings.HasPrefix(inner, outer)",
+		Why:  "a prefix /orders is taken to cover /orders-admin, so the ownership check misjudges whose requests move",
+	},
+	{
+		ID: "resource/host-routes-first", Pkg: "internal/resource", File: "routes.go",
+		From: "\tif m := t.byHost[host]; m != nil {\n\t\tif it, ok := longestPrefix(m, path); ok {",
+		To:   "\tif m := t.byHost[host]; m != nil && false {\n\t\tif it, ok := longestPrefix(m, path); ok {",
+		Why:  "a Route for one host is ignored for the any-host Route, so requests reach the wrong service",
+	},
+
 	// internal/identity: the one peer check of both sides of mesh TLS.
 	{
 		ID: "identity/authorize-id", Pkg: "internal/identity", File: "tls.go",
