@@ -440,6 +440,19 @@ var mutants = []Mutant{
 		Why:  "a CA certificate is accepted as a workload's SVID",
 	},
 
+	{
+		ID: "ca/renew-revoked", Pkg: "internal/ca", File: "issue.go",
+		From: "\tcase rec.Revoked():\n",
+		To:   "\tcase rec.Revoked() && false:\n",
+		Why:  "a revoked SVID renews itself into a fresh, unrevoked one",
+	},
+	{
+		ID: "ca/renew-operator", Pkg: "internal/ca", File: "issue.go",
+		From: "\tif err := c.CheckWorkloadID(id); err != nil {\n\t\treturn nil, id.String(), refuse(\"bad_credential\", \"only workload SVIDs renew here\", err)",
+		To:   "\tif err := c.CheckWorkloadID(id); err != nil && false {\n\t\treturn nil, id.String(), refuse(\"bad_credential\", \"only workload SVIDs renew here\", err)",
+		Why:  "an operator's credential renews through the workload endpoint, outliving its role's limits",
+	},
+
 	// internal/audit: verification of the hash-chained log.
 	{
 		Run: auditVerifyTests, ID: "audit/hash-mismatch", Pkg: "internal/audit", File: "format.go",
