@@ -252,7 +252,7 @@ func (g *Gateway) rateLimit(x *exchange) outcome {
 	}
 	key := "route:" + rt.name
 	for _, kind := range rt.keys {
-		key += "|" + x.p.Key(kind)
+		key += "|" + x.p.LimitKey(kind)
 	}
 	res, err := g.limiter.Allow(x.r.Context(), key, rt.limit)
 	if err != nil {
