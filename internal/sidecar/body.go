@@ -1,0 +1,31 @@
+package sidecar
+
+import (
+	"net/http"
+)
+
+// prepareBody applies the service's body limit and receives the body
+// (whole up to the buffer bound, under the minimum rate and the process
+// budget) before anything reaches the app, so that a slow or oversized
+// body never holds one of the app's connections; gRPC streams pass as
+// they come (they share multiplexed connections to the app). On refusal it
+// answers and returns ok false; otherwise done returns the buffers once
+// the app has answered.
+func (s *Sidecar) prepareBody(w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
+	limit := s.conf.Load().services[s.cfg.Service].BodyLimit
+	done, err := s.bodies.Prepare(w, r, limit, isGRPC(r))
+	if err != nil {
+		s.log.Debug("request body refused", "reason", err.Reason, "err", err.Err)
+		if r.ProtoMajor == 1 {
+			// net/http would otherwise read the unread body before answering.
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set(headerDenyReason, err.Reason)
+		if err.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		http.Error(w, "ward: "+err.Reason, err.Status)
+		return done, false
+	}
+	return done, true
+}
