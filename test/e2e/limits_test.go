@@ -144,3 +144,19 @@ func drain(c chan *http.Request) {
 		}
 	}
 }
+
+// TestGatewayBodyLimitsDocWalkthrough runs the block of docs/gateway.md's
+// "Body limits and budgets" as written and checks what the page says it
+// shows: a small body passes, one past the Route's limit is 413, and of
+// five slow uploads from one address four are held until 408 and the
+// fifth is 429 at once.
+func TestGatewayBodyLimitsDocWalkthrough(t *testing.T) {
+	need(t, "curl", "python3", "bash")
+	block := docBlock(t, "docs/gateway.md", "## Body limits and budgets")
+	text := runWalkthrough(t, t.TempDir(), block)
+	for _, want := range []string{"got 10000 bytes\n", "413\n", "      4 408\n      1 429\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
