@@ -152,7 +152,6 @@ func (b *Bodies) Prepare(w http.ResponseWriter, r *http.Request, limit int64, st
 		}
 	}
 	err = buf.fill(rr, r.ContentLength)
-	rr.finish()
 	if err != nil {
 		buf.Close()
 		return nop, err
@@ -188,7 +187,7 @@ var errTooSlow = errors.New("request body slower than the minimum rate")
 // rateReader enforces the minimum rate with the connection's read
 // deadline: before each read, the deadline is the time by which the body
 // must have reached one byte more than it has. It lifts the deadline at
-// the end of the body.
+// the end of the body, and only there.
 type rateReader struct {
 	r     io.ReadCloser
 	rc    *http.ResponseController
@@ -214,9 +213,11 @@ func (rr *rateReader) Read(p []byte) (int, error) {
 	if err == nil && rr.off && time.Now().After(due) {
 		err = errTooSlow
 	}
-	if err != nil && !rr.off {
-		_ = rr.rc.SetReadDeadline(time.Time{})
+	if err == io.EOF {
+		rr.finish()
 	}
+	// On any other error the deadline stays: whatever reads the rest of
+	// the body (net/http draining it) fails at once instead of waiting.
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		err = errTooSlow
 	}
@@ -255,9 +256,10 @@ func (b *bufferedBody) reserve(n int64) bool {
 }
 
 // fill reads r to its end, or to expect bytes when expect is not -1.
-func (b *bufferedBody) fill(r io.Reader, expect int64) *BodyError {
+func (b *bufferedBody) fill(r *rateReader, expect int64) *BodyError {
 	for {
 		if b.size == expect {
+			r.finish() // the body reader may not have said EOF yet
 			return nil
 		}
 		i := int(b.size % bodyChunk)
