@@ -147,3 +147,42 @@ func TestBodiesBudget(t *testing.T) {
 		t.Fatalf("%d bytes still charged", u)
 	}
 }
+
+// TestBodiesMinRateOverHTTP2: the minimum rate holds on an HTTP/2 stream
+// too (a stalled stream is refused with 408, the connection lives on).
+func TestBodiesMinRateOverHTTP2(t *testing.T) {
+	b := NewBodies(BodyConfig{MinRate: 1024, Grace: 500 * time.Millisecond})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done, err := b.Prepare(w, r, 0, false)
+		defer done()
+		if err != nil {
+			http.Error(w, err.Reason, err.Status)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	c := srv.Client()
+	c.Timeout = 5 * time.Second
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("a")) }() // then nothing
+	req, _ := http.NewRequest("POST", srv.URL, pr)
+	req.ContentLength = 1000
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("no answer to a stalled HTTP/2 body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("%s %d, want HTTP/2 408", resp.Proto, resp.StatusCode)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("408 after %v", d)
+	}
+	pw.Close()
+	c.CloseIdleConnections()
+}
