@@ -60,7 +60,7 @@ func TestSlowBodiesFromOneSourceDoNotStarveAnother(t *testing.T) {
 	if err := os.WriteFile(e.config, append(conf, uploadResources...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	gw := e.startGateway("--max-requests-per-source", "8", "--body-grace", "2s", "--body-min-rate", "1KiB")
+	gw := e.startGateway("--max-requests-per-source", "8", "--body-grace", "3s", "--body-min-rate", "1KiB")
 	_, port, _ := net.SplitHostPort(gw)
 	other := e.fromSource("127.0.0.3")
 	post := func() (*http.Response, error) {
@@ -99,7 +99,7 @@ func TestSlowBodiesFromOneSourceDoNotStarveAnother(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("POST from another source while 127.0.0.2 trickles: %v %v", resp, err)
 	}
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 2*time.Second { // the slow ones are held for 3s
 		t.Errorf("POST from another source took %v", d)
 	}
 	statuses := make([]int, slow)
