@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -51,4 +53,12 @@ func closeAfter(x *exchange) {
 func isGRPC(r *http.Request) bool {
 	ct := r.Header.Get("Content-Type")
 	return r.ProtoMajor == 2 && len(ct) >= 16 && ct[:16] == "application/grpc"
+}
+
+// bodyGauge reports the request body bytes the process holds in buffers.
+func bodyGauge(b *proxy.Bodies) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ward_gateway_body_buffered_bytes",
+		Help: "Request body bytes buffered by the process (all roles sharing its budget), against --body-budget.",
+	}, func() float64 { return float64(b.Buffered()) })
 }

@@ -215,6 +215,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	g.conf.events, g.conf.subject = cfg.Events, id.String()
 	g.metrics = newMetrics(g.registry)
+	g.registry.MustRegister(bodyGauge(g.bodies))
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.guard = g.newGuard()
 	g.mesh = mesh.New(mesh.Config{

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -197,6 +198,16 @@ func TestBodyBudgetRefusesWith503(t *testing.T) {
 	}
 	if b := bodies.Buffered(); b > 256<<10 || b == 0 {
 		t.Fatalf("%d bytes buffered, budget 256 KiB", b)
+	}
+	// The operator sees it too.
+	resp, err := http.Get("http://" + e.gw.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("ward_gateway_body_buffered_bytes %d\n", bodies.Buffered()); !strings.Contains(string(metrics), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 	for _, c := range conns {
 		c.Close()

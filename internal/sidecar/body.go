@@ -2,6 +2,10 @@ package sidecar
 
 import (
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 // prepareBody applies the service's body limit and receives the body
@@ -28,4 +32,12 @@ func (s *Sidecar) prepareBody(w http.ResponseWriter, r *http.Request) (done func
 		return done, false
 	}
 	return done, true
+}
+
+// bodyGauge reports the request body bytes the process holds in buffers.
+func bodyGauge(b *proxy.Bodies) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ward_sidecar_body_buffered_bytes",
+		Help: "Request body bytes buffered by the process (all roles sharing its budget), against --body-budget.",
+	}, func() float64 { return float64(b.Buffered()) })
 }

@@ -156,6 +156,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	if s.bodies = cfg.Bodies; s.bodies == nil {
 		s.bodies = proxy.NewBodies(proxy.BodyConfig{})
 	}
+	s.registry.MustRegister(bodyGauge(s.bodies))
 	s.app = newAppForwarder(cfg.App, s.lim)
 	s.guard = s.newGuard()
 	s.idtokens = &idtoken.Verifier{Audience: id, Bundle: cfg.Source.Bundle, Revoked: cfg.Source.Revoked}
