@@ -1,10 +1,12 @@
 package sidecar
 
 import (
+	"maps"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -13,13 +15,16 @@ import (
 // budget) before anything reaches the app, so that a slow or oversized
 // body never holds one of the app's connections; gRPC streams pass as
 // they come (they share multiplexed connections to the app). On refusal it
-// answers and returns ok false; otherwise done returns the buffers once
-// the app has answered.
-func (s *Sidecar) prepareBody(w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
+// records ev again as a deny with the body's reason, answers and returns ok
+// false; otherwise done returns the buffers once the app has answered.
+func (s *Sidecar) prepareBody(w http.ResponseWriter, r *http.Request, ev *audit.Event) (done func(), ok bool) {
 	limit := s.conf.Load().services[s.cfg.Service].BodyLimit
 	done, err := s.bodies.Prepare(w, r, limit, isGRPC(r))
 	if err != nil {
-		s.log.Debug("request body refused", "reason", err.Reason, "err", err.Err)
+		ev.Decision, ev.Reason = "deny", err.Reason
+		ev.Fields = maps.Clone(ev.Fields) // the allow record keeps its own
+		ev.Fields["message"] = err.Error()
+		s.emit(r.Context(), *ev)
 		if r.ProtoMajor == 1 {
 			// net/http would otherwise read the unread body before answering.
 			w.Header().Set("Connection", "close")

@@ -263,7 +263,7 @@ func (s *Sidecar) inboundHandler() http.Handler {
 			setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
 			setIfNotEmpty(r.Header, headerClientIP, clientIP)
 		}
-		done, ok := s.prepareBody(w, r)
+		done, ok := s.prepareBody(w, r, &ev)
 		defer done()
 		if !ok {
 			return

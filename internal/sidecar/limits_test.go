@@ -52,6 +52,15 @@ func TestBodyPastServiceLimitGets413(t *testing.T) {
 	if ts.orders.app.count() != before {
 		t.Fatal("the app saw a body over the service's limit")
 	}
+	denied := 0
+	for _, ev := range ts.orders.events.Events() {
+		if ev.Type == "sidecar.request" && ev.Decision == "deny" && ev.Reason == "body_too_large" {
+			denied++
+		}
+	}
+	if denied != 2 {
+		t.Errorf("%d body refusals in the audit trail, want 2", denied)
+	}
 }
 
 // TestSlowBodyAtSidecarGets408 (issue 12 finding 8): a body that falls
