@@ -37,6 +37,7 @@ type route struct {
 	spec    resource.RouteSpec
 	limit   ratelimit.Limit // zero Rate: no limit
 	keys    []string        // rate-limit key kinds
+	body    int64           // body limit in bytes
 }
 
 // Snapshot is one version of the configuration from the control plane:
@@ -86,7 +87,7 @@ func compile(parse func(string, []byte) ([]resource.Object, error), path string,
 		case *resource.ServiceSpec:
 			snap.services[o.Metadata.Name] = spec.Endpoints
 		case *resource.RouteSpec:
-			r := &route{name: o.Metadata.Name, host: spec.Host, prefix: spec.PathPrefix, service: spec.Service, spec: *spec}
+			r := &route{name: o.Metadata.Name, host: spec.Host, prefix: spec.PathPrefix, service: spec.Service, spec: *spec, body: spec.Limits.BodyBytes()}
 			if spec.RateLimit.Rate != "" {
 				rate, err := ratelimit.ParseRate(spec.RateLimit.Rate)
 				if err != nil { // validated already

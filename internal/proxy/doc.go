@@ -12,6 +12,12 @@
 // and net/http, as a [net.Listener] or [net.Conn] wrapper, and rejects those
 // requests with a short 4xx before a single byte of them reaches net/http.
 //
+// Bodies: [Bodies] applies a per-request body limit, receives bodies whole
+// (up to a bound) before they are forwarded, enforces a minimum data rate
+// and charges buffered bytes to one process-wide [Budget]; [SourceCap]
+// bounds the concurrent requests of each source network (security
+// invariant 9). The gateway and the sidecar share them.
+//
 // Behind: [Breaker], [Ejector] and [RetryBudget] are the small resilience
 // primitives the forwarding path uses to isolate faulty upstreams.
 package proxy

@@ -1,14 +1,12 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -265,7 +263,9 @@ func (s *Sidecar) inboundHandler() http.Handler {
 			setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
 			setIfNotEmpty(r.Header, headerClientIP, clientIP)
 		}
-		if err := s.bufferChunked(w, r); err != nil {
+		done, ok := s.prepareBody(w, r, &ev)
+		defer done()
+		if !ok {
 			return
 		}
 		s.app.ServeHTTP(w, r)
@@ -349,27 +349,4 @@ func denyStatus(reason string) int {
 	default:
 		return http.StatusForbidden
 	}
-}
-
-// bufferChunked reads a chunked HTTP/1.1 body whole (bounded) before
-// anything is sent to the app, so that bad chunking found late never
-// leaves a partial request at the app.
-func (s *Sidecar) bufferChunked(w http.ResponseWriter, r *http.Request) error {
-	if r.ProtoMajor != 1 || len(r.TransferEncoding) == 0 {
-		return nil
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.lim.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		} else {
-			http.Error(w, "malformed request body", http.StatusBadRequest)
-		}
-		return err
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.TransferEncoding = nil
-	return nil
 }
