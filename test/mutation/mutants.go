@@ -171,6 +171,43 @@ var mutants = []Mutant{
 		Why:  "a trailer carrying Content-Length or Host passes",
 	},
 
+	{
+		ID: "proxy/body-declared-over-limit", Pkg: "internal/proxy", File: "body.go",
+		From: "\tif limit > 0 && r.ContentLength > limit {",
+		To:   "\tif limit > 0 && r.ContentLength > 2*limit {",
+		Why:  "a declared body up to twice the Route's or Service's limit is received (issue 12 finding 9)",
+	},
+	{
+		ID: "proxy/body-chunked-over-limit", Pkg: "internal/proxy", File: "body.go",
+		From: "\tif limit > 0 {\n\t\tbody = http.MaxBytesReader(w, body, limit)",
+		To:   "\tif limit < 0 {\n\t\tbody = http.MaxBytesReader(w, body, limit)",
+		Why:  "a chunked body (no Content-Length) has no size limit (issue 12 finding 9)",
+	},
+	{
+		ID: "proxy/body-budget-overdrawn", Pkg: "internal/proxy", File: "body.go",
+		From: "\t\tif u+n > b.max {",
+		To:   "\t\tif u > b.max {",
+		Why:  "the process-wide body budget is overdrawn by the request that crosses it (issue 12 finding 9)",
+	},
+	{
+		ID: "proxy/body-streamed-unbuffered", Pkg: "internal/proxy", File: "body.go",
+		From: "\tif r.ContentLength > b.cfg.Buffer {",
+		To:   "\tif r.ContentLength >= 0 {",
+		Why:  "bodies go to the app as they trickle in instead of being received first (issue 12 finding 8)",
+	},
+	{
+		ID: "proxy/source-cap", Pkg: "internal/proxy", File: "sources.go",
+		From: "\tif c.inflight[key] >= c.max {",
+		To:   "\tif c.inflight[key] > 2*c.max {",
+		Why:  "one source holds twice its share of concurrent requests (issue 12 finding 8)",
+	},
+	{
+		ID: "proxy/ipv6-per-address", Pkg: "internal/proxy", File: "sources.go",
+		From: "\treturn netip.PrefixFrom(a, 64).Masked().String()",
+		To:   "\treturn a.String()",
+		Why:  "an IPv6 client escapes per-source limits by rotating addresses inside its /64",
+	},
+
 	// internal/idtoken: the identity token a gateway signs for services.
 	{
 		ID: "idtoken/any-signer", Pkg: "internal/idtoken", File: "idtoken.go",
@@ -257,6 +294,13 @@ var mutants = []Mutant{
 		From: "if st.cfg.IssuerURL == iss && (len(allowed) == 0 || slices.Contains(allowed, st.cfg.Name)) {",
 		To:   "if st.cfg.IssuerURL == iss {",
 		Why:  "a route trusting issuer corp accepts a token from issuer partner",
+	},
+
+	{
+		ID: "authn/anonymous-limit-by-user-agent", Pkg: "internal/authn", File: "principal.go",
+		From: "\tif strings.HasPrefix(k, \"anonymous:\") && p.Source != \"\" {",
+		To:   "\tif strings.HasPrefix(k, \"anonymous:\") && p.Source == \"\" {",
+		Why:  "an anonymous caller escapes its rate limit by changing its User-Agent (issue 12 finding 6)",
 	},
 
 	// internal/ca: CSR and join-token checks.
