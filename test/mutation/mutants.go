@@ -428,6 +428,50 @@ var mutants = []Mutant{
 		Why:  "a Route for one host is ignored for the any-host Route, so requests reach the wrong service",
 	},
 
+	// internal/gateway: the edge's fail-closed points and its own checks.
+	{
+		ID: "gateway/limiter-down-serves", Pkg: "internal/gateway", File: "handler.go",
+		From: "return outcome{http.StatusServiceUnavailable, ReasonLimiterDown, err.Error()}",
+		To:   "return outcome{}",
+		Run:  gatewayTests,
+		Why:  "a rate limiter that cannot count (Redis down) lets every request through (issue 19 item 6)",
+	},
+	{
+		ID: "gateway/rate-limit-ignored", Pkg: "internal/gateway", File: "handler.go",
+		From: "\tif !res.Allowed {",
+		To:   "\tif false {",
+		Run:  gatewayTests,
+		Why:  "a caller over its rate limit is served",
+	},
+	{
+		ID: "gateway/audit-not-ready", Pkg: "internal/gateway", File: "handler.go",
+		From: "\tif err := audit.Ready(g.cfg.Events); err != nil {",
+		To:   "\tif err := audit.Ready(g.cfg.Events); err != nil && false {",
+		Run:  gatewayTests,
+		Why:  "a request is forwarded though its record cannot be written",
+	},
+	{
+		ID: "gateway/edge-policy-skipped", Pkg: "internal/gateway", File: "handler.go",
+		From: "\tdec := snap.engine.Decide(req)\n\tif !dec.Allow {",
+		To:   "\tdec := snap.engine.Decide(req)\n\tif !dec.Allow && dec.Reason != policy.ReasonNoRuleMatches {",
+		Run:  gatewayTests,
+		Why:  "default deny at the edge: a route to a service whose policy admits no gateway call is open",
+	},
+	{
+		ID: "gateway/route-condition-ignored", Pkg: "internal/gateway", File: "handler.go",
+		From: "\tif !ok {\n\t\treturn outcome{http.StatusForbidden, ReasonConditionFailed, \"route condition does not hold\"}",
+		To:   "\tif !ok && false {\n\t\treturn outcome{http.StatusForbidden, ReasonConditionFailed, \"route condition does not hold\"}",
+		Run:  gatewayTests,
+		Why:  "a Route's condition that does not hold lets the request through",
+	},
+	{
+		ID: "gateway/source-cap-ignored", Pkg: "internal/gateway", File: "body.go",
+		From: "\trelease, ok := g.sources.Acquire(x.source)\n\tif !ok {",
+		To:   "\trelease, ok := g.sources.Acquire(x.source)\n\tif !ok && false {",
+		Run:  gatewayTests,
+		Why:  "one source holds every concurrent-request slot (issue 12 finding 8)",
+	},
+
 	// internal/identity: the one peer check of both sides of mesh TLS.
 	{
 		ID: "identity/authorize-id", Pkg: "internal/identity", File: "tls.go",
@@ -536,3 +580,7 @@ var mutants = []Mutant{
 // (syslog, crash loops, retention timing) take most of its run time and
 // decide nothing about tampering.
 const auditVerifyTests = "Verify|Tamper|Torn|Tail|Seal|Retention|Unsigned|RoundTrip"
+
+// gatewayTests are the gateway package's tests of decisions, limits and
+// what reaches the service.
+const gatewayTests = "Limit|Audit|Policy|Deny|Default|Condition|Route|Source|Bod|Injected|Forwards|Anonymous"
