@@ -92,6 +92,9 @@ type CA struct {
 	seenVersion atomic.Int64
 	crlMu       sync.Mutex
 	crls        map[string]*crlEntry
+	// renewChecked, when set (tests only), runs between a renewal's
+	// revocation check and its recording: the window a revocation races.
+	renewChecked func()
 }
 
 // New opens the CA kept in cfg.Store, initialising it on first use: with

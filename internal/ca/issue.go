@@ -202,8 +202,17 @@ func (c *CA) renew(ctx context.Context, peer *x509.Certificate, csrDER []byte) (
 	if err != nil {
 		return nil, id.String(), err
 	}
+	if c.renewChecked != nil {
+		c.renewChecked()
+	}
 	newRec.Renewal = true
-	if err := c.cfg.Store.InsertCertificate(ctx, newRec); err != nil {
+	// The store re-checks the presented SVID in the transaction that
+	// records the new one, serialized with revocations: a RevokeID racing
+	// this renewal either refuses it here or revokes what it recorded.
+	switch err := c.cfg.Store.Renew(ctx, rec.Serial, newRec); {
+	case errors.Is(err, store.ErrRevoked):
+		return nil, id.String(), refuse("revoked", "current SVID is revoked", nil)
+	case err != nil:
 		return nil, id.String(), err
 	}
 	return iss, id.String(), nil
