@@ -312,6 +312,8 @@ func (c *CA) newAuthority(kind string, parent *signer) (*signer, error) {
 		}
 		parentCert, parentKey = parent.cert, parent.key
 		tmpl.MaxPathLenZero = true
+		tmpl.CRLDistributionPoints = []string{c.crlURL(parent.rec.ID)}
+		tmpl.IssuingCertificateURL = []string{c.certURL(parent.rec.ID)}
 		if tmpl.NotAfter.After(parent.cert.NotAfter) {
 			tmpl.NotAfter = parent.cert.NotAfter
 		}
