@@ -14,6 +14,7 @@ import (
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/wardsec/ward/internal/ca"
 )
@@ -206,5 +207,32 @@ func TestIntermediateCarriesCRLDistributionPoint(t *testing.T) {
 	nc, err := x509.ParseCertificate(next.CertDER)
 	if err != nil || !slices.Equal(nc.CRLDistributionPoints, []string{wantCRL}) {
 		t.Fatalf("rotated intermediate CRL distribution points = %q (%v)", nc.CRLDistributionPoints, err)
+	}
+}
+
+// TestOCSPThisUpdateNotBeforeRevocation: like the CRL (zlint's
+// e_crl_revocation_time_after_this_update), an OCSP answer for a revoked
+// certificate does not date its status before the revocation it reports.
+func TestOCSPThisUpdateNotBeforeRevocation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a, _ := f.enroll(t, "spiffe://example.org/svc/a")
+	if _, err := f.ca.RevokeSerial(ctx, ca.SerialText(a.Cert.SerialNumber), 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	req, err := ocsp.CreateRequest(a.Cert, a.Chain[1], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := f.ca.OCSP(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ocsp.ParseResponseForCert(der, a.Cert, a.Chain[1])
+	if err != nil || resp.Status != ocsp.Revoked {
+		t.Fatalf("OCSP: %v, status %d", err, resp.Status)
+	}
+	if resp.RevokedAt.After(resp.ThisUpdate) {
+		t.Fatalf("OCSP thisUpdate %s is before the revocation time %s it reports", resp.ThisUpdate, resp.RevokedAt)
 	}
 }

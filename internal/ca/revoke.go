@@ -193,14 +193,7 @@ func (c *CA) CRL(ctx context.Context, authorityID string) ([]byte, error) {
 		if e.IssuerID != authorityID {
 			continue
 		}
-		// thisUpdate is backdated for clocks behind ours, but never to
-		// before a revocation the list already holds (RFC 5280 5.1.2.6).
-		if e.RevokedAt.After(tmpl.ThisUpdate) {
-			tmpl.ThisUpdate = e.RevokedAt
-			if tmpl.ThisUpdate.After(now) {
-				tmpl.ThisUpdate = now
-			}
-		}
+		tmpl.ThisUpdate = notBefore(tmpl.ThisUpdate, e.RevokedAt, now)
 		n, ok := new(big.Int).SetString(e.Serial, 16)
 		if !ok {
 			return nil, fmt.Errorf("stored serial %q is not hexadecimal", e.Serial)
@@ -215,6 +208,20 @@ func (c *CA) CRL(ctx context.Context, authorityID string) ([]byte, error) {
 	}
 	c.crls[authorityID] = &crlEntry{version: version, made: now, der: der}
 	return der, nil
+}
+
+// notBefore moves a backdated thisUpdate (backdated for clocks behind ours)
+// up to a revocation it reports, so that no CRL or OCSP answer dates a
+// status before the revocation that made it (RFC 5280 5.1.2.6), never past
+// now.
+func notBefore(thisUpdate, revokedAt, now time.Time) time.Time {
+	if revokedAt.After(thisUpdate) {
+		thisUpdate = revokedAt
+	}
+	if thisUpdate.After(now) {
+		thisUpdate = now
+	}
+	return thisUpdate
 }
 
 // AuthorityCertificate returns the DER certificate of the root or of a
@@ -274,6 +281,7 @@ func (c *CA) OCSP(ctx context.Context, reqDER []byte) ([]byte, error) {
 		return nil, err
 	case rec.Revoked():
 		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.RevokedAt, rec.RevocationReason
+		tmpl.ThisUpdate = notBefore(tmpl.ThisUpdate, rec.RevokedAt, now)
 	}
 	return ocsp.CreateResponse(issuer.cert, issuer.cert, tmpl, issuer.key)
 }
