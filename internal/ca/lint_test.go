@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
@@ -20,17 +22,23 @@ import (
 )
 
 // TestIssuedCertificatesLintClean (issue 12 finding 12): an SVID, the
-// intermediate that signs it and the root pass zlint with no error or
-// warning, except lints listed here that apply only to the Web PKI.
+// intermediate that signs it, the root and a gateway's edge certificate
+// pass zlint with no error or warning, except lints listed here that apply
+// only to the Web PKI.
 func TestIssuedCertificatesLintClean(t *testing.T) {
 	f := newFixture(t)
 	svid, _ := f.enroll(t, "spiffe://example.org/svc/orders")
 	inter := svid.Chain[1]
 	root := rootOf(t, f)
+	edge, err := f.ca.IssueEdge(context.Background(), spiffeid.RequireFromString("spiffe://example.org/gateway/edge"),
+		p256(t).Public(), []string{"api.example.com", "127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		cert *x509.Certificate
-	}{{"svid", svid.Cert}, {"intermediate", inter}, {"root", root}} {
+	}{{"svid", svid.Cert}, {"intermediate", inter}, {"root", root}, {"edge", edge.Cert}} {
 		t.Run(tc.name, func(t *testing.T) {
 			zc, err := zx509.ParseCertificate(tc.cert.Raw)
 			if err != nil {
@@ -136,6 +144,10 @@ var webPKIOnly = map[string]bool{
 	// BRs 7.1.2.10.3: a public CA's AIA must not use internal names; Ward's
 	// public URL is the server's address inside the mesh (here 127.0.0.1).
 	"w_sub_cert_aia_contains_internal_names": true,
+	// BRs 7.1.4.2.1: no reserved IP address in a public certificate; an
+	// edge certificate of a private gateway may name a loopback or
+	// private-range address it listens on.
+	"e_ext_san_contains_reserved_ip": true,
 	// BRs 7.1.2.1: no pathLenConstraint in a root; Ward's root sets it to 1
 	// on purpose, so that an intermediate can never sign another CA.
 	"w_root_ca_basic_constraints_path_len_constraint_field_present": true,
