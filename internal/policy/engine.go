@@ -291,18 +291,22 @@ func (r *rule) matchPeer(peerPath string) bool {
 
 func (r *rule) matchPath(path string) bool {
 	for _, p := range r.paths {
-		if p.match(path) {
+		if p.fold {
+			if p.matchFolded(path) {
+				return true
+			}
+			continue
+		}
+		if p.prefix && strings.HasPrefix(path, p.s) || path == p.s {
 			return true
 		}
 	}
 	return false
 }
 
-// match reports whether the canonical path matches.
-func (p *pathPattern) match(path string) bool {
-	if !p.fold {
-		return p.prefix && strings.HasPrefix(path, p.s) || path == p.s
-	}
+// matchFolded reports whether the canonical path matches a fold pattern:
+// as a prefix or exactly, whatever the case of its ASCII letters.
+func (p *pathPattern) matchFolded(path string) bool {
 	if p.prefix && len(path) >= len(p.s) || len(path) == len(p.s) {
 		return asciiEqualLower(path[:len(p.s)], p.s)
 	}
