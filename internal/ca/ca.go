@@ -92,6 +92,9 @@ type CA struct {
 	seenVersion atomic.Int64
 	crlMu       sync.Mutex
 	crls        map[string]*crlEntry
+	// renewChecked, when set (tests only), runs between a renewal's
+	// revocation check and its recording: the window a revocation races.
+	renewChecked func()
 }
 
 // New opens the CA kept in cfg.Store, initialising it on first use: with
@@ -309,6 +312,8 @@ func (c *CA) newAuthority(kind string, parent *signer) (*signer, error) {
 		}
 		parentCert, parentKey = parent.cert, parent.key
 		tmpl.MaxPathLenZero = true
+		tmpl.CRLDistributionPoints = []string{c.crlURL(parent.rec.ID)}
+		tmpl.IssuingCertificateURL = []string{c.certURL(parent.rec.ID)}
 		if tmpl.NotAfter.After(parent.cert.NotAfter) {
 			tmpl.NotAfter = parent.cert.NotAfter
 		}

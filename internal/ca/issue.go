@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -202,8 +203,17 @@ func (c *CA) renew(ctx context.Context, peer *x509.Certificate, csrDER []byte) (
 	if err != nil {
 		return nil, id.String(), err
 	}
+	if c.renewChecked != nil {
+		c.renewChecked()
+	}
 	newRec.Renewal = true
-	if err := c.cfg.Store.InsertCertificate(ctx, newRec); err != nil {
+	// The store re-checks the presented SVID in the transaction that
+	// records the new one, serialized with revocations: a RevokeID racing
+	// this renewal either refuses it here or revokes what it recorded.
+	switch err := c.cfg.Store.Renew(ctx, rec.Serial, newRec); {
+	case errors.Is(err, store.ErrRevoked):
+		return nil, id.String(), refuse("revoked", "current SVID is revoked", nil)
+	case err != nil:
 		return nil, id.String(), err
 	}
 	return iss, id.String(), nil
@@ -384,6 +394,10 @@ func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, c
 	if notAfter.After(issuer.cert.NotAfter) {
 		notAfter = issuer.cert.NotAfter
 	}
+	ski, err := subjectKeyID(pub)
+	if err != nil {
+		return nil, store.Certificate{}, err
+	}
 	ku := x509.KeyUsageDigitalSignature
 	if _, ok := pub.(*rsa.PublicKey); ok {
 		ku |= x509.KeyUsageKeyEncipherment
@@ -395,8 +409,10 @@ func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, c
 		NotAfter:              notAfter,
 		KeyUsage:              ku,
 		BasicConstraintsValid: true,
+		SubjectKeyId:          ski,
 		CRLDistributionPoints: []string{c.crlURL(issuer.rec.ID)},
 		OCSPServer:            []string{c.cfg.PublicURL + "/ocsp"},
+		IssuingCertificateURL: []string{c.certURL(issuer.rec.ID)},
 	}
 	names(tmpl)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer.cert, pub, issuer.key)
@@ -420,6 +436,22 @@ func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, c
 
 func (c *CA) crlURL(authorityID string) string {
 	return c.cfg.PublicURL + "/crl/" + authorityID + ".crl"
+}
+
+// certURL is where an authority's certificate is served (AIA caIssuers).
+func (c *CA) certURL(authorityID string) string {
+	return c.cfg.PublicURL + "/ca/" + authorityID + ".crt"
+}
+
+// subjectKeyID is RFC 7093 method 1: the leftmost 160 bits of the SHA-256
+// of the subjectPublicKey BIT STRING.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("subject key ID: %w", err)
+	}
+	sum := sha256.Sum256(subjectPublicKeyBits(spki))
+	return sum[:20], nil
 }
 
 // authorityID names an authority by its certificate's subject key ID.

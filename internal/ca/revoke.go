@@ -160,15 +160,12 @@ type crlEntry struct {
 	der     []byte
 }
 
-// CRL returns the DER certificate revocation list of an intermediate, signed
-// by it, re-signed when the revocation list changed or it grows old.
+// CRL returns the DER certificate revocation list of an authority, signed
+// by it, re-signed when the revocation list changed or it grows old. The
+// root's lists the intermediates it revoked: none, as Ward retires an
+// intermediate by taking it out of the trust bundle instead.
 func (c *CA) CRL(ctx context.Context, authorityID string) ([]byte, error) {
-	var issuer *signer
-	for _, s := range c.st.Load().trusted {
-		if s.rec.ID == authorityID {
-			issuer = s
-		}
-	}
+	issuer := c.st.Load().authority(authorityID)
 	if issuer == nil || issuer.key == nil {
 		return nil, refuse("not_found", "no such certificate authority", nil)
 	}
@@ -196,6 +193,7 @@ func (c *CA) CRL(ctx context.Context, authorityID string) ([]byte, error) {
 		if e.IssuerID != authorityID {
 			continue
 		}
+		tmpl.ThisUpdate = notBefore(tmpl.ThisUpdate, e.RevokedAt, now)
 		n, ok := new(big.Int).SetString(e.Serial, 16)
 		if !ok {
 			return nil, fmt.Errorf("stored serial %q is not hexadecimal", e.Serial)
@@ -210,6 +208,44 @@ func (c *CA) CRL(ctx context.Context, authorityID string) ([]byte, error) {
 	}
 	c.crls[authorityID] = &crlEntry{version: version, made: now, der: der}
 	return der, nil
+}
+
+// notBefore moves a backdated thisUpdate (backdated for clocks behind ours)
+// up to a revocation it reports, so that no CRL or OCSP answer dates a
+// status before the revocation that made it (RFC 5280 5.1.2.6), never past
+// now.
+func notBefore(thisUpdate, revokedAt, now time.Time) time.Time {
+	if revokedAt.After(thisUpdate) {
+		thisUpdate = revokedAt
+	}
+	if thisUpdate.After(now) {
+		thisUpdate = now
+	}
+	return thisUpdate
+}
+
+// AuthorityCertificate returns the DER certificate of the root or of a
+// trusted intermediate, by authority ID: what an issued certificate's AIA
+// caIssuers URL serves.
+func (c *CA) AuthorityCertificate(authorityID string) ([]byte, error) {
+	a := c.st.Load().authority(authorityID)
+	if a == nil {
+		return nil, refuse("not_found", "no such certificate authority", nil)
+	}
+	return a.cert.Raw, nil
+}
+
+// authority returns the root or trusted intermediate with ID id, or nil.
+func (s *state) authority(id string) *signer {
+	if s.root.rec.ID == id {
+		return s.root
+	}
+	for _, sg := range s.trusted {
+		if sg.rec.ID == id {
+			return sg
+		}
+	}
+	return nil
 }
 
 // OCSP answers an RFC 6960 request (DER). Malformed requests get an error
@@ -245,6 +281,7 @@ func (c *CA) OCSP(ctx context.Context, reqDER []byte) ([]byte, error) {
 		return nil, err
 	case rec.Revoked():
 		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.RevokedAt, rec.RevocationReason
+		tmpl.ThisUpdate = notBefore(tmpl.ThisUpdate, rec.RevokedAt, now)
 	}
 	return ocsp.CreateResponse(issuer.cert, issuer.cert, tmpl, issuer.key)
 }
@@ -255,7 +292,7 @@ func (c *CA) issuerByKeyHash(h crypto.Hash, keyHash []byte) *signer {
 	}
 	for _, s := range c.st.Load().trusted {
 		sum := h.New()
-		sum.Write(subjectPublicKeyBits(s.cert))
+		sum.Write(subjectPublicKeyBits(s.cert.RawSubjectPublicKeyInfo))
 		if string(sum.Sum(nil)) == string(keyHash) && s.key != nil {
 			return s
 		}
@@ -263,14 +300,15 @@ func (c *CA) issuerByKeyHash(h crypto.Hash, keyHash []byte) *signer {
 	return nil
 }
 
-// subjectPublicKeyBits is what an OCSP issuerKeyHash covers: the BIT
-// STRING of the issuer's SubjectPublicKeyInfo, without tag and length.
-func subjectPublicKeyBits(cert *x509.Certificate) []byte {
+// subjectPublicKeyBits is what an OCSP issuerKeyHash and a subject key ID
+// cover: the BIT STRING of a DER SubjectPublicKeyInfo, without tag and
+// length.
+func subjectPublicKeyBits(spkiDER []byte) []byte {
 	var spki struct {
 		Algorithm pkix.AlgorithmIdentifier
 		PublicKey asn1.BitString
 	}
-	if _, err := asn1.Unmarshal(cert.RawSubjectPublicKeyInfo, &spki); err != nil {
+	if _, err := asn1.Unmarshal(spkiDER, &spki); err != nil {
 		return nil
 	}
 	return spki.PublicKey.RightAlign()

@@ -6,7 +6,7 @@ package control
 import "time"
 
 // API paths. Everything under /v1/ is served over TLS on the server's main
-// listener; CRL, OCSP, the bundle and metrics are also on the public HTTP
+// listener; CRL, OCSP, CA certificates, the bundle and metrics are also on the public HTTP
 // listener because relying parties fetch them without credentials.
 const (
 	PathEnroll       = "/v1/enroll"         // POST EnrollRequest, no client cert needed
@@ -24,6 +24,7 @@ const (
 	PathAPIKeyFeed   = "/v1/apikeys/feed"   // GET ?after=N&wait=30s, gateways only
 	PathEdgeCert     = "/v1/edgecert"       // POST EdgeCertRequest, gateways only
 	PathCRL          = "/crl/"              // GET /crl/<authority-id>.crl, DER
+	PathCACert       = "/ca/"               // GET /ca/<authority-id>.crt, DER: the AIA caIssuers URL
 	PathOCSP         = "/ocsp"              // RFC 6960, GET and POST
 )
 

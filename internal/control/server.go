@@ -140,6 +140,7 @@ func (h *Handler) Public(metrics http.Handler) http.Handler {
 
 func (h *Handler) public(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathCRL+"{file}", h.crl)
+	mux.HandleFunc("GET "+PathCACert+"{file}", h.caCert)
 	mux.HandleFunc("POST "+PathOCSP, h.ocspPost)
 	mux.HandleFunc("GET "+PathOCSP+"/{req...}", h.ocspGet)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -481,6 +482,23 @@ func (h *Handler) crl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/pkix-crl")
+	_, _ = w.Write(der)
+}
+
+// caCert serves an authority's certificate, DER, where the AIA caIssuers
+// URL of what it signed points.
+func (h *Handler) caCert(w http.ResponseWriter, r *http.Request) {
+	id, ok := strings.CutSuffix(r.PathValue("file"), ".crt")
+	if !ok {
+		h.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", msg: "no such certificate authority"})
+		return
+	}
+	der, err := h.CA.AuthorityCertificate(id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-cert")
 	_, _ = w.Write(der)
 }
 

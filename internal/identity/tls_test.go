@@ -337,3 +337,31 @@ func TestResumedSessionIsVerified(t *testing.T) {
 		t.Error("handler ran on a resumed session of a revoked peer")
 	}
 }
+
+// TestMeshClientRefusesTLS12Server (issue 19 item 7, invariant 2: mesh TLS
+// 1.3 only): the mesh client refuses a server that speaks at most TLS 1.2,
+// though it presents a valid SVID with the expected ID; the same server
+// allowed TLS 1.3 is accepted, so the version alone decides.
+func TestMeshClientRefusesTLS12Server(t *testing.T) {
+	ca := newFakeCA(t)
+	client := newSource(t, ca, svc("client"))
+	bundle := ca.bundle()
+	now := time.Now()
+	cert := ca.tlsCert(ca.active, svc("server"), now.Add(-time.Minute), now.Add(time.Hour))
+	server := func(maxVersion uint16) *tls.Config {
+		c := staticServer(cert, bundle)
+		c.MinVersion, c.MaxVersion = tls.VersionTLS12, maxVersion
+		return c
+	}
+	clientSide := client.ClientTLSConfig(AuthorizeID(svc("server")))
+	if r := connect(t, server(tls.VersionTLS13), clientSide); r.clientErr != nil || !r.handled {
+		t.Fatalf("TLS 1.3 server refused: client %v, server %v", r.clientErr, r.serverErr)
+	}
+	r := connect(t, server(tls.VersionTLS12), clientSide)
+	if r.clientErr == nil || r.handled {
+		t.Fatalf("mesh client accepted a TLS 1.2 server (handled %v)", r.handled)
+	}
+	if !strings.Contains(r.clientErr.Error(), "protocol version") {
+		t.Fatalf("client error %q, want a protocol version refusal", r.clientErr)
+	}
+}

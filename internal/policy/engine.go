@@ -185,6 +185,9 @@ func compileRule(o *resource.Object, index int, r resource.Rule) (rule, resource
 		if err != nil {
 			errs = append(errs, o.Origin.Errorf(fmt.Sprintf("%s.paths[%d]", path, j), "%v", err))
 		}
+		if r.PathsCaseInsensitive {
+			pp.s, pp.fold = asciiLower(pp.s), true
+		}
 		cr.paths = append(cr.paths, pp)
 	}
 	if r.When != "" {
@@ -288,11 +291,57 @@ func (r *rule) matchPeer(peerPath string) bool {
 
 func (r *rule) matchPath(path string) bool {
 	for _, p := range r.paths {
+		if p.fold {
+			if p.matchFolded(path) {
+				return true
+			}
+			continue
+		}
 		if p.prefix && strings.HasPrefix(path, p.s) || path == p.s {
 			return true
 		}
 	}
 	return false
+}
+
+// matchFolded reports whether the canonical path matches a fold pattern:
+// as a prefix or exactly, whatever the case of its ASCII letters.
+func (p *pathPattern) matchFolded(path string) bool {
+	if p.prefix && len(path) >= len(p.s) || len(path) == len(p.s) {
+		return asciiEqualLower(path[:len(p.s)], p.s)
+	}
+	return false
+}
+
+// asciiLower lowercases the ASCII letters of s. A canonical path carries
+// every byte outside ASCII percent-encoded, so folding ASCII is folding all
+// its letters; letters outside ASCII are left as they are.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// asciiEqualLower reports whether s equals lower, an ASCII-lowercased
+// string, when the ASCII letters of s are lowercased.
+func asciiEqualLower(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // idPattern matches SPIFFE ID paths segment by segment, "*" matching any one
@@ -328,10 +377,12 @@ func (p idPattern) match(path string) bool {
 	return path == ""
 }
 
-// pathPattern is an exact path, or a prefix ending with '/'.
+// pathPattern is an exact path, or a prefix ending with '/'. With fold,
+// s is lowercased and matched whatever the case of ASCII letters.
 type pathPattern struct {
 	s      string
 	prefix bool
+	fold   bool
 }
 
 // newPathPattern compiles a pattern; it must be canonical, as requests are,

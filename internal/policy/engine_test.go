@@ -516,3 +516,71 @@ spec:
 		t.Errorf("bad condition: %v", err)
 	}
 }
+
+// TestPathsCaseInsensitive (issue 12 finding 11): a rule with
+// pathsCaseInsensitive matches its paths whatever the case of ASCII
+// letters, for apps that fold case; rules without it stay case-sensitive,
+// and folding never lets a path through that differs in anything but case.
+func TestPathsCaseInsensitive(t *testing.T) {
+	e := compile(t, services+`
+---
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: orders-callers}
+spec:
+  target: orders
+  rules:
+  - from: [svc/catalog]
+    methods: [GET]
+    paths: ["/Orders/*", /Health, "/caf%C3%A9"]
+    pathsCaseInsensitive: true
+  - from: [svc/users]
+    paths: ["/orders/*"]
+`)
+	allowed := Decision{Allow: true, Policy: "orders-callers", Rule: 0, Reason: ReasonAllowed}
+	denied := Decision{Policy: "orders-callers", Rule: -1, Reason: ReasonNoRuleMatches}
+	req := func(peer, path string) Request {
+		return Request{Target: "orders", Peer: id(peer), Method: "GET", Path: path}
+	}
+	runDecideTests(t, e, []decideTest{
+		{"same case", req("svc/catalog", "/Orders/1"), allowed, ""},
+		{"lower case", req("svc/catalog", "/orders/1"), allowed, ""},
+		{"upper case", req("svc/catalog", "/ORDERS/"), allowed, ""},
+		{"mixed case below", req("svc/catalog", "/oRdErS/Items/X"), allowed, ""},
+		{"percent-encoded letters", req("svc/catalog", "/%6frders/1"), allowed, ""},
+		{"exact path", req("svc/catalog", "/HEALTH"), allowed, ""},
+		{"encoded hex case", req("svc/catalog", "/CAF%c3%a9"), allowed, ""},
+
+		{"exact stays exact", req("svc/catalog", "/health/"), denied, ""},
+		{"prefix without slash", req("svc/catalog", "/ORDERS"), denied, ""},
+		{"lookalike", req("svc/catalog", "/ordersx/1"), denied, ""},
+		{"non-ASCII case is not folded", req("svc/catalog", "/caf%C3%89"), denied, ""},
+		{"dotless i is not i", req("svc/catalog", "/health%C4%B1"), denied, ""},
+		{"Kelvin sign is not k", req("svc/catalog", "/%E2%84%AA"), denied, ""},
+		{"other rule stays case-sensitive", req("svc/users", "/Orders/1"), denied, ""},
+		{"other rule exact case", Request{Target: "orders", Peer: id("svc/users"), Method: "POST", Path: "/orders/1"},
+			Decision{Allow: true, Policy: "orders-callers", Rule: 1, Reason: ReasonAllowed}, ""},
+	})
+}
+
+// TestFromDoesNotMatchByPrefix (issue 19 item 1): a from entry names a
+// caller segment by segment, exactly: a caller whose name merely starts
+// with an allowed one, or continues below it, is not that caller.
+func TestFromDoesNotMatchByPrefix(t *testing.T) {
+	e := compile(t, services+catalogPolicy)
+	denied := Decision{Policy: "catalog-callers", Rule: -1, Reason: ReasonNoRuleMatches}
+	req := func(peer, path string) Request {
+		return Request{Target: "catalog", Peer: id(peer), Method: "GET", Path: path}
+	}
+	runDecideTests(t, e, []decideTest{
+		{"the caller itself", req("svc/catalog", "/catalog/x"),
+			Decision{Allow: true, Policy: "catalog-callers", Rule: 0, Reason: ReasonAllowed}, ""},
+		{"name with a suffix", req("svc/catalog-evil", "/catalog/x"), denied,
+			"denied by catalog-callers: no rule matches svc/catalog-evil GET /catalog/x"},
+		{"longer word", req("svc/catalogue", "/catalog/x"), denied, ""},
+		{"shorter name", req("svc/catalo", "/catalog/x"), denied, ""},
+		{"namespace with a suffix", req("svcx/catalog", "/catalog/x"), denied, ""},
+		{"below the caller", req("svc/catalog/x", "/catalog/x"), denied, ""},
+		{"wildcard segment, prefixed gateway namespace", req("gatewayx/edge", "/health"), denied, ""},
+	})
+}

@@ -113,8 +113,14 @@ type Rule struct {
 	Methods []string `yaml:"methods"`
 	// Paths are exact paths ("/health") or prefixes written with a final
 	// "/*" ("/orders/*" matches /orders/ and everything below it). The
-	// default "/*" matches every path. Paths are case-sensitive.
+	// default "/*" matches every path. Paths are case-sensitive unless
+	// PathsCaseInsensitive is set.
 	Paths []string `yaml:"paths"`
+	// PathsCaseInsensitive makes Paths match whatever the case of ASCII
+	// letters, for apps that fold case ("/orders/*" then matches
+	// /Orders/42 and /ORDERS/). Letters outside ASCII, which requests carry
+	// percent-encoded, still match exactly.
+	PathsCaseInsensitive bool `yaml:"pathsCaseInsensitive,omitempty"`
 	// When is an optional CEL condition that must also hold, over the
 	// variables request, peer and user (see package policy).
 	When string `yaml:"when,omitempty"`

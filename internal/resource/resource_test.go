@@ -262,3 +262,47 @@ func TestChanges(t *testing.T) {
 		t.Errorf("no change: %q", got)
 	}
 }
+
+// TestRulePathsCaseInsensitive (issue 12 finding 11): a rule may declare
+// its paths case-insensitive, for apps that fold case; the key is decoded
+// strictly (a misspelling or a non-boolean is an error with file and line)
+// and, like paths, does not apply to a tcp Service.
+func TestRulePathsCaseInsensitive(t *testing.T) {
+	const doc = "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: orders\n  rules:\n  - from: [\"*\"]\n    paths: [/Orders/*]\n%s"
+	objs, err := Parse("f.yaml", fmt.Appendf(nil, doc, "    pathsCaseInsensitive: true\n"))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if out := marshal(t, objs); !bytes.Contains(out, []byte("pathsCaseInsensitive: true")) {
+		t.Fatalf("the option was not kept:\n%s", out)
+	}
+	objs, err = Parse("f.yaml", fmt.Appendf(nil, doc, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := marshal(t, objs); bytes.Contains(out, []byte("pathsCaseInsensitive")) {
+		t.Fatalf("the option appears when not set:\n%s", out)
+	}
+	for _, tt := range []struct{ extra, want string }{
+		{"    pathsCaseinsensitive: true\n", `f.yaml:9: spec.rules[0].pathsCaseinsensitive: unknown field`},
+		{"    pathsCaseInsensitive: often\n", `f.yaml:9:`},
+	} {
+		if _, err := Parse("f.yaml", fmt.Appendf(nil, doc, tt.extra)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse with %q: %v, want an error containing %q", tt.extra, err, tt.want)
+		}
+	}
+	tcp := "apiVersion: ward/v1\nkind: Service\nmetadata: {name: db}\nspec: {protocol: tcp, endpoints: [\"a:1\"]}\n"
+	pol := "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: db\n  rules:\n  - from: [\"*\"]\n    pathsCaseInsensitive: true\n"
+	a, err := Parse("f0.yaml", []byte(tcp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse("f1.yaml", []byte(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `f1.yaml:7: spec.rules[0]: methods and paths do not apply to tcp Service "db"`
+	if err := Validate(append(a, b...)); err == nil || err.Error() != want {
+		t.Errorf("Validate: %v, want %s", err, want)
+	}
+}

@@ -55,7 +55,7 @@ func check(objs []Object, errs *ErrorList, refs bool) {
 		}
 		if s, ok := svc.Spec.(*ServiceSpec); ok && s.Protocol == ProtocolTCP {
 			for j, r := range p.Rules {
-				if !slices.Equal(r.Methods, []string{AnyMethod}) || !slices.Equal(r.Paths, []string{AnyPath}) {
+				if !slices.Equal(r.Methods, []string{AnyMethod}) || !slices.Equal(r.Paths, []string{AnyPath}) || r.PathsCaseInsensitive {
 					v.errorf(fmt.Sprintf("spec.rules[%d]", j), "methods and paths do not apply to tcp Service %q", p.Target)
 				}
 			}

@@ -32,7 +32,12 @@ func (s *Sidecar) serveL4Inbound(ctx context.Context, tc *tls.Conn, p peer) {
 		s.metrics.observe(p.id.String(), s.cfg.Service, "deny", 0, 0)
 		return
 	}
-	s.emit(ctx, ev)
+	if err := s.emit(ctx, ev); err != nil {
+		// Fail closed, like HTTP: a connection that cannot be recorded
+		// never reaches the app.
+		s.metrics.observe(p.id.String(), s.cfg.Service, "deny", 0, 0)
+		return
+	}
 	d := net.Dialer{Timeout: s.lim.ConnectTimeout}
 	app, err := d.DialContext(ctx, "tcp", s.cfg.App)
 	if err != nil {

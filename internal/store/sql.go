@@ -232,6 +232,25 @@ func (s *SQL) InsertCertificate(ctx context.Context, c Certificate) (err error) 
 	return s.insertCert(ctx, s.w, c)
 }
 
+// Renew implements Store. It holds the revocation lock that RevokeSerial
+// and RevokeID take first, so that it and a revocation never interleave.
+func (s *SQL) Renew(ctx context.Context, previous string, c Certificate) (err error) {
+	defer wrap(&err, "renew %s as %s", previous, c.Serial)
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := lockRevocations(ctx, tx); err != nil {
+			return err
+		}
+		prev, err := s.getCert(ctx, tx, previous)
+		if err != nil {
+			return err
+		}
+		if prev.Revoked() {
+			return ErrRevoked
+		}
+		return s.insertCert(ctx, tx, c)
+	})
+}
+
 func (s *SQL) insertCert(ctx context.Context, q querier, c Certificate) error {
 	if c.Revoked() {
 		// Revocations go through RevokeSerial and RevokeID, which keep the
@@ -384,7 +403,7 @@ func (s *SQL) RevokeID(ctx context.Context, spiffeID string, reason int, at time
 // PostgreSQL, and bumps the version if fn revoked something.
 func (s *SQL) revoke(ctx context.Context, fn func(tx *sql.Tx) (revoked bool, err error)) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE revocation_version SET version = version`); err != nil {
+		if err := lockRevocations(ctx, tx); err != nil {
 			return err
 		}
 		revoked, err := fn(tx)
@@ -394,6 +413,14 @@ func (s *SQL) revoke(ctx context.Context, fn func(tx *sql.Tx) (revoked bool, err
 		_, err = tx.ExecContext(ctx, `UPDATE revocation_version SET version = version + 1`)
 		return err
 	})
+}
+
+// lockRevocations takes the revocation version's row lock (on SQLite, the
+// write lock) until tx ends. Revocations and renewals take it first, so each
+// statement after it sees what the other committed.
+func lockRevocations(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `UPDATE revocation_version SET version = version`)
+	return err
 }
 
 // voidTokens voids the unused tokens of an ID so that a revoked identity

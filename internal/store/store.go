@@ -23,6 +23,8 @@ var (
 	ErrTokenUsed    = errors.New("join token already used")
 	ErrTokenExpired = errors.New("join token expired")
 	ErrTokenVoided  = errors.New("join token voided by a revocation")
+	// ErrRevoked means the certificate a renewal presented is revoked.
+	ErrRevoked = errors.New("certificate revoked")
 	// ErrSchemaTooNew means the store was written by a newer Ward.
 	ErrSchemaTooNew = errors.New("store schema is newer than this ward supports")
 )
@@ -112,8 +114,14 @@ type Store interface {
 	Enroll(ctx context.Context, tokenHash []byte, now time.Time, c Certificate) error
 
 	// InsertCertificate records a certificate issued without a token
-	// (renewal, server and operator credentials).
+	// (server, operator and edge credentials).
 	InsertCertificate(ctx context.Context, c Certificate) error
+	// Renew records c, the renewal of the certificate previous, only if
+	// previous is known (else ErrNotFound) and unrevoked (else ErrRevoked).
+	// It is serialized with RevokeSerial and RevokeID: a renewal racing a
+	// revocation of its ID either finds previous revoked or is committed
+	// before the revocation looks, and is then revoked with the rest.
+	Renew(ctx context.Context, previous string, c Certificate) error
 	// GetCertificate returns one certificate by serial; ErrNotFound.
 	GetCertificate(ctx context.Context, serial string) (Certificate, error)
 	// ListCertificates returns certificates, newest first.

@@ -205,3 +205,37 @@ func ping(addr string) error {
 	}
 	return nil
 }
+
+// Server is a redis-server of one test's own, for a test that stops it to
+// see what Ward does when Redis goes away.
+type Server struct {
+	s    *server
+	once sync.Once
+}
+
+// Start runs a redis-server for tb alone on a free port of 127.0.0.1,
+// stopped when tb ends if Stop was not called first. It fails tb if
+// redis-server cannot start.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := start()
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	srv := &Server{s: s}
+	tb.Cleanup(srv.Stop)
+	return srv
+}
+
+// Addr is the server's address.
+func (s *Server) Addr() string { return s.s.addr }
+
+// Stop stops the server and waits until it has exited; later calls do
+// nothing.
+func (s *Server) Stop() {
+	s.once.Do(func() {
+		if err := s.s.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "redistest: stopping redis-server: %v\n", err)
+		}
+	})
+}

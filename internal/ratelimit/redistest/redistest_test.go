@@ -17,3 +17,18 @@ func TestAddrServes(t *testing.T) {
 		t.Fatalf("second Addr = %s, want the same server %s", b, a)
 	}
 }
+
+func TestStartStop(t *testing.T) {
+	s := Start(t)
+	if err := ping(s.Addr()); err != nil {
+		t.Fatalf("PING %s: %v", s.Addr(), err)
+	}
+	if s.Addr() == Addr(t) {
+		t.Fatal("Start returned the shared server")
+	}
+	s.Stop()
+	if err := ping(s.Addr()); err == nil {
+		t.Fatalf("%s still answers after Stop", s.Addr())
+	}
+	s.Stop() // a second Stop does nothing
+}

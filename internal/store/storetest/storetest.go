@@ -37,6 +37,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"ConcurrentRevokes", testConcurrentRevokes},
 		{"RevokeRacesEnroll", testRevokeRacesEnroll},
+		{"Renew", testRenew},
+		{"RevokeRacesRenew", testRevokeRacesRenew},
 		{"APIKeys", testAPIKeys},
 		{"ConcurrentAPIKeys", testConcurrentAPIKeys},
 		{"ResourceVersions", testResourceVersions},
@@ -728,6 +730,74 @@ func testRevokeRacesEnroll(t *testing.T, s store.Store) {
 			if _, err := s.GetToken(ctx, hash(text(w, k)), t0); err == nil {
 				t.Errorf("token %s still usable", text(w, k))
 			}
+		}
+	}
+}
+
+func testRenew(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const id = "spiffe://test/renewer"
+	insert(t, s, newCert("a1", id, t0, time.Hour))
+	next := newCert("a2", id, t0.Add(time.Minute), time.Hour)
+	next.Renewal = true
+	must(t, s.Renew(ctx, "a1", next))
+	got, err := s.GetCertificate(ctx, "a2")
+	must(t, err)
+	wantEqual(t, "renewal recorded", got.Renewal, true)
+	wantErr(t, "Renew(unknown previous)", s.Renew(ctx, "ff", newCert("a3", id, t0, time.Hour)), store.ErrNotFound)
+	_, err = s.RevokeSerial(ctx, "a2", 1, t0)
+	must(t, err)
+	wantErr(t, "Renew(revoked previous)", s.Renew(ctx, "a2", newCert("a4", id, t0, time.Hour)), store.ErrRevoked)
+	for _, serial := range []string{"a3", "a4"} {
+		if _, err := s.GetCertificate(ctx, serial); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("refused renewal recorded %s: %v", serial, err)
+		}
+	}
+}
+
+// testRevokeRacesRenew: renewals racing RevokeID of their identity are
+// either refused or revoked with the rest.
+func testRevokeRacesRenew(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const id, perWorker = "spiffe://test/renew-racer", 8
+	for w := range workers {
+		insert(t, s, newCert(fmt.Sprintf("p%02x", w), id, t0, time.Hour))
+	}
+	var renewed atomic.Int64
+	midway := make(chan struct{})
+	errs := parallel(workers+1, func(w int) error {
+		if w == workers {
+			select {
+			case <-midway:
+			case <-time.After(10 * time.Second):
+			}
+			_, err := s.RevokeID(ctx, id, 1, t0)
+			return err
+		}
+		prev := fmt.Sprintf("p%02x", w)
+		for k := range perWorker {
+			next := newCert(fmt.Sprintf("q%02x%02x", w, k), id, t0, time.Hour)
+			next.Renewal = true
+			switch err := s.Renew(ctx, prev, next); {
+			case err == nil:
+				prev = next.Serial
+				if renewed.Add(1) == workers {
+					close(midway)
+				}
+			case errors.Is(err, store.ErrRevoked):
+				return nil
+			default:
+				return err
+			}
+		}
+		return nil
+	})
+	must(t, errors.Join(errs...))
+	cs, err := s.ListCertificates(ctx, store.CertFilter{SPIFFEID: id})
+	must(t, err)
+	for _, c := range cs {
+		if !c.Revoked() {
+			t.Errorf("certificate %s renewed while RevokeID ran is not revoked", c.Serial)
 		}
 	}
 }
