@@ -148,3 +148,48 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestSpoolKeepsUnshippedPastRetention (issue 12 item 11): a proxy's
+// records older than the spool's 7 days that the server has not
+// acknowledged stay on disk, and the metric says so.
+func TestSpoolKeepsUnshippedPastRetention(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := filepath.Join(t.TempDir(), "audit")
+	reg := prometheus.NewRegistry()
+	sp, err := openSpool(dir, filepath.Join(t.TempDir(), "cursor"), nil, reg, log) // no server: nothing ships
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	pad := strings.Repeat("x", 900<<10)
+	old := time.Now().Add(-8 * 24 * time.Hour)
+	for i := 0; i < 20; i++ { // 16 MiB of old records: a sealed segment, then retention runs
+		ev := audit.Event{Time: old, Type: "sidecar.request", Decision: "allow", Fields: map[string]string{"pad": pad}}
+		if err := sp.Emit(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gauge := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "ward_audit_unshipped_past_retention_records" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
+	seg1 := filepath.Join(dir, "seg-0000000000000001.wal")
+	waitUntil(t, "retention to run", func() bool {
+		_, err := os.Stat(seg1)
+		return gauge() > 0 || err != nil
+	})
+	if _, err := os.Stat(seg1); err != nil {
+		t.Fatalf("unshipped records deleted after 7 days: %v", err)
+	}
+	if g := gauge(); g < 19 {
+		t.Errorf("ward_audit_unshipped_past_retention_records = %v, want the 19 records of the sealed segment", g)
+	}
+}
