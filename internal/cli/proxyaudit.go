@@ -259,7 +259,13 @@ func (s *spool) fromLog(ctx context.Context, after uint64) (uint64, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		acked, err := s.client.ShipAudit(ctx, s.logID, batch)
+		b := control.AuditBatch{LogID: s.logID, Records: batch}
+		if after == 0 && batch[0].Seq > 1 {
+			// Nothing acknowledged, yet the log starts later: a spool of
+			// an earlier version whose shipped records retention deleted.
+			b.From = batch[0].Seq
+		}
+		acked, err := s.client.ShipAuditBatch(ctx, b)
 		if err != nil {
 			return err
 		}

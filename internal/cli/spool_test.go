@@ -193,3 +193,76 @@ func TestSpoolKeepsUnshippedPastRetention(t *testing.T) {
 		t.Errorf("ward_audit_unshipped_past_retention_records = %v, want the 19 records of the sealed segment", g)
 	}
 }
+
+// TestSpoolFromEarlierVersionShipsWhatItHolds: a spool written before
+// log ids (no log-id file, a bare-number cursor) whose oldest, shipped
+// segment retention already deleted gets a log id and ships every record
+// it still holds, starting where it starts.
+func TestSpoolFromEarlierVersionShipsWhatItHolds(t *testing.T) {
+	srv := controltest.Start(t, nil)
+	id := spiffeid.RequireFromString("spiffe://example.org/svc/orders")
+	dir := t.TempDir()
+	spoolDir, cursor := filepath.Join(dir, "audit"), filepath.Join(dir, "cursor")
+	old, err := audit.Open(spoolDir, audit.Options{MaxSegmentBytes: 2048, NoCompress: true, Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 60; i++ {
+		ev := audit.Event{Type: "sidecar.request", Subject: id.String(), Decision: "allow", RequestID: fmt.Sprintf("old-%d", i)}
+		if _, err := old.Append(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What the earlier version's retention did after shipping: the first
+	// segment is gone; its cursor was a bare number.
+	for _, p := range []string{"seg-0000000000000001.wal", "seg-0000000000000001.idx"} {
+		if err := os.Remove(filepath.Join(spoolDir, p)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(cursor, []byte("60\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	if _, err := audit.Query(context.Background(), spoolDir, audit.Filter{}, func(r audit.Record) error {
+		held = append(held, r.Event.RequestID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) == 0 || held[0] == "old-1" {
+		t.Fatalf("the test's spool holds %v, want a log that starts after seq 1", held)
+	}
+
+	src := controltest.Enroll(t, srv, id)
+	client, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
+	sp, err := openSpool(spoolDir, cursor, client, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sp.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, "the spool's records acknowledged", func() bool { return sp.shipped.Load() == 60 })
+	count := map[string]int{}
+	if _, err := audit.Query(context.Background(), filepath.Join(srv.DataDir(), control.DirAudit), audit.Filter{Type: "sidecar.request"}, func(r audit.Record) error {
+		count[r.Event.RequestID]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, rid := range held {
+		if count[rid] != 1 {
+			t.Errorf("%s is in the server's log %d times, want once", rid, count[rid])
+		}
+	}
+}

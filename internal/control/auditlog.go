@@ -41,8 +41,14 @@ const (
 // LogID names that log: chosen at random when the log was created, so two
 // replicas of a service, or one restarted with a new data directory, ship
 // distinct logs, each numbered from 1.
+//
+// From is for the first batch of a log the server has not seen yet: the
+// first seq the log still holds, when its older records were deleted after
+// an earlier version of Ward (which numbered records per identity) shipped
+// them. The server then takes the log from there instead of from 1.
 type AuditBatch struct {
 	LogID   string          `json:"log"`
+	From    uint64          `json:"from,omitempty"`
 	Records []ShippedRecord `json:"records"`
 }
 
@@ -207,6 +213,9 @@ func checkBatch(batch AuditBatch, caller spiffeid.ID, kind string) error {
 	if len(batch.Records) > maxAuditBatch {
 		return badRequest("too_many", fmt.Sprintf("at most %d records per batch", maxAuditBatch))
 	}
+	if batch.From > MaxShippedSeq {
+		return badRequest("bad_seq", fmt.Sprintf("from %d is not between 1 and %d", batch.From, uint64(MaxShippedSeq)))
+	}
 	types := proxyEvents[kind]
 	for i, rec := range batch.Records {
 		switch {
@@ -231,7 +240,7 @@ func checkBatch(batch AuditBatch, caller spiffeid.ID, kind string) error {
 // log id), the highest seq it has recorded; records at or below it are
 // skipped (a sender retries until it hears the ack), and the first one
 // above it must be exactly the next (409 otherwise: a log never skips).
-// A log the server has not seen starts at seq 1. Each record names its
+// A log the server has not seen starts at seq 1, or at the batch's From. Each record names its
 // sender, authenticated by its SVID, in reported_by, and its place in the
 // sender's log in reported_log and reported_seq. A time in the future
 // beyond the allowed skew or older than a log keeps records is replaced
@@ -260,8 +269,13 @@ func (h *Handler) ingestAudit(w http.ResponseWriter, r *http.Request, caller spi
 	key := "audit.shipped." + caller.String() + "#" + batch.LogID
 	defer h.auditLocks.lock(key)()
 	var acked uint64
+	next := uint64(1) // the seq the log continues with
 	switch v, err := h.Store.GetMeta(r.Context(), key); {
 	case errors.Is(err, store.ErrNotFound):
+		if batch.From > 1 {
+			next, acked = batch.From, batch.From-1
+			h.Log.Info("audit: a log shipped from an earlier version starts after seq 1", "reported_by", caller.String(), "log", batch.LogID, "from", batch.From)
+		}
 	case err != nil:
 		h.fail(w, r, err)
 		return
@@ -270,14 +284,15 @@ func (h *Handler) ingestAudit(w http.ResponseWriter, r *http.Request, caller spi
 			h.fail(w, r, fmt.Errorf("stored audit cursor of %s: %w", key, err))
 			return
 		}
+		next = acked + 1
 	}
 	recs := batch.Records
 	for len(recs) > 0 && recs[0].Seq <= acked {
 		recs = recs[1:]
 	}
-	if len(recs) > 0 && recs[0].Seq != acked+1 {
+	if len(recs) > 0 && recs[0].Seq != next {
 		h.fail(w, r, &httpError{status: http.StatusConflict, code: "audit_gap",
-			msg: fmt.Sprintf("log %s: seq %d does not follow %d, the last one recorded; send the records after %d", batch.LogID, recs[0].Seq, acked, acked)})
+			msg: fmt.Sprintf("log %s: seq %d is not %d, the next one the server expects", batch.LogID, recs[0].Seq, next)})
 		return
 	}
 	start := acked

@@ -191,6 +191,23 @@ func TestAuditImpossibleSequencesRefused(t *testing.T) {
 	if got := shipped(t, ts); len(got) != 7 {
 		t.Errorf("%d request ids in the log, want 7", len(got))
 	}
+	// A spool of an earlier version, whose shipped records were deleted,
+	// starts a new log where it still holds records, and only there.
+	upgraded := control.AuditBatch{LogID: thirdLog, From: 40, Records: requests("orders", "upgraded", 41, 2)}
+	if _, err := c.ShipAuditBatch(ctx, upgraded); apiStatus(err) != 409 {
+		t.Errorf("a new log from 40 starting at 41: %v, want a 409", err)
+	}
+	upgraded.Records = requests("orders", "upgraded", 40, 2)
+	if acked, err := c.ShipAuditBatch(ctx, upgraded); err != nil || acked != 41 {
+		t.Errorf("a new log from 40: %d, %v; want acked 41", acked, err)
+	}
+	upgraded.From, upgraded.Records = 10, requests("orders", "upgraded", 10, 1)
+	if acked, err := c.ShipAuditBatch(ctx, upgraded); err != nil || acked != 41 {
+		t.Errorf("From on a known log: %d, %v; want it ignored (acked 41)", acked, err)
+	}
+	if got := shipped(t, ts); len(got["upgraded-10"]) != 0 || len(got["upgraded-40"]) != 1 {
+		t.Errorf("From on a known log recorded an old seq again, or the new log lost its first record")
+	}
 }
 
 // TestAuditIngestOnlyFromProxies (issue 12 finding 4): an operator's

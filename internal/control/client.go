@@ -445,8 +445,13 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 // server, in increasing seq order, and returns the highest seq of that log
 // the server has recorded durably.
 func (c *Client) ShipAudit(ctx context.Context, logID string, recs []ShippedRecord) (uint64, error) {
+	return c.ShipAuditBatch(ctx, AuditBatch{LogID: logID, Records: recs})
+}
+
+// ShipAuditBatch is ShipAudit with the whole batch, From included.
+func (c *Client) ShipAuditBatch(ctx context.Context, b AuditBatch) (uint64, error) {
 	var ack AuditAck
-	if err := c.do(ctx, c.cred(), http.MethodPost, PathAudit, AuditBatch{LogID: logID, Records: recs}, &ack); err != nil {
+	if err := c.do(ctx, c.cred(), http.MethodPost, PathAudit, b, &ack); err != nil {
 		return 0, err
 	}
 	return ack.Acked, nil
