@@ -214,6 +214,9 @@ func TestAuditDocReplicasWalkthrough(t *testing.T) {
 	block := docBlock(t, "docs/audit.md", "## Try it: two replicas and a restart")
 	dir := t.TempDir()
 	text := runWalkthrough(t, dir, block)
+	if strings.Contains(text, "not all shipped") {
+		t.Error("the walk-through waited in vain for the server to have every record")
+	}
 	logs := map[string]bool{}
 	for _, spool := range []string{"orders-1", "orders-2", "orders-3"} {
 		raw, err := os.ReadFile(filepath.Join(dir, spool, "audit", "log-id"))
