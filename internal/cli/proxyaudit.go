@@ -191,18 +191,39 @@ func (s *spool) Run(ctx context.Context) error {
 		case <-s.kick:
 		}
 		next, err := s.ship(ctx, after)
+		var ae *control.APIError
+		if errors.As(err, &ae) && ae.Code() == "audit_gap" && after > 0 {
+			// The server is behind what it acknowledged (its store was
+			// restored from a backup, say): ship the spool again from its
+			// start; the server skips what it has.
+			s.log.Error("the server lacks audit records it acknowledged; shipping the spool again from its start", "log", s.logID, "after", after, "err", err)
+			s.mu.Lock()
+			s.dropped = true
+			s.mu.Unlock()
+			after, next = 0, 0
+			s.saveCursor(0)
+		}
 		if next > after {
 			after = next
-			if werr := atomicfile.Write(s.cursor, []byte(s.logID+" "+strconv.FormatUint(after, 10)+"\n"), 0o600); werr != nil {
-				s.log.Error("audit cursor not saved", "err", werr)
-			} else {
-				s.shipped.Store(after) // retention may delete up to here
-			}
+			s.saveCursor(after)
 		}
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("shipping audit records to the server failed; retrying", "after", after, "err", err)
 		}
 	}
+}
+
+// saveCursor records that the server acknowledged this log up to after,
+// and lets retention delete up to there.
+func (s *spool) saveCursor(after uint64) {
+	if after < s.shipped.Load() {
+		s.shipped.Store(after) // before the file: never delete what is unshipped
+	}
+	if err := atomicfile.Write(s.cursor, []byte(s.logID+" "+strconv.FormatUint(after, 10)+"\n"), 0o600); err != nil {
+		s.log.Error("audit cursor not saved", "err", err)
+		return
+	}
+	s.shipped.Store(after)
 }
 
 // ship sends what follows after and returns the new cursor.

@@ -266,3 +266,57 @@ func TestSpoolFromEarlierVersionShipsWhatItHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolReshipsWhenServerIsBehind: when the server's position in a
+// log is behind what it acknowledged (its store restored from a backup),
+// the spool ships again from its start instead of being refused forever,
+// and every record, old and new, is in the server's log.
+func TestSpoolReshipsWhenServerIsBehind(t *testing.T) {
+	srv := controltest.Start(t, nil)
+	id := spiffeid.RequireFromString("spiffe://example.org/svc/orders")
+	src := controltest.Enroll(t, srv, id)
+	client, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
+	dir := t.TempDir()
+	sp, err := openSpool(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), client, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sp.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	emit := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			ev := audit.Event{Type: "sidecar.request", Subject: id.String(), Decision: "allow", RequestID: fmt.Sprintf("r-%d", i)}
+			if err := sp.Emit(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	emit(1, 30)
+	waitUntil(t, "records 1-30 acknowledged", func() bool { return sp.shipped.Load() == 30 })
+	// The server forgets where this log was: back to seq 10.
+	if err := srv.Store().SetMeta(context.Background(), "audit.shipped."+id.String()+"#"+sp.logID, "10"); err != nil {
+		t.Fatal(err)
+	}
+	emit(31, 40)
+	waitUntil(t, "records 31-40 acknowledged", func() bool { return sp.shipped.Load() == 40 })
+	count := map[string]int{}
+	if _, err := audit.Query(context.Background(), filepath.Join(srv.DataDir(), control.DirAudit), audit.Filter{Type: "sidecar.request"}, func(r audit.Record) error {
+		count[r.Event.RequestID]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 40; i++ {
+		if count[fmt.Sprintf("r-%d", i)] == 0 {
+			t.Errorf("r-%d is not in the server's log", i)
+		}
+	}
+}
