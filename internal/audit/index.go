@@ -317,7 +317,11 @@ func (w *Writer) prune(segs []segFile, active uint64) error {
 		return nil
 	}
 	horizon := w.opts.Now().Add(-w.opts.Retention)
-	n := 0
+	n, held := 0, 0
+	var shipped uint64
+	if w.opts.Shipped != nil {
+		shipped = w.opts.Shipped()
+	}
 	for _, s := range segs {
 		if s.Num >= active {
 			break
@@ -326,7 +330,18 @@ func (w *Writer) prune(segs []segFile, active uint64) error {
 		if !ok || idx.Count == 0 || !idx.Max.Before(horizon) {
 			break
 		}
+		if w.opts.Shipped != nil && (held > 0 || idx.Last > shipped) {
+			// Not delivered yet: never deleted unshipped. Counted, with
+			// the segments after it that retention would take too.
+			held += int(idx.Last - max(idx.First-1, shipped))
+			continue
+		}
 		n++
+	}
+	w.opts.Metrics.unshippedPastRetention(held)
+	if held > 0 {
+		w.log.Warn("audit retention: records past the retention period are kept because they are not shipped yet",
+			"records", held, "shipped_up_to", shipped, "horizon", horizon)
 	}
 	if n == 0 {
 		return nil

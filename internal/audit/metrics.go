@@ -15,6 +15,9 @@ type Metrics struct {
 	shipped  prometheus.Counter
 	fsync    prometheus.Histogram
 	batch    prometheus.Histogram
+	// unshipped counts records older than the retention period kept
+	// because they are not shipped yet.
+	unshipped prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (when not nil).
@@ -32,9 +35,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to write and fsync one group-commit batch.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ward_audit_batch_records",
 			Help: "Records per group-commit batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		unshipped: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ward_audit_unshipped_past_retention_records",
+			Help: "Records older than the retention period kept because they are not shipped yet (alert when above 0)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.written, m.failures, m.lag, m.shipped, m.fsync, m.batch)
+		reg.MustRegister(m.written, m.failures, m.lag, m.shipped, m.fsync, m.batch, m.unshipped)
 	}
 	return m
 }
@@ -66,3 +71,10 @@ func (m *Metrics) shippedRecord(t time.Time, now time.Time) {
 // Shipped counts a record of time t delivered at now, and sets the
 // shipping lag from it.
 func (m *Metrics) Shipped(t, now time.Time) { m.shippedRecord(t, now) }
+
+func (m *Metrics) unshippedPastRetention(n int) {
+	if m == nil {
+		return
+	}
+	m.unshipped.Set(float64(n))
+}

@@ -1,13 +1,19 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeClock is a settable clock for retention and rotation.
@@ -210,3 +216,81 @@ func TestQueryUsesIndexes(t *testing.T) {
 		})
 	}
 }
+
+// TestRetentionNeverDeletesUnshipped (issue 12 item 11): a proxy's spool
+// keeps records past its retention period while they are not shipped, and
+// says so (a log line and ward_audit_unshipped_past_retention_records);
+// once they are shipped, retention deletes them as usual.
+func TestRetentionNeverDeletesUnshipped(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: t0}
+	var shipped atomic.Uint64
+	var logs lockedBuffer
+	reg := prometheus.NewRegistry()
+	opts := Options{MaxSegmentBytes: 4096, NoCompress: true, Retention: 7 * 24 * time.Hour, Now: clock.Now,
+		Shipped: shipped.Load, Metrics: NewMetrics(reg), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	w, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx := context.Background()
+	appendAt := func(from, n int) {
+		t.Helper()
+		for i := range n {
+			e := testEvent(from + i)
+			e.Time = clock.Now()
+			if _, err := w.Append(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendAt(0, 100) // old records, never shipped
+	clock.Add(8 * 24 * time.Hour)
+	appendAt(100, 100) // the rotations these cause run retention
+	unshipped := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "ward_audit_unshipped_past_retention_records" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no ward_audit_unshipped_past_retention_records metric")
+		return 0
+	}
+	first := func() uint64 {
+		segs, _ := listSegments(dir)
+		if len(segs) == 0 {
+			return 0
+		}
+		return segs[0].Num
+	}
+	waitFor(t, "retention to run", func() bool { return unshipped() > 0 || first() != 1 })
+	if first() != 1 {
+		t.Fatalf("retention deleted unshipped records: the log starts at segment %d", first())
+	}
+	if !strings.Contains(logs.String(), "not shipped") {
+		t.Errorf("no log line says unshipped records are kept past retention:\n%s", logs.String())
+	}
+	// Shipped now: the next maintenance deletes them.
+	shipped.Store(200)
+	appendAt(200, 100)
+	waitFor(t, "retention of shipped records", func() bool { return first() != 1 && unshipped() == 0 })
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }

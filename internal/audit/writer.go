@@ -39,6 +39,12 @@ type Options struct {
 	// Retention deletes sealed segments whose newest record is older than
 	// this (default 400 days; negative keeps everything).
 	Retention time.Duration
+	// Shipped, when set, says up to which seq the log's records have been
+	// delivered elsewhere (a proxy's spool: acknowledged by the server).
+	// Retention never deletes a segment holding a record after it: such
+	// records are kept past the retention period, logged and counted
+	// (ward_audit_unshipped_past_retention_records) instead.
+	Shipped func() uint64
 	// NoCompress keeps sealed segments uncompressed.
 	NoCompress bool
 	Logger     *slog.Logger
@@ -122,6 +128,7 @@ type Writer struct {
 	mdone  chan struct{}
 
 	activeSeg atomic.Uint64
+	isClosed  atomic.Bool           // closed, for Err without the lock
 	lastErr   atomic.Pointer[error] // the last failure, nil once a batch succeeds
 
 	// Owned by the loop goroutine.
@@ -232,10 +239,14 @@ func (w *Writer) submit(ctx context.Context, r *request) (uint64, error) {
 	}
 }
 
-// Err reports whether the writer is failing: the error of the last failed
-// batch, or nil once a batch succeeds. Proxies use it to fail closed
+// Err reports whether the writer can record: ErrClosed once it is
+// closed, else the error of the last failed batch (for good after a
+// failed fsync), nil while batches succeed. Proxies use it to fail closed
 // before forwarding anything.
 func (w *Writer) Err() error {
+	if w.isClosed.Load() {
+		return ErrClosed
+	}
 	if p := w.lastErr.Load(); p != nil {
 		return *p
 	}
@@ -250,6 +261,7 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	w.closed = true
+	w.isClosed.Store(true)
 	w.mu.Unlock()
 	close(w.stop)
 	<-w.done

@@ -3,12 +3,18 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,8 +25,15 @@ import (
 )
 
 // spoolRetention is how long a proxy keeps its own copy of its audit
-// records; the server's log is the one kept long.
+// records once the server has acknowledged them; the server's log is the
+// one kept long. Records not acknowledged are never deleted.
 const spoolRetention = 7 * 24 * time.Hour
+
+// fileLogID, in the spool's directory, holds the log id: 128 random bits
+// in hex, chosen when the spool is created. The server deduplicates what
+// it receives per (SPIFFE ID, log id), so replicas of one service and a
+// proxy restarted with a new data directory never collide.
+const fileLogID = "log-id"
 
 // Shipping: at most shipBatch records per POST, at least every
 // shipInterval, and at most shipQueue records held in memory between two
@@ -43,7 +56,9 @@ const (
 type spool struct {
 	w       *audit.Writer
 	dir     string
+	logID   string
 	cursor  string
+	shipped atomic.Uint64 // the cursor: acknowledged by the server up to here
 	client  *control.Client
 	log     *slog.Logger
 	metrics *audit.Metrics
@@ -56,14 +71,78 @@ type spool struct {
 
 // openSpool opens a proxy's local audit log in dir, its cursor in cursor.
 func openSpool(dir, cursor string, client *control.Client, reg prometheus.Registerer, log *slog.Logger) (*spool, error) {
-	m := audit.NewMetrics(reg)
-	// Sealed segments stay uncompressed: the spool lives a week, and gzip
-	// would cost CPU on the request path's machine for little.
-	w, err := audit.Open(dir, audit.Options{Retention: spoolRetention, NoCompress: true, Logger: log, Metrics: m})
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	logID, err := loadLogID(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &spool{w: w, dir: dir, cursor: cursor, client: client, log: log, metrics: m, dropped: true, kick: make(chan struct{}, 1)}, nil
+	m := audit.NewMetrics(reg)
+	s := &spool{dir: dir, logID: logID, cursor: cursor, client: client, log: log, metrics: m, dropped: true, kick: make(chan struct{}, 1)}
+	after, err := s.readCursor()
+	if err != nil {
+		return nil, err
+	}
+	s.shipped.Store(after)
+	// Sealed segments stay uncompressed: the spool lives a week, and gzip
+	// would cost CPU on the request path's machine for little. Retention
+	// deletes only what the server acknowledged.
+	s.w, err = audit.Open(dir, audit.Options{Retention: spoolRetention, Shipped: s.shipped.Load, NoCompress: true, Logger: log, Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadLogID reads the spool's log id, choosing one when the spool is new.
+func loadLogID(dir string) (string, error) {
+	path := filepath.Join(dir, fileLogID)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		id := strings.TrimSpace(string(data))
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+			return "", fmt.Errorf("audit spool: %s: %q is not a log id (32 hex digits)", path, id)
+		}
+		return id, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("audit spool: %w", err)
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("audit spool: %w", err)
+	}
+	return id, nil
+}
+
+// readCursor returns the last seq of this spool's log the server
+// acknowledged. The cursor file names the log it counts ("LOGID SEQ"): a
+// cursor of another log (the spool directory was replaced) or of an
+// earlier version (a bare number) counts nothing, and the spool ships
+// what it holds again: at least once, never lost.
+func (s *spool) readCursor() (uint64, error) {
+	data, err := os.ReadFile(s.cursor)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 || f[0] != s.logID {
+		s.log.Warn("audit cursor belongs to another log; shipping the spool from its start", "cursor", s.cursor, "log", s.logID)
+		return 0, nil
+	}
+	after, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("audit cursor %s: %w", s.cursor, err)
+	}
+	return after, nil
 }
 
 // Emit implements audit.Sink: durably local, then queued for the server.
@@ -101,10 +180,7 @@ func (s *spool) Close() error { return s.w.Close() }
 // Run ships until ctx ends, retrying with the same records until the
 // server acknowledges them.
 func (s *spool) Run(ctx context.Context) error {
-	after, err := audit.ReadCursor(s.cursor)
-	if err != nil {
-		return err
-	}
+	after := s.shipped.Load()
 	t := time.NewTicker(shipInterval)
 	defer t.Stop()
 	for {
@@ -115,16 +191,39 @@ func (s *spool) Run(ctx context.Context) error {
 		case <-s.kick:
 		}
 		next, err := s.ship(ctx, after)
+		var ae *control.APIError
+		if errors.As(err, &ae) && ae.Code() == "audit_gap" && after > 0 {
+			// The server is behind what it acknowledged (its store was
+			// restored from a backup, say): ship the spool again from its
+			// start; the server skips what it has.
+			s.log.Error("the server lacks audit records it acknowledged; shipping the spool again from its start", "log", s.logID, "after", after, "err", err)
+			s.mu.Lock()
+			s.dropped = true
+			s.mu.Unlock()
+			after, next = 0, 0
+			s.saveCursor(0)
+		}
 		if next > after {
 			after = next
-			if werr := atomicfile.Write(s.cursor, []byte(strconv.FormatUint(after, 10)+"\n"), 0o600); werr != nil {
-				s.log.Error("audit cursor not saved", "err", werr)
-			}
+			s.saveCursor(after)
 		}
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("shipping audit records to the server failed; retrying", "after", after, "err", err)
 		}
 	}
+}
+
+// saveCursor records that the server acknowledged this log up to after,
+// and lets retention delete up to there.
+func (s *spool) saveCursor(after uint64) {
+	if after < s.shipped.Load() {
+		s.shipped.Store(after) // before the file: never delete what is unshipped
+	}
+	if err := atomicfile.Write(s.cursor, []byte(s.logID+" "+strconv.FormatUint(after, 10)+"\n"), 0o600); err != nil {
+		s.log.Error("audit cursor not saved", "err", err)
+		return
+	}
+	s.shipped.Store(after)
 }
 
 // ship sends what follows after and returns the new cursor.
@@ -156,7 +255,7 @@ func (s *spool) ship(ctx context.Context, after uint64) (uint64, error) {
 	}
 	for len(recs) > 0 {
 		n := min(len(recs), shipBatch)
-		acked, err := s.client.ShipAudit(ctx, recs[:n])
+		acked, err := s.client.ShipAudit(ctx, s.logID, recs[:n])
 		if err == nil && acked < recs[0].Seq {
 			err = errors.New("the server acknowledged none of the records sent")
 		}
@@ -181,7 +280,13 @@ func (s *spool) fromLog(ctx context.Context, after uint64) (uint64, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		acked, err := s.client.ShipAudit(ctx, batch)
+		b := control.AuditBatch{LogID: s.logID, Records: batch}
+		if after == 0 && batch[0].Seq > 1 {
+			// Nothing acknowledged, yet the log starts later: a spool of
+			// an earlier version whose shipped records retention deleted.
+			b.From = batch[0].Seq
+		}
+		acked, err := s.client.ShipAuditBatch(ctx, b)
 		if err != nil {
 			return err
 		}

@@ -21,16 +21,17 @@ func TestIngestAudit(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
 	gw := ts.gatewayClient(t, "edge")
+	const edge = "spiffe://example.org/gateway/edge"
 	batch := []control.ShippedRecord{
-		{Seq: 1, Event: audit.Event{Type: "gateway.request", Decision: "allow", RequestID: "r1", User: "alice"}},
-		{Seq: 2, Event: audit.Event{Type: "gateway.request", Decision: "deny", Reason: "apikey_missing", RequestID: "r2"}},
+		{Seq: 1, Event: audit.Event{Type: "gateway.request", Subject: edge, Decision: "allow", RequestID: "r1", User: "alice"}},
+		{Seq: 2, Event: audit.Event{Type: "gateway.request", Subject: edge, Decision: "deny", Reason: "apikey_missing", RequestID: "r2"}},
 	}
-	if acked, err := gw.ShipAudit(ctx, batch); err != nil || acked != 2 {
+	if acked, err := gw.ShipAudit(ctx, testLog, batch); err != nil || acked != 2 {
 		t.Fatalf("ShipAudit = %d, %v", acked, err)
 	}
 	// A resend after a lost ack, plus one new record.
-	batch = append(batch, control.ShippedRecord{Seq: 3, Event: audit.Event{Type: "gateway.request", RequestID: "r3"}})
-	if acked, err := gw.ShipAudit(ctx, batch); err != nil || acked != 3 {
+	batch = append(batch, control.ShippedRecord{Seq: 3, Event: audit.Event{Type: "gateway.request", Subject: edge, RequestID: "r3"}})
+	if acked, err := gw.ShipAudit(ctx, testLog, batch); err != nil || acked != 3 {
 		t.Fatalf("resend: %d, %v", acked, err)
 	}
 	bad := map[string][]control.ShippedRecord{
@@ -44,11 +45,11 @@ func TestIngestAudit(t *testing.T) {
 			}
 		}
 		var ae *control.APIError
-		if _, err := gw.ShipAudit(ctx, b); !errors.As(err, &ae) || ae.Status != 400 {
+		if _, err := gw.ShipAudit(ctx, testLog, b); !errors.As(err, &ae) || ae.Status != 400 {
 			t.Errorf("%s: %v, want a 400", name, err)
 		}
 	}
-	if _, err := ts.anon.ShipAudit(ctx, batch); err == nil {
+	if _, err := ts.anon.ShipAudit(ctx, testLog, batch); err == nil {
 		t.Error("a client without an SVID shipped records")
 	}
 

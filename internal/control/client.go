@@ -441,12 +441,17 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
-// ShipAudit sends records of this proxy's local audit log to the server,
-// in increasing seq order, and returns the highest seq the server has
-// recorded durably. Records up to that seq may be forgotten locally.
-func (c *Client) ShipAudit(ctx context.Context, recs []ShippedRecord) (uint64, error) {
+// ShipAudit sends records of this proxy's local audit log logID to the
+// server, in increasing seq order, and returns the highest seq of that log
+// the server has recorded durably.
+func (c *Client) ShipAudit(ctx context.Context, logID string, recs []ShippedRecord) (uint64, error) {
+	return c.ShipAuditBatch(ctx, AuditBatch{LogID: logID, Records: recs})
+}
+
+// ShipAuditBatch is ShipAudit with the whole batch, From included.
+func (c *Client) ShipAuditBatch(ctx context.Context, b AuditBatch) (uint64, error) {
 	var ack AuditAck
-	if err := c.do(ctx, c.cred(), http.MethodPost, PathAudit, AuditBatch{Records: recs}, &ack); err != nil {
+	if err := c.do(ctx, c.cred(), http.MethodPost, PathAudit, b, &ack); err != nil {
 		return 0, err
 	}
 	return ack.Acked, nil

@@ -143,7 +143,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if publicURL == "" {
 		publicURL = "http://" + s.pub.Addr().String()
 	}
-	auditKey, err := loadAuditKey(cfg.DataDir)
+	auditKey, err := loadAuditKey(cfg.DataDir, kek, cfg.Log)
 	if err != nil {
 		return nil, fmt.Errorf("audit signing key: %w", err)
 	}

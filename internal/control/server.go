@@ -52,6 +52,8 @@ type Handler struct {
 	resources versionFeed   // the newest resource version known
 	resCache  resourceCache // the newest parsed resource set
 
+	auditLocks logLocks // one shipped batch at a time per sending log
+
 	stopOnce sync.Once
 	stopCtx  context.Context // canceled by StopPolls
 	stop     context.CancelFunc
