@@ -39,34 +39,6 @@ func (ts *testServer) svcClient(t *testing.T, name string) *control.Client {
 	return c
 }
 
-// operatorClient creates operator name with role and returns a client
-// presenting their certificate.
-func (ts *testServer) operatorClient(t *testing.T, name, role string) *control.Client {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := ts.operator.CreateOperator(context.Background(), control.OperatorRequest{Name: name, Role: role, CSR: csr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cert tls.Certificate
-	for rest := []byte(out.Chain); ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		cert.Certificate = append(cert.Certificate, blk.Bytes)
-	}
-	cert.PrivateKey = key
-	return ts.client(t, &cert)
-}
-
 // requests returns n sidecar.request records of svc/<service>, seq from
 // first, their request ids prefixed by tag.
 func requests(service, tag string, first uint64, n int) []control.ShippedRecord {
