@@ -72,7 +72,8 @@ type service struct {
 // orders needs an API key and a JWT with orders:read (the sidecar checks
 // it too); /orders/admin is never allowed; /limited allows 3 requests then
 // limits per API key; /catalog/anon-limited allows 2 per anonymous caller;
-// /catalog/small takes bodies of at most 1 KiB.
+// /catalog/small takes bodies of at most 1 KiB; /catalog/gold answers
+// only requests whose X-Tier is gold (a route condition).
 const resources = `apiVersion: ward/v1
 kind: Service
 metadata: {name: orders}
@@ -130,6 +131,14 @@ spec:
   service: catalog
   auth: {apiKey: none, user: anonymous}
   limits: {body: 1KiB}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: gold}
+spec:
+  pathPrefix: /catalog/gold
+  service: catalog
+  auth: {apiKey: none, user: anonymous, when: 'request.headers["x-tier"] == "gold"'}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy

@@ -215,3 +215,26 @@ func TestDefaultDenyAtTheEdge(t *testing.T) {
 	})
 	e.expectRefused(t, e.do("GET", "/catalog/x", e.apiKey, e.jwt("alice", "orders:read", nil), nil), refusal{403, "no_policy"}, e.catalog.app.count(), e.catalog.app)
 }
+
+// TestRouteConditionAtTheEdge: a Route's auth.when must hold for the
+// request to pass; one that does not hold is refused with its reason and
+// never reaches the service.
+func TestRouteConditionAtTheEdge(t *testing.T) {
+	e := newEdge(t)
+	before := e.catalog.app.count()
+	for name, hdr := range map[string]map[string]string{
+		"no tier":     nil,
+		"silver tier": {"X-Tier": "silver"},
+	} {
+		resp := e.do("GET", "/catalog/gold/x", "", "", hdr)
+		if body := bodyOf(resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, gateway.ReasonConditionFailed) {
+			t.Errorf("%s: status %d %q, want 403 %s", name, resp.StatusCode, body, gateway.ReasonConditionFailed)
+		}
+	}
+	if n := e.catalog.app.count(); n != before {
+		t.Fatalf("refused requests reached the service: %d calls, want %d", n, before)
+	}
+	if resp := e.do("GET", "/catalog/gold/x", "", "", map[string]string{"X-Tier": "gold"}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("gold tier: status %d %s, want 200", resp.StatusCode, bodyOf(resp))
+	}
+}
