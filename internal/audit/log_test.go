@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -482,5 +483,27 @@ func TestUnsignedLogFailsWithKey(t *testing.T) {
 	r := mustVerify(t, dir, newKey(t))
 	if !hasProblem(r, ProblemBadSignature) || !strings.Contains(r.Problems[0].Msg, "not signed") || r.LastSignedSeq != 0 {
 		t.Fatalf("unsigned checkpoints with a key: %s %v", r.Summary(), r.Problems)
+	}
+}
+
+// TestClosedLogIsNotReady: a closed log says so, to Err and to Append, so a
+// proxy that checks it before forwarding fails closed instead of serving
+// what nothing will record.
+func TestClosedLogIsNotReady(t *testing.T) {
+	w, err := Open(t.TempDir(), Options{Signer: newKey(t), NoCompress: true, Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Err(); err != nil {
+		t.Fatalf("an open log: Err = %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Err(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a closed log: Err = %v, want ErrClosed", err)
+	}
+	if _, err := w.Append(context.Background(), testEvent(1)); err == nil {
+		t.Fatal("a closed log took a record")
 	}
 }

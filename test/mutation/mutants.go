@@ -472,6 +472,56 @@ var mutants = []Mutant{
 		Why:  "one source holds every concurrent-request slot (issue 12 finding 8)",
 	},
 
+	{
+		ID: "control/ingest-from-anyone", Pkg: "internal/control", File: "auditlog.go",
+		From: "\tkind, _, ok := proxyKind(caller)\n\tif !ok {",
+		To:   "\tkind, _, ok := proxyKind(caller)\n\tif !ok && false {",
+		Run:  "Audit|Ingest",
+		Why:  "an operator's or auditor's certificate writes audit records (issue 12 finding 4)",
+	},
+	{
+		ID: "control/ingest-dedupe-per-identity", Pkg: "internal/control", File: "auditlog.go",
+		From: "key := \"audit.shipped.\" + caller.String() + \"#\" + batch.LogID",
+		To:   "key := \"audit.shipped.\" + caller.String()",
+		Run:  "Audit|Ingest",
+		Why:  "a second replica's or a restarted proxy's records are acknowledged and dropped (issue 12 finding 2)",
+	},
+	{
+		ID: "control/ingest-huge-seq", Pkg: "internal/control", File: "auditlog.go",
+		From: "\t\tcase rec.Seq == 0 || rec.Seq > MaxShippedSeq:",
+		To:   "\t\tcase rec.Seq == 0:",
+		Run:  "Audit|Ingest",
+		Why:  "a sender posting seq 2^64-1 silences its log (issue 12 finding 2)",
+	},
+	{
+		ID: "control/ingest-gap", Pkg: "internal/control", File: "auditlog.go",
+		From: "\tif len(recs) > 0 && recs[0].Seq != next {",
+		To:   "\tif len(recs) > 0 && recs[0].Seq < next {",
+		Run:  "Audit|Ingest",
+		Why:  "a batch that skips records is taken, and the skipped ones can never be shipped (issue 12 finding 2)",
+	},
+	{
+		ID: "control/ingest-any-type", Pkg: "internal/control", File: "auditlog.go",
+		From: "\t\tself, ok := types[rec.Event.Type]\n\t\tif !ok {",
+		To:   "\t\tself, ok := types[rec.Event.Type]\n\t\tif !ok && false {",
+		Run:  "Audit|Ingest",
+		Why:  "a proxy writes control-plane events (ca.issue, resource changes) into the trail (issue 12 finding 4)",
+	},
+	{
+		ID: "control/ingest-other-subject", Pkg: "internal/control", File: "auditlog.go",
+		From: "\t\tif self && rec.Event.Subject != caller.String() {",
+		To:   "\t\tif false && self && rec.Event.Subject != caller.String() {",
+		Run:  "Audit|Ingest",
+		Why:  "a sidecar writes request records in another service's name (issue 12 finding 4)",
+	},
+	{
+		ID: "control/ingest-future-time", Pkg: "internal/control", File: "auditlog.go",
+		From: "e.Time.After(now.Add(maxClockSkew))",
+		To:   "e.Time.After(now.Add(1000 * maxClockSkew))",
+		Run:  "Audit|Ingest",
+		Why:  "a proxy dates its records days ahead, out of reach of queries by time (issue 12 finding 4)",
+	},
+
 	// internal/identity: the one peer check of both sides of mesh TLS.
 	{
 		ID: "identity/authorize-id", Pkg: "internal/identity", File: "tls.go",
@@ -573,6 +623,45 @@ var mutants = []Mutant{
 		Why:  "a whole segment deleted from the middle of the log goes unnoticed",
 		Harmless: "defence in depth: the next segment's header does not continue the hash chain, " +
 			"which is reported as the same problem (missing_segment) at that header",
+	},
+	{
+		ID: "audit/retention-deletes-unshipped", Pkg: "internal/audit", File: "index.go",
+		From: "\t\tif w.opts.Shipped != nil && (held > 0 || idx.Last > shipped) {",
+		To:   "\t\tif w.opts.Shipped != nil && false {",
+		Run:  "Retention|Unshipped",
+		Why:  "retention deletes records the server never acknowledged (issue 12 finding 11)",
+	},
+	{
+		ID: "audit/err-after-close", Pkg: "internal/audit", File: "writer.go",
+		From: "\tif w.isClosed.Load() {\n\t\treturn ErrClosed",
+		To:   "\tif w.isClosed.Load() && false {\n\t\treturn ErrClosed",
+		Run:  auditVerifyTests + "|Close|Err|Fail|Disk",
+		Why:  "a closed log says it can record, so a proxy forwards what nothing will record",
+	},
+
+	// internal/cli: the proxies' audit spool and the credentials it writes.
+	{
+		ID: "cli/spool-ready-always", Pkg: "internal/cli", File: "proxyaudit.go",
+		From: "func (s *spool) Ready() error { return s.w.Err() }",
+		To:   "func (s *spool) Ready() error { return nil }",
+		Run:  "Spool|Ready|ProxyAudit",
+		Why:  "the spool says it can record while its disk fails, so the gateway serves what it cannot record (issue 19 item 5)",
+	},
+	{
+		ID: "cli/admin-credential-mode", Pkg: "internal/cli", File: "admin.go",
+		From: "\t\t\tif err := atomicfile.Write(out, data, 0o600); err != nil {",
+		To:   "\t\t\tif err := atomicfile.Write(out, data, 0o644); err != nil {",
+		Run:  "Admin",
+		Why:  "ward admin create writes the operator's private key world-readable (issue 19 item 8)",
+	},
+
+	// internal/sidecar: the mesh's inbound side.
+	{
+		ID: "sidecar/l4-fails-open", Pkg: "internal/sidecar", File: "l4.go",
+		From: "\tif err := s.emit(ctx, ev); err != nil {",
+		To:   "\tif err := s.emit(ctx, ev); err != nil && false {",
+		Run:  "L4|FailClosed",
+		Why:  "a TCP stream reaches the app though its audit record could not be written (issue 12 finding 5)",
 	},
 }
 
