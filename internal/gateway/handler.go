@@ -34,7 +34,6 @@ const (
 	// HeaderClientIP carries the client's address to the service.
 	HeaderClientIP   = "X-Ward-Client-Ip"
 	headerDenyReason = "X-Ward-Deny-Reason"
-	wardPrefix       = "X-Ward-"
 )
 
 // Reason codes of the gateway's own decisions (authentication failures use
@@ -101,10 +100,9 @@ func (g *Gateway) handler() http.Handler {
 func (g *Gateway) serve(x *exchange) outcome {
 	r := x.r
 	snap := g.conf.Load()
-	// Nothing a client sends may pose as Ward's own headers or as the
-	// app's proxy (httpoxy).
-	stripWard(r.Header)
-	r.Header.Del("Proxy")
+	if out := g.hygiene(r); out.status != 0 {
+		return out
+	}
 
 	path, err := policy.NormalizePath(r.URL.EscapedPath())
 	if err != nil {
@@ -409,15 +407,6 @@ func traceID(tp string) string {
 		return ""
 	}
 	return parts[1]
-}
-
-// stripWard removes every header Ward owns from what arrived.
-func stripWard(h http.Header) {
-	for k := range h {
-		if len(k) >= len(wardPrefix) && strings.EqualFold(k[:len(wardPrefix)], wardPrefix) {
-			delete(h, k)
-		}
-	}
 }
 
 // secureHeaders adds, to every response the gateway sends, HSTS (HTTPS
