@@ -110,3 +110,21 @@ spec:
 		t.Error("a forged header satisfied the route's condition")
 	}
 }
+
+// TestWardHeadersSurviveConnection: issue 12 finding 7. A client's
+// Connection header naming Ward's headers cannot make them vanish on the
+// way to the service: the app still learns who called.
+func TestWardHeadersSurviveConnection(t *testing.T) {
+	e := newEdge(t)
+	status := rawTLS(t, e, rawHead("GET", "/catalog/x", [][2]string{
+		{"X-Api-Key", e.apiKey},
+		{"Connection", "X-Ward-Identity, X-Ward-Client-Ip, X-Ward-Request-Id"},
+	}))
+	if !strings.HasPrefix(status, "200") {
+		t.Fatalf("status %s", status)
+	}
+	h := e.catalog.app.last().Header
+	if h.Get("X-Ward-App") != "shop" || h.Get("X-Ward-Client-Ip") != "127.0.0.1" || h.Get("X-Ward-Peer-Id") != "spiffe://example.org/gateway/edge" {
+		t.Fatalf("the app did not get Ward's headers: %v", h)
+	}
+}

@@ -261,6 +261,10 @@ func (c *Client) proxy(u *Upstream, t http.RoundTripper) *httputil.ReverseProxy 
 			pr.Out.URL.Host = u.name
 			pr.Out.Host = u.name
 			pr.Out.RequestURI = ""
+			// Rewrite runs after the hop-by-hop headers were removed: a
+			// Connection header naming Ward's headers took them out of
+			// pr.Out. Ward's headers always travel.
+			proxy.RestoreWard(pr.Out.Header, pr.In.Header)
 		},
 		Transport:  t,
 		BufferPool: proxy.Buffers,

@@ -117,3 +117,17 @@ func TestConditionsNeverSeeForgedWardHeaders(t *testing.T) {
 		t.Errorf("a forged header satisfied a condition %d times", n)
 	}
 }
+
+// TestWardHeadersSurviveConnection: issue 12 finding 7. A peer's
+// Connection header naming Ward's headers cannot keep them from the app.
+func TestWardHeadersSurviveConnection(t *testing.T) {
+	ts := startTwo(t)
+	status := rawTLS(t, ts, rawHead("GET", "/orders/1", [][2]string{{"Connection", "X-Ward-Peer-Id, X-Ward-Request-Id"}}))
+	if !strings.HasPrefix(status, "200") {
+		t.Fatalf("status %s", status)
+	}
+	h := ts.orders.app.last().Header
+	if h.Get("X-Ward-Peer-Id") != "spiffe://example.org/svc/catalog" || len(h.Get("X-Ward-Request-Id")) != 24 {
+		t.Fatalf("the app did not get Ward's headers: %v", h)
+	}
+}
