@@ -290,7 +290,7 @@ func (g *Gateway) forward(x *exchange) outcome {
 	r.Header.Set(idtoken.Header, tok)
 	r.Header.Set(HeaderRequestID, x.id)
 	r.Header.Set(HeaderClientIP, x.source) // what the gateway saw, never the client's claim
-	r.URL.Path, r.URL.RawPath = x.path, "" // the service sees the path that was authorized
+	proxy.SetPath(r.URL, x.path)           // the service sees the path that was authorized
 	up.ServeHTTP(x.w, r)
 	return outcome{}
 }

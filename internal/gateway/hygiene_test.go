@@ -79,6 +79,49 @@ func TestHTTP2MeetsTheSameHygiene(t *testing.T) {
 	}
 }
 
+// TestWardHeadersSurviveConnection: issue 12 finding 7. A client's
+// Connection header naming Ward's headers cannot make them vanish on the
+// way to the service: the app still learns who called.
+func TestWardHeadersSurviveConnection(t *testing.T) {
+	e := newEdge(t)
+	status := rawTLS(t, e, rawHead("GET", "/catalog/x", [][2]string{
+		{"X-Api-Key", e.apiKey},
+		{"Connection", "X-Ward-Identity, X-Ward-Client-Ip, X-Ward-Request-Id"},
+	}))
+	if !strings.HasPrefix(status, "200") {
+		t.Fatalf("status %s", status)
+	}
+	h := e.catalog.app.last().Header
+	if h.Get("X-Ward-App") != "shop" || h.Get("X-Ward-Client-Ip") != "127.0.0.1" || h.Get("X-Ward-Peer-Id") != "spiffe://example.org/gateway/edge" {
+		t.Fatalf("the app did not get Ward's headers: %v", h)
+	}
+}
+
+// TestAppReceivesTheAuthorizedPath: issue 12 finding 10. The service gets
+// exactly the path that policy decided on, encoded once; a path that can
+// be read two ways is refused at the edge.
+func TestAppReceivesTheAuthorizedPath(t *testing.T) {
+	e := newEdge(t)
+	for _, p := range []string{"/catalog/a%20b", "/catalog/caf%C3%A9", "/catalog/x%22y", "/catalog/caf%c3%a9/%7e"} {
+		status := rawTLS(t, e, rawHead("GET", p, nil))
+		if !strings.HasPrefix(status, "200") {
+			t.Errorf("GET %s: %s", p, status)
+			continue
+		}
+		want := strings.Replace(strings.Replace(p, "%c3%a9", "%C3%A9", 1), "%7e", "~", 1)
+		if got := e.catalog.app.last().URL.EscapedPath(); got != want {
+			t.Errorf("GET %s: the service got %q, want %q", p, got, want)
+		}
+	}
+	before := e.catalog.app.count()
+	if status := rawTLS(t, e, rawHead("GET", "/catalog/a%2Fb", nil)); !strings.HasPrefix(status, "400") {
+		t.Errorf("GET /catalog/a%%2Fb: %s, want 400", status)
+	}
+	if e.catalog.app.count() != before {
+		t.Error("the service saw an ambiguous path")
+	}
+}
+
 // TestGatewayStripsWardHeadersBeforeConditions: issue 19 item 2 and issue
 // 12 finding 11. Headers posing as Ward's, in any spelling, are gone before
 // a route's condition reads request.headers: a forged X-Ward-User cannot
@@ -108,23 +151,5 @@ spec:
 	}
 	if e.catalog.app.count() != before {
 		t.Error("a forged header satisfied the route's condition")
-	}
-}
-
-// TestWardHeadersSurviveConnection: issue 12 finding 7. A client's
-// Connection header naming Ward's headers cannot make them vanish on the
-// way to the service: the app still learns who called.
-func TestWardHeadersSurviveConnection(t *testing.T) {
-	e := newEdge(t)
-	status := rawTLS(t, e, rawHead("GET", "/catalog/x", [][2]string{
-		{"X-Api-Key", e.apiKey},
-		{"Connection", "X-Ward-Identity, X-Ward-Client-Ip, X-Ward-Request-Id"},
-	}))
-	if !strings.HasPrefix(status, "200") {
-		t.Fatalf("status %s", status)
-	}
-	h := e.catalog.app.last().Header
-	if h.Get("X-Ward-App") != "shop" || h.Get("X-Ward-Client-Ip") != "127.0.0.1" || h.Get("X-Ward-Peer-Id") != "spiffe://example.org/gateway/edge" {
-		t.Fatalf("the app did not get Ward's headers: %v", h)
 	}
 }

@@ -90,6 +90,48 @@ func TestHTTP2MeetsTheSameHygiene(t *testing.T) {
 	}
 }
 
+// TestWardHeadersSurviveConnection: issue 12 finding 7. A peer's
+// Connection header naming Ward's headers cannot keep them from the app.
+func TestWardHeadersSurviveConnection(t *testing.T) {
+	ts := startTwo(t)
+	status := rawTLS(t, ts, rawHead("GET", "/orders/1", [][2]string{{"Connection", "X-Ward-Peer-Id, X-Ward-Request-Id"}}))
+	if !strings.HasPrefix(status, "200") {
+		t.Fatalf("status %s", status)
+	}
+	h := ts.orders.app.last().Header
+	if h.Get("X-Ward-Peer-Id") != "spiffe://example.org/svc/catalog" || len(h.Get("X-Ward-Request-Id")) != 24 {
+		t.Fatalf("the app did not get Ward's headers: %v", h)
+	}
+}
+
+// TestAppReceivesTheAuthorizedPath: issue 12 finding 10. Between two
+// sidecars (the caller's outbound, the callee's inbound) and straight to
+// the inbound side, the app gets exactly the path policy decided on.
+func TestAppReceivesTheAuthorizedPath(t *testing.T) {
+	ts := startTwo(t)
+	out := ts.catalog.outbound()
+	for _, p := range []string{"/orders/a%20b", "/orders/caf%C3%A9", "/orders/x%22y"} {
+		status, body, _ := get(t, out, "GET", "http://orders"+p, nil)
+		if status != http.StatusOK {
+			t.Errorf("GET %s through two sidecars: %d %s", p, status, body)
+		} else if got := ts.orders.app.last().URL.EscapedPath(); got != p {
+			t.Errorf("GET %s through two sidecars: the app got %q", p, got)
+		}
+		if status := rawTLS(t, ts, rawHead("GET", p, nil)); !strings.HasPrefix(status, "200") {
+			t.Errorf("GET %s: %s", p, status)
+		} else if got := ts.orders.app.last().URL.EscapedPath(); got != p {
+			t.Errorf("GET %s: the app got %q", p, got)
+		}
+	}
+	before := ts.orders.app.count()
+	if status, _, _ := get(t, out, "GET", "http://orders/orders/a%2Fb", nil); status != http.StatusBadRequest {
+		t.Errorf("GET /orders/a%%2Fb through two sidecars: %d, want 400", status)
+	}
+	if ts.orders.app.count() != before {
+		t.Error("the app saw an ambiguous path")
+	}
+}
+
 // TestConditionsNeverSeeForgedWardHeaders: issue 12 finding 11. A mesh
 // caller's headers posing as Ward's, in any spelling, are stripped before
 // policy runs: request.headers in a condition never holds them.
@@ -115,19 +157,5 @@ func TestConditionsNeverSeeForgedWardHeaders(t *testing.T) {
 	}
 	if n := ts.orders.app.count(); n != 0 {
 		t.Errorf("a forged header satisfied a condition %d times", n)
-	}
-}
-
-// TestWardHeadersSurviveConnection: issue 12 finding 7. A peer's
-// Connection header naming Ward's headers cannot keep them from the app.
-func TestWardHeadersSurviveConnection(t *testing.T) {
-	ts := startTwo(t)
-	status := rawTLS(t, ts, rawHead("GET", "/orders/1", [][2]string{{"Connection", "X-Ward-Peer-Id, X-Ward-Request-Id"}}))
-	if !strings.HasPrefix(status, "200") {
-		t.Fatalf("status %s", status)
-	}
-	h := ts.orders.app.last().Header
-	if h.Get("X-Ward-Peer-Id") != "spiffe://example.org/svc/catalog" || len(h.Get("X-Ward-Request-Id")) != 24 {
-		t.Fatalf("the app did not get Ward's headers: %v", h)
 	}
 }

@@ -318,7 +318,7 @@ func (s *Sidecar) authorize(r *http.Request, p peer, user *idtoken.Claims) polic
 		return policy.Decision{Reason: "ambiguous_path", Message: err.Error()}
 	}
 	// The app sees exactly the path that was authorized.
-	r.URL.Path, r.URL.RawPath = path, ""
+	proxy.SetPath(r.URL, path)
 	req := policy.Request{Target: s.cfg.Service, Peer: p.id, Method: r.Method, Path: path, Header: r.Header}
 	if user != nil {
 		req.Claims = user.User()
