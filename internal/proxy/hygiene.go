@@ -123,7 +123,7 @@ func (g *Guard) Check(r *http.Request) *RequestError {
 	case len(target) > lim.MaxURLBytes:
 		return requestError(vTargetTooLong)
 	case len(target) > 0 && target[0] == '/':
-		if v := checkPathQuery([]byte(target)); v != nil {
+		if v := checkPathQuery(target); v != nil {
 			return requestError(v)
 		}
 	case target == "*" && r.Method == http.MethodOptions:
@@ -133,7 +133,7 @@ func (g *Guard) Check(r *http.Request) *RequestError {
 	if r.Host == "" {
 		return requestError(vNoHost)
 	}
-	if !validAuthority([]byte(r.Host), false) {
+	if !validAuthority(r.Host, false) {
 		return requestError(vBadHost)
 	}
 	// The size of the equivalent HTTP/1.1 head: request line, Host, fields,
