@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/proxy/proxytest"
+	"github.com/wardsec/ward/internal/sidecar"
 )
 
 // rawHead is an HTTP/1.1 request head for path with the given fields.
@@ -157,5 +159,44 @@ func TestConditionsNeverSeeForgedWardHeaders(t *testing.T) {
 	}
 	if n := ts.orders.app.count(); n != 0 {
 		t.Errorf("a forged header satisfied a condition %d times", n)
+	}
+}
+
+// TestHTTP2BodiesMeetTheBodyLimit: issue 12 finding 3 (the same limits).
+// Over HTTP/1.1 the guard refuses a body over MaxBodyBytes; over HTTP/2 a
+// declared length over it is refused alike, and a body that grows past it
+// never reaches the app whole.
+func TestHTTP2BodiesMeetTheBodyLimit(t *testing.T) {
+	m := newMesh(t)
+	ordersAddr, catalogAddr := freeAddr(t), freeAddr(t)
+	m.writeConfig(meshYAML(ordersAddr, catalogAddr))
+	small := func(c *sidecar.Config) { c.Limits.MaxBodyBytes = 1 << 10 }
+	ts := &twoServices{m: m}
+	ts.orders = m.sidecarWith("orders", ordersAddr, newRecorder(t, nil), nil, small)
+	ts.catalog = m.sidecar("catalog", catalogAddr, newRecorder(t, nil), nil)
+	c := h2Client(t, ts)
+	big := strings.Repeat("b", 4<<10)
+	if got := rawTLS(t, ts, "GET /orders/1 HTTP/1.1\r\nHost: orders\r\nContent-Length: 4096\r\n\r\n"+big); !strings.HasPrefix(got, "413") {
+		t.Errorf("HTTP/1.1: %s, want 413", got)
+	}
+	for _, declared := range []bool{true, false} {
+		req, _ := http.NewRequest("GET", "https://"+ts.orders.sc.InboundAddr()+"/orders/1", strings.NewReader(big))
+		req.Host = "orders"
+		if !declared {
+			req.ContentLength = -1 // streamed, no Content-Length
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("HTTP/2, length declared %v: %s %d, want 413", declared, resp.Proto, resp.StatusCode)
+		}
+	}
+	for _, r := range ts.orders.app.seen {
+		if b, _ := io.ReadAll(r.Body); len(b) > 1<<10 {
+			t.Errorf("the app got a body of %d bytes", len(b))
+		}
 	}
 }

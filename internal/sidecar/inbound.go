@@ -347,11 +347,28 @@ func denyStatus(reason string) int {
 	}
 }
 
-// bufferChunked reads a chunked HTTP/1.1 body whole (bounded) before
-// anything is sent to the app, so that bad chunking found late never
-// leaves a partial request at the app.
+// errBodyTooLarge is a declared body length over MaxBodyBytes.
+var errBodyTooLarge = errors.New("request body too large")
+
+// bufferChunked reads a body of unknown length whole (bounded) before
+// anything is sent to the app: a chunked HTTP/1.1 body, so that bad
+// chunking found late never leaves a partial request at the app, and an
+// HTTP/2 body without a Content-Length, so that HTTP/2 meets the body
+// limit the guard applies to HTTP/1.1; a declared HTTP/2 length over the
+// limit is refused at once (net/http holds the stream to its declared
+// length). gRPC streams pass as streams.
 func (s *Sidecar) bufferChunked(w http.ResponseWriter, r *http.Request) error {
-	if r.ProtoMajor != 1 || len(r.TransferEncoding) == 0 {
+	switch {
+	case r.ProtoMajor == 1 && len(r.TransferEncoding) > 0:
+	case r.ProtoMajor >= 2 && !isGRPC(r) && r.Body != nil && r.Body != http.NoBody:
+		if r.ContentLength > s.lim.MaxBodyBytes {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return errBodyTooLarge
+		}
+		if r.ContentLength >= 0 {
+			return nil
+		}
+	default:
 		return nil
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.lim.MaxBodyBytes))
