@@ -87,3 +87,42 @@ func fields(n int) [][2]string {
 	}
 	return f
 }
+
+// FuzzCheckMatchesGuard: for any header field and target that an HTTP/1.1
+// head can carry as one line each, Guard.Check (HTTP/2) and the guard's
+// head parser (HTTP/1.1) agree on whether and why the request is refused.
+func FuzzCheckMatchesGuard(f *testing.F) {
+	for _, s := range [][3]string{
+		{"X-Ward-User", "admin", "/p"}, {"x_ward_user", "admin", "/p"}, {"X-Ward_User", "a", "/p?q=%41"},
+		{"X A", "b", "/p"}, {"X-A ", "b", "/p"}, {"X-A", "a\x00b", "/p"}, {"X-A", "caf\xc3\xa9", "/a%zz"},
+		{"X-\x01", "b", "/p"}, {"X-A", "b", "/p#f"}, {"X-A", "b", "*"}, {"Accept", "*/*", "/caf%C3%A9"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	g := &Guard{}
+	g.init()
+	f.Fuzz(func(t *testing.T, name, value, target string) {
+		if name == "" || isOWS(name[0]) || strings.ContainsAny(name, ":\r\n") || strings.ContainsAny(value, "\r\n") ||
+			target == "" || strings.IndexFunc(target, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			return // not one header line and one request-line token
+		}
+		switch strings.ToLower(name) {
+		case "host", "content-length", "transfer-encoding", "trailer":
+			return // framing fields: HTTP/2 frames bodies itself
+		}
+		head := "GET " + target + " HTTP/1.1\r\nHost: example.com\r\n" + name + ":" + value + "\r\n\r\n"
+		var h headParser
+		_, v1 := h.parse([]byte(head), &g.lim)
+		r := &http.Request{Method: "GET", RequestURI: target, Host: "example.com", Proto: "HTTP/2.0", ProtoMajor: 2,
+			Header: http.Header{name: {value}}}
+		got := g.Check(r)
+		switch {
+		case v1 == nil && got != nil:
+			t.Fatalf("%q: HTTP/1.1 passes, HTTP/2 refused: %s", head, got.Reason)
+		case v1 != nil && got == nil:
+			t.Fatalf("%q: HTTP/1.1 refused (%s), HTTP/2 passes", head, v1.reason)
+		case v1 != nil && v1.reason != got.Reason:
+			t.Fatalf("%q: HTTP/1.1 %s, HTTP/2 %s", head, v1.reason, got.Reason)
+		}
+	})
+}
