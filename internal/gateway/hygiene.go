@@ -7,8 +7,8 @@ import (
 )
 
 // ReasonMalformed is the reason code of a request refused by request
-// hygiene, whatever the protocol (the guard's refusals of HTTP/1.x heads
-// carry it too).
+// hygiene, whatever the protocol: the guard's refusals of HTTP/1.x heads
+// and the handler's of HTTP/2 requests.
 const ReasonMalformed = "malformed_request"
 
 // hygiene is the pipeline's first stage. An HTTP/2 request meets the rules

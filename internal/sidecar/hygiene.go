@@ -8,6 +8,10 @@ import (
 	"github.com/wardsec/ward/internal/proxy"
 )
 
+// reasonMalformed is the reason code of a request refused by request
+// hygiene, whatever the protocol.
+const reasonMalformed = "malformed_request"
+
 // forwarded is what a gateway vouches for in its request: read once, before
 // every header posing as Ward's is stripped, and believed only with a
 // verified identity token.
@@ -25,8 +29,8 @@ func (s *Sidecar) refuseMalformed(w http.ResponseWriter, r *http.Request, p peer
 	}
 	s.metrics.observe(actor, s.cfg.Service, "deny", err.Status, 0)
 	s.emit(r.Context(), audit.Event{Type: "sidecar.request", Actor: actor, Subject: s.id.String(), Decision: "deny",
-		Reason: "malformed_request", Source: r.RemoteAddr, Service: s.cfg.Service,
+		Reason: reasonMalformed, Source: r.RemoteAddr, Service: s.cfg.Service,
 		Fields: map[string]string{"status": strconv.Itoa(err.Status), "message": err.Reason, "proto": r.Proto}})
-	w.Header().Set(headerDenyReason, "malformed_request")
+	w.Header().Set(headerDenyReason, reasonMalformed)
 	http.Error(w, err.Reason, err.Status)
 }
