@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardsec/ward/internal/proxy/proxytest"
 )
@@ -63,14 +64,21 @@ func TestHTTP2MeetsTheSameHygiene(t *testing.T) {
 			}
 		})
 	}
-	// The refusals are access records with their reason.
-	var refused int
-	for _, ev := range e.events.Events() {
-		if ev.Decision == "deny" && ev.Reason == "malformed_request" && ev.Fields["proto"] == "HTTP/2.0" {
-			refused++
+	// The refusals are access records with their reason (written behind
+	// the response: wait for them).
+	want, refused := len(proxytest.HostileRequests()), 0
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		refused = 0
+		for _, ev := range e.events.Events() {
+			if ev.Decision == "deny" && ev.Reason == "malformed_request" && ev.Fields["proto"] == "HTTP/2.0" {
+				refused++
+			}
+		}
+		if refused >= want || time.Now().After(deadline) {
+			break
 		}
 	}
-	if want := len(proxytest.HostileRequests()); refused != want {
+	if refused != want {
 		t.Errorf("%d HTTP/2 refusals recorded, want %d", refused, want)
 	}
 	// A clean request still goes through on both.
