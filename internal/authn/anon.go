@@ -17,7 +17,7 @@ import (
 //
 // Properties and trade-offs:
 //   - Stable: the same client (address and User-Agent) gets the same id on
-//     every gateway replica that shares secret, so limits and logs line up.
+//     every gateway replica that shares secret, so records line up.
 //   - Unlinkable without the secret: the id reveals neither the address nor
 //     the User-Agent, and ids from deployments with different secrets cannot
 //     be joined. Rotating the secret unlinks all past ids.
@@ -26,14 +26,15 @@ import (
 //     the secret in the vault (at least 32 random bytes) and treat ids as
 //     pseudonymous personal data.
 //   - Coarse: clients behind one NAT with the same browser share an id, and a
-//     client can get a new id by changing its User-Agent. Rate limits on
-//     anonymous routes should therefore also apply a per-"source" limit.
+//     client can get a new id by changing its User-Agent. The id is
+//     therefore for records only: rate limits on anonymous callers key on
+//     the source network (see [Principal.Key]).
 //
 // NUL cannot occur in an IP address or an HTTP header value, so the
 // separator keeps (address, User-Agent) pairs unambiguous.
 func AnonymousID(secret []byte, sourceIP string, userAgent string) string {
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(clientNetwork(sourceIP)))
+	m.Write([]byte(SourceNetwork(sourceIP)))
 	m.Write([]byte{0})
 	m.Write([]byte(userAgent))
 	return "anon_" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))[:22]

@@ -1,8 +1,10 @@
 package authn
 
 import (
-	"net/netip"
 	"slices"
+	"strings"
+
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 // Principal says who is calling. The gateway builds one per request from
@@ -43,7 +45,8 @@ const (
 	KeyKindSource    = "source"
 )
 
-// Key returns the rate-limit (and log) key of p for kind:
+// Key returns the log key of p for kind, the name records give the
+// caller (rate limits use [Principal.LimitKey]):
 //
 //   - "apikey":    "apikey:" + AppID (all keys of one application share it)
 //   - "user":      "user:" + Issuer + " " + User (a subject is only unique
@@ -74,32 +77,37 @@ func (p Principal) Key(kind string) string {
 		}
 	case KeyKindSource:
 		if p.Source != "" {
-			return "source:" + clientNetwork(p.Source)
+			return "source:" + SourceNetwork(p.Source)
 		}
 	}
 	if p.AnonymousID != "" {
 		return "anonymous:" + p.AnonymousID
 	}
 	if p.Source != "" {
-		return "source:" + clientNetwork(p.Source)
+		return "source:" + SourceNetwork(p.Source)
 	}
 	return "anonymous:unknown"
+}
+
+// LimitKey returns the rate-limit key of p for kind. It is [Principal.Key]
+// except where Key would name an anonymous caller: limits on anonymous
+// callers hold per source network ("source:" + [SourceNetwork]) whatever
+// headers they send. The anonymous id mixes in the User-Agent, so a caller
+// could escape a limit keyed on it by changing its User-Agent; it stays the
+// caller's name in records.
+func (p Principal) LimitKey(kind string) string {
+	k := p.Key(kind)
+	if strings.HasPrefix(k, "anonymous:") && p.Source != "" {
+		return "source:" + SourceNetwork(p.Source)
+	}
+	return k
 }
 
 // HasScope reports whether the token granted scope s.
 func (p Principal) HasScope(s string) bool { return slices.Contains(p.Scopes, s) }
 
-// clientNetwork returns the unit Ward treats as one client: an IPv4 address,
-// or the /64 of an IPv6 address. IPv4-mapped IPv6 addresses count as IPv4.
-// Anything unparseable is returned unchanged.
-func clientNetwork(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap().WithZone("")
-	if a.Is4() {
-		return a.String()
-	}
-	return netip.PrefixFrom(a, 64).Masked().String()
-}
+// SourceNetwork returns the unit Ward treats as one client: an IPv4
+// address, or the /64 of an IPv6 address (one host usually owns a whole
+// /64, and privacy addresses rotate inside it); IPv4-mapped IPv6 addresses
+// count as IPv4. Anything unparseable is returned unchanged.
+func SourceNetwork(ip string) string { return proxy.SourceNetwork(ip) }

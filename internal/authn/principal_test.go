@@ -68,3 +68,27 @@ func TestAnonymousID(t *testing.T) {
 		t.Error("IPv4-mapped differs from IPv4")
 	}
 }
+
+// TestAnonymousLimitHoldsWhateverTheUserAgent (issue 12 finding 6): two
+// anonymous callers from one source network with different User-Agents
+// get different anonymous ids (for records) but one rate-limit key, on
+// every key kind they cannot satisfy, while their log key stays the
+// anonymous id.
+func TestAnonymousLimitHoldsWhateverTheUserAgent(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	for _, src := range [][2]string{{"192.0.2.7", "192.0.2.7"}, {"2001:db8:1:2::1", "2001:db8:1:2::99"}} {
+		a := Principal{Source: src[0], AnonymousID: AnonymousID(secret, src[0], "curl/8.0")}
+		b := Principal{Source: src[1], AnonymousID: AnonymousID(secret, src[1], "Mozilla/5.0")}
+		if a.AnonymousID == b.AnonymousID {
+			t.Fatalf("anonymous ids for records should differ by User-Agent: %s", a.AnonymousID)
+		}
+		for _, kind := range []string{KeyKindAnonymous, KeyKindUser, KeyKindAPIKey, KeyKindSPIFFE, KeyKindSource} {
+			if ka, kb := a.LimitKey(kind), b.LimitKey(kind); ka != kb {
+				t.Errorf("LimitKey(%q): %q and %q differ by User-Agent alone", kind, ka, kb)
+			}
+		}
+		if a.Key(KeyKindUser) != "anonymous:"+a.AnonymousID {
+			t.Errorf("log key %q, want the anonymous id", a.Key(KeyKindUser))
+		}
+	}
+}

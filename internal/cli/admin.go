@@ -34,7 +34,9 @@ key is generated here and never sent to the server. Roles:
   admin      everything
   developer  read everything; apply resources only for the services in
              --services (their Service, the AccessPolicies targeting it, the
-             Routes to it); nothing on the CA, join tokens or API keys
+             Routes to it), and only changes that move no request at the
+             gateway to or from another team's Route; nothing on the CA,
+             join tokens or API keys
   auditor    read everything, the audit trail included; change nothing
 
 Creating an existing operator again replaces their role at once.`,

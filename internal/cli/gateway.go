@@ -29,6 +29,7 @@ import (
 	"github.com/wardsec/ward/internal/edgetls"
 	"github.com/wardsec/ward/internal/gateway"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/ratelimit"
 )
 
@@ -48,6 +49,7 @@ type gatewayFlags struct {
 	connBurst                int
 	auditDir                 string
 	auditFailOpen            bool
+	body                     bodyFlags
 }
 
 func gatewayCmd(g *globals) *cobra.Command {
@@ -92,6 +94,13 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 			if f.dir == "" {
 				f.dir = "ward-gateway-" + cfg.Name
 			}
+			if cfg.Limits.MaxPerSource < 1 {
+				return errors.New("--max-requests-per-source: must be at least 1")
+			}
+			var err error
+			if cfg.Bodies, err = f.body.bodies(); err != nil {
+				return err
+			}
 			return runGateway(cmd.Context(), g, cfg, f)
 		},
 	}
@@ -118,6 +127,8 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.IntVar(&f.connBurst, "conn-burst", 200, "connections one source address may open at once")
 	fl.StringVar(&f.auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
 	fl.BoolVar(&f.auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
+	fl.IntVar(&cfg.Limits.MaxPerSource, "max-requests-per-source", proxy.DefaultMaxPerSource, "concurrent requests one source (IPv4 address, IPv6 /64) may have in flight; past it 429")
+	f.body.register(fl)
 	fl.StringVar(&f.anonSecretFile, "anonymous-secret-file", "", "key of anonymous ids, shared by replicas (default DATA_DIR/anonymous.key, created)")
 	return cmd
 }

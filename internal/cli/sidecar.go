@@ -19,6 +19,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	var token, dir, auditDir string
 	var auditFailOpen bool
 	var upstreams []string
+	var body bodyFlags
 	cmd := &cobra.Command{
 		Use:   "sidecar --service NAME --listen ADDR --app ADDR --server URL --bundle FILE [--token T] [--config FILE]",
 		Short: "Run the mesh proxy beside one service: mTLS in and out, default-deny policy",
@@ -54,6 +55,10 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 			if dir == "" {
 				dir = "ward-sidecar-" + cfg.Service
 			}
+			var err error
+			if cfg.Bodies, err = body.bodies(); err != nil {
+				return err
+			}
 			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir, auditFailOpen)
 		},
 	}
@@ -69,6 +74,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
 	f.StringVar(&auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
 	f.BoolVar(&auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
+	body.register(f)
 	return cmd
 }
 

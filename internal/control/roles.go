@@ -104,6 +104,15 @@ func verb(method string) string {
 // admins may change anything; developers only objects that concern the
 // services they own (a Service, the AccessPolicies targeting it, the
 // Routes to it), both before and after the change, and never an Issuer.
+//
+// A developer's change must also leave alone every request at the edge
+// that another team's Route answers, before or after: a request whose
+// Route the change alters (by the gateway's own matching rule, on the
+// whole resulting set) must go, before and after, to a Route of a service
+// the developer owns or to none. So a developer may not shadow another
+// team's Route (a host Route over their any-host one, a longer prefix
+// inside theirs), nor hand requests to it by deleting or moving their
+// own; the space no Route answers is theirs to claim.
 func (h *Handler) mayChange(ctx context.Context, caller spiffeid.ID, old, next []resource.Object, changes []string) error {
 	name, ok := operatorName(caller)
 	if !ok {
@@ -147,7 +156,38 @@ func (h *Handler) mayChange(ctx context.Context, caller spiffeid.ID, old, next [
 			}
 		}
 	}
+	for _, rr := range resource.Reroutes(old, next) {
+		for _, o := range []*resource.Object{rr.Before, rr.After} {
+			if o == nil {
+				continue
+			}
+			for _, s := range resource.Concerns(o) {
+				if !slices.Contains(op.Services, s) {
+					return &httpError{status: http.StatusForbidden, code: "not_owner",
+						msg: fmt.Sprintf("developer %q may not make this change: requests for %s would go to %s instead of %s, and Route %q leads to service %q while they own %s",
+							name, requestText(rr), routeText(rr.After), routeText(rr.Before), o.Metadata.Name, s, ownedList(op.Services))}
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// requestText names the requests of a Reroute by one of them.
+func requestText(rr resource.Reroute) string {
+	if rr.Host == "" {
+		return rr.Path + " on any host"
+	}
+	return fmt.Sprintf("%s on host %q", rr.Path, rr.Host)
+}
+
+// routeText names a Route and its service, or says there is none.
+func routeText(o *resource.Object) string {
+	if o == nil {
+		return "no Route"
+	}
+	services := resource.Concerns(o)
+	return fmt.Sprintf("Route %q (service %s)", o.Metadata.Name, strings.Join(services, ", "))
 }
 
 func ownedList(s []string) string {

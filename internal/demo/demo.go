@@ -34,6 +34,7 @@ import (
 	"github.com/wardsec/ward/internal/edgetls"
 	"github.com/wardsec/ward/internal/gateway"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/sidecar"
 )
 
@@ -291,6 +292,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		})
 	}
 	sidecars := map[string]*sidecar.Sidecar{}
+	bodies := proxy.NewBodies(proxy.BodyConfig{}) // one body budget for the whole process
 	for _, s := range []struct{ name, listen, app, outbound string }{
 		{"catalog", catalogAddr, catalogApp.addr(), "127.0.0.1:0"},
 		{"orders", ordersAddr, ordersApp.addr(), ""},
@@ -306,7 +308,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		sc, err := sidecar.New(sidecar.Config{
 			Service: s.name, TrustDomain: td, Listen: s.listen, App: s.app, Outbound: s.outbound,
 			Initial: &sidecar.Snapshot{Origin: fmt.Sprintf("server version %d", first.Version), Version: first.Version, Data: []byte(first.Documents)},
-			Source:  src, Log: d.Log.With("role", "sidecar", "service", s.name),
+			Source:  src, Log: d.Log.With("role", "sidecar", "service", s.name), Bodies: bodies,
 		})
 		if err != nil {
 			return fmt.Errorf("%s sidecar: %w", s.name, err)
@@ -353,7 +355,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	gw, err := gateway.New(gateway.Config{
 		Name: "edge", TrustDomain: td, Listen: gwAddr, TLS: edgetls.ServerConfig(certs, nil),
 		Initial: &gateway.Snapshot{Origin: fmt.Sprintf("server version %d", gwFirst.Version), Version: gwFirst.Version, Data: []byte(gwFirst.Documents)},
-		Source:  gwSrc, APIKeys: keys, Log: d.Log.With("role", "gateway"),
+		Source:  gwSrc, APIKeys: keys, Log: d.Log.With("role", "gateway"), Bodies: bodies,
 	})
 	if err != nil {
 		if isAddrInUse(err) {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,11 +37,7 @@ type route struct {
 	spec    resource.RouteSpec
 	limit   ratelimit.Limit // zero Rate: no limit
 	keys    []string        // rate-limit key kinds
-}
-
-// matches reports whether the normalized path p is under the route's prefix.
-func (r *route) matches(p string) bool {
-	return r.prefix == "/" || p == r.prefix || strings.HasPrefix(p, r.prefix) && p[len(r.prefix)] == '/'
+	body    int64           // body limit in bytes
 }
 
 // Snapshot is one version of the configuration from the control plane:
@@ -53,10 +47,9 @@ type Snapshot = resource.Snapshot
 // snapshot is one immutable, validated configuration.
 type snapshot struct {
 	engine   *policy.Engine
-	services map[string][]string // endpoints by service
-	byHost   map[string][]*route // host -> routes, longest prefix first
-	anyHost  []*route            // routes without a host, longest prefix first
-	jwt      *authn.Verifier     // nil without Issuers
+	services map[string][]string          // endpoints by service
+	routes   *resource.RouteTable[*route] // the Routes by host and prefix
+	jwt      *authn.Verifier              // nil without Issuers
 	objs     []resource.Object
 	sum      [32]byte
 	origin   string             // the file's path, or the control plane snapshot's name
@@ -65,20 +58,13 @@ type snapshot struct {
 }
 
 // match returns the route for host (lowercase, without port) and the
-// normalized path. Routes naming the host take precedence over routes for
-// any host; among them the longest prefix wins.
+// normalized path, by the rule of resource.RouteTable: routes naming the
+// host take precedence over routes for any host; among them the longest
+// prefix wins. The control plane checks developers' changes by the same
+// table.
 func (s *snapshot) match(host, path string) *route {
-	for _, r := range s.byHost[host] {
-		if r.matches(path) {
-			return r
-		}
-	}
-	for _, r := range s.anyHost {
-		if r.matches(path) {
-			return r
-		}
-	}
-	return nil
+	r, _ := s.routes.Match(host, path)
+	return r
 }
 
 // compile parses and validates resource documents into a snapshot; path
@@ -92,15 +78,16 @@ func compile(parse func(string, []byte) ([]resource.Object, error), path string,
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string][]string{}, byHost: map[string][]*route{}, objs: objs, sum: sha256.Sum256(data), origin: path}
+	snap := &snapshot{engine: engine, services: map[string][]string{}, objs: objs, sum: sha256.Sum256(data), origin: path}
 	var issuers []authn.Issuer
+	var routes []*route
 	loopback := false
 	for _, o := range objs {
 		switch spec := o.Spec.(type) {
 		case *resource.ServiceSpec:
 			snap.services[o.Metadata.Name] = spec.Endpoints
 		case *resource.RouteSpec:
-			r := &route{name: o.Metadata.Name, host: spec.Host, prefix: spec.PathPrefix, service: spec.Service, spec: *spec}
+			r := &route{name: o.Metadata.Name, host: spec.Host, prefix: spec.PathPrefix, service: spec.Service, spec: *spec, body: spec.Limits.BodyBytes()}
 			if spec.RateLimit.Rate != "" {
 				rate, err := ratelimit.ParseRate(spec.RateLimit.Rate)
 				if err != nil { // validated already
@@ -109,11 +96,7 @@ func compile(parse func(string, []byte) ([]resource.Object, error), path string,
 				r.limit = ratelimit.Limit{Rate: rate, Burst: spec.RateLimit.Burst}
 				r.keys = strings.Split(spec.RateLimit.Key, "+")
 			}
-			if r.host == "" {
-				snap.anyHost = append(snap.anyHost, r)
-			} else {
-				snap.byHost[r.host] = append(snap.byHost[r.host], r)
-			}
+			routes = append(routes, r)
 		case *resource.IssuerSpec:
 			leeway, _ := time.ParseDuration(spec.Leeway)
 			issuers = append(issuers, authn.Issuer{Name: o.Metadata.Name, IssuerURL: spec.IssuerURL, JWKSURL: spec.JWKSURL,
@@ -121,11 +104,7 @@ func compile(parse func(string, []byte) ([]resource.Object, error), path string,
 			loopback = loopback || isLoopbackURL(spec.IssuerURL) || isLoopbackURL(spec.JWKSURL)
 		}
 	}
-	longestFirst := func(a, b *route) int { return cmp.Compare(len(b.prefix), len(a.prefix)) }
-	slices.SortStableFunc(snap.anyHost, longestFirst)
-	for _, rs := range snap.byHost {
-		slices.SortStableFunc(rs, longestFirst)
-	}
+	snap.routes = resource.NewRouteTable(routes, func(r *route) (string, string) { return r.host, r.prefix })
 	if len(issuers) > 0 {
 		opts := []authn.Option{authn.WithLogger(log)}
 		if issuerClient != nil {
@@ -241,7 +220,7 @@ func (w *configWatcher) swap(snap *snapshot) {
 	if old.cancel != nil {
 		old.cancel()
 	}
-	w.log.Info("configuration reloaded", "origin", snap.origin, "version", snap.version, "routes", len(snap.anyHost)+countRoutes(snap.byHost))
+	w.log.Info("configuration reloaded", "origin", snap.origin, "version", snap.version, "routes", snap.routes.Len())
 }
 
 // apply validates and installs a control plane snapshot, or refuses it
@@ -315,12 +294,4 @@ func (w *configWatcher) Run(ctx context.Context) error {
 		return snap.objs, nil
 	})
 	return nil
-}
-
-func countRoutes(m map[string][]*route) int {
-	n := 0
-	for _, rs := range m {
-		n += len(rs)
-	}
-	return n
 }

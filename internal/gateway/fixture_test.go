@@ -71,7 +71,8 @@ type service struct {
 // resources: catalog is open to anonymous callers with an optional key;
 // orders needs an API key and a JWT with orders:read (the sidecar checks
 // it too); /orders/admin is never allowed; /limited allows 3 requests then
-// limits per API key.
+// limits per API key; /catalog/anon-limited allows 2 per anonymous caller;
+// /catalog/small takes bodies of at most 1 KiB.
 const resources = `apiVersion: ward/v1
 kind: Service
 metadata: {name: orders}
@@ -111,6 +112,24 @@ spec:
   service: catalog
   auth: {apiKey: required, user: anonymous}
   rateLimit: {key: apikey, rate: 3/m, burst: 3}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: anon-limited}
+spec:
+  pathPrefix: /catalog/anon-limited
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  rateLimit: {key: anonymous, rate: 2/m, burst: 2}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: small}
+spec:
+  pathPrefix: /catalog/small
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  limits: {body: 1KiB}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy

@@ -34,6 +34,7 @@ import (
 	"github.com/wardsec/ward/internal/mesh"
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/ratelimit"
+	"github.com/wardsec/ward/internal/resource"
 )
 
 // Config configures a gateway.
@@ -79,6 +80,9 @@ type Config struct {
 	// default 2 minutes.
 	TokenTTL time.Duration
 	Limits   Limits
+	// Bodies buffers request bodies under one process-wide budget; nil: a
+	// new one with proxy's defaults. Roles of one process share one.
+	Bodies *proxy.Bodies
 	// Resilience tunes ejection, breaking and retries towards services.
 	Resilience mesh.Resilience
 	Events     audit.Sink
@@ -91,8 +95,9 @@ type Config struct {
 // Limits bound the work one request or client may cause.
 type Limits struct {
 	MaxHeaderBytes    int           // default 32 KiB
-	MaxBodyBytes      int64         // default 16 MiB
+	MaxBodyBytes      int64         // ceiling over every Route's limits.body; default 1 GiB
 	MaxConns          int           // open client connections; default 10,000
+	MaxPerSource      int           // concurrent requests per source network; default 64
 	ReadHeaderTimeout time.Duration // default 10s
 	ReadTimeout       time.Duration // whole request incl. body; default 60s
 	IdleTimeout       time.Duration // default 120s
@@ -110,7 +115,10 @@ func (l Limits) withDefaults() Limits {
 		l.MaxHeaderBytes = 32 << 10
 	}
 	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = 16 << 20
+		l.MaxBodyBytes = resource.MaxBodyLimit
+	}
+	if l.MaxPerSource == 0 {
+		l.MaxPerSource = proxy.DefaultMaxPerSource
 	}
 	if l.MaxConns == 0 {
 		l.MaxConns = 10_000
@@ -141,6 +149,8 @@ type Gateway struct {
 	tokens   tokenCache
 	jwtCache jwtCache
 	anon     []byte
+	bodies   *proxy.Bodies
+	sources  *proxy.SourceCap
 	metrics  *metrics
 	registry *prometheus.Registry
 
@@ -188,6 +198,10 @@ func New(cfg Config) (_ *Gateway, err error) {
 		g.anon = make([]byte, 32)
 		_, _ = rand.Read(g.anon)
 	}
+	g.bodies, g.sources = cfg.Bodies, proxy.NewSourceCap(g.lim.MaxPerSource)
+	if g.bodies == nil {
+		g.bodies = proxy.NewBodies(proxy.BodyConfig{})
+	}
 	g.limiter = cfg.Limiter
 	if g.limiter == nil {
 		g.limiter = g.local
@@ -201,6 +215,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	g.conf.events, g.conf.subject = cfg.Events, id.String()
 	g.metrics = newMetrics(g.registry)
+	g.registry.MustRegister(bodyGauge(g.bodies))
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.guard = g.newGuard()
 	g.mesh = mesh.New(mesh.Config{

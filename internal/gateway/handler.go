@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -48,8 +45,8 @@ const (
 	ReasonConditionFailed   = "route_condition_failed"
 	ReasonRateLimited       = "rate_limited"
 	ReasonLimiterDown       = "ratelimit_unavailable"
-	ReasonBodyTooLarge      = "body_too_large"
-	ReasonBadBody           = "malformed_body"
+	ReasonBodyTooLarge      = proxy.ReasonBodyTooLarge
+	ReasonBadBody           = proxy.ReasonBodyMalformed
 	ReasonIssuersNotDefined = "no_issuers"
 	ReasonTokenUnavailable  = "identity_token_unavailable"
 	ReasonAuditUnavailable  = "audit_unavailable"
@@ -103,6 +100,11 @@ func (g *Gateway) serve(x *exchange) outcome {
 	if out := g.hygiene(r); out.status != 0 {
 		return out
 	}
+	release, out := g.admit(x)
+	if out.status != 0 {
+		return out
+	}
+	defer release()
 
 	path, err := policy.NormalizePath(r.URL.EscapedPath())
 	if err != nil {
@@ -250,7 +252,7 @@ func (g *Gateway) rateLimit(x *exchange) outcome {
 	}
 	key := "route:" + rt.name
 	for _, kind := range rt.keys {
-		key += "|" + x.p.Key(kind)
+		key += "|" + x.p.LimitKey(kind)
 	}
 	res, err := g.limiter.Allow(x.r.Context(), key, rt.limit)
 	if err != nil {
@@ -276,9 +278,11 @@ func (g *Gateway) forward(x *exchange) outcome {
 	if err != nil {
 		return outcome{http.StatusBadGateway, "unknown_service", err.Error()}
 	}
-	if out := g.bufferBody(x); out.status != 0 {
+	done, out := g.prepareBody(x)
+	if out.status != 0 {
 		return out
 	}
+	defer done()
 	tok, err := g.tokens.get(g.cfg.Source.Current(), &x.p, up.ID().String(), g.cfg.TokenTTL)
 	if err != nil {
 		return outcome{http.StatusServiceUnavailable, ReasonTokenUnavailable, err.Error()}
@@ -292,38 +296,6 @@ func (g *Gateway) forward(x *exchange) outcome {
 	r.Header.Set(HeaderClientIP, x.source) // what the gateway saw, never the client's claim
 	proxy.SetPath(r.URL, x.path)           // the service sees the path that was authorized
 	up.ServeHTTP(x.w, r)
-	return outcome{}
-}
-
-// bufferBody reads a body of unknown length whole (bounded) before it is
-// forwarded, so that a body that breaks framing or grows too large late
-// never leaves a partial request at the service; a declared length over
-// the limit is refused at once.
-func (g *Gateway) bufferBody(x *exchange) outcome {
-	r := x.r
-	if r.ContentLength > g.lim.MaxBodyBytes {
-		return outcome{http.StatusRequestEntityTooLarge, ReasonBodyTooLarge, fmt.Sprintf("Content-Length %d over %d", r.ContentLength, g.lim.MaxBodyBytes)}
-	}
-	if r.ContentLength >= 0 || r.Body == nil || r.Body == http.NoBody {
-		r.Body = http.MaxBytesReader(x.w, r.Body, g.lim.MaxBodyBytes)
-		return outcome{}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(x.w, r.Body, g.lim.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		var fe *proxy.FramingError
-		switch {
-		case errors.As(err, &mbe):
-			return outcome{http.StatusRequestEntityTooLarge, ReasonBodyTooLarge, err.Error()}
-		case errors.As(err, &fe):
-			return outcome{fe.Status, ReasonBadBody, fe.Reason}
-		default:
-			return outcome{http.StatusBadRequest, ReasonBadBody, err.Error()}
-		}
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.TransferEncoding = nil
 	return outcome{}
 }
 

@@ -98,7 +98,9 @@ func TestConfigReload(t *testing.T) {
 	if r := e.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 200 {
 		t.Fatalf("before: %d", r.StatusCode)
 	}
-	e.writeConfig(readConfig(t, e) + "---\napiVersion: ward/v1\nkind: Route\nmetadata: {name: broken}\nspec: {pathPrefix: nope, service: ghost}\n")
+	good := readConfig(t, e)
+	brokenLine := strings.Count(good, "\n") + 5 // the line of the broken spec
+	e.writeConfig(good + "---\napiVersion: ward/v1\nkind: Route\nmetadata: {name: broken}\nspec: {pathPrefix: nope, service: ghost}\n")
 	time.Sleep(2500 * time.Millisecond) // two reload periods
 	if r := e.do("GET", "/catalog/x", "", "", nil); r.StatusCode != 200 {
 		t.Fatalf("an invalid file changed the running configuration: %d", r.StatusCode)
@@ -122,7 +124,7 @@ func TestConfigReload(t *testing.T) {
 			applied = &ev
 		}
 	}
-	if refused == nil || refused.Reason != "invalid_config" || !strings.Contains(refused.Fields["error"], `edge.yaml:65: spec.pathPrefix: invalid path prefix "nope"`) {
+	if refused == nil || refused.Reason != "invalid_config" || !strings.Contains(refused.Fields["error"], fmt.Sprintf(`edge.yaml:%d: spec.pathPrefix: invalid path prefix "nope"`, brokenLine)) {
 		t.Errorf("refused reload event: %+v", refused)
 	}
 	if applied == nil || applied.Fields["changes"] != "~Route/catalog" || applied.Subject != "spiffe://example.org/gateway/edge" {

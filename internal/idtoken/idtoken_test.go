@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/identity"
@@ -165,5 +167,56 @@ func BenchmarkVerifyCached(b *testing.B) {
 		if _, err := v.Verify(tok, gw.ID, time.Now()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestRevokedSignerRefusedOnFirstSight: a token whose signing certificate
+// is already revoked when the token is first seen is refused, not only one
+// that was cached before the revocation.
+func TestRevokedSignerRefusedOnFirstSight(t *testing.T) {
+	ca := newTestCA(t)
+	gw := ca.svid(t, "/gateway/edge")
+	orders := spiffeid.RequireFromString("spiffe://example.org/svc/orders")
+	now := time.Now()
+	tok := mustSign(t, gw, Claims{Audience: orders.String(), Subject: "alice"}, now)
+	v := &Verifier{Audience: orders, Bundle: func() *identity.Bundle { return ca.bundle },
+		Revoked: func(s string) bool { return s == gw.Serial() }}
+	if c, err := v.Verify(tok, gw.ID, now); !errors.Is(err, ErrSigner) {
+		t.Fatalf("Verify = %+v, %v; want ErrSigner", c, err)
+	}
+}
+
+// TestIssuerMustBeSigningCertificate: the iss claim must name the
+// certificate that signed. A token signed by one gateway that names
+// another as iss, sent by that other one, is refused: otherwise a gateway
+// could speak in another's name.
+func TestIssuerMustBeSigningCertificate(t *testing.T) {
+	ca := newTestCA(t)
+	gw := ca.svid(t, "/gateway/edge")
+	other := ca.svid(t, "/gateway/other")
+	orders := spiffeid.RequireFromString("spiffe://example.org/svc/orders")
+	now := time.Now()
+	payload, err := json.Marshal(Claims{Signer: gw.ID.String(), Audience: orders.String(), Subject: "alice",
+		IssuedAt: now.Unix(), Expiry: now.Add(time.Minute).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := (&jose.SignerOptions{}).WithType("ward-id+jwt").
+		WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(other.Leaf().Raw)})
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: other.Key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &Verifier{Audience: orders, Bundle: func() *identity.Bundle { return ca.bundle }}
+	if c, err := v.Verify(tok, gw.ID, now); !errors.Is(err, ErrClaims) {
+		t.Fatalf("Verify = %+v, %v; want ErrClaims", c, err)
 	}
 }

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -95,5 +97,35 @@ func BenchmarkCheck(b *testing.B) {
 		if err := g.Check(r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkBodiesPrepare: the cost of receiving a 4 KiB body whole into
+// pooled buffers under the budget and the minimum rate.
+func BenchmarkBodiesPrepare(b *testing.B) {
+	bodies := NewBodies(BodyConfig{})
+	payload := make([]byte, 4<<10)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest("POST", "/", bytes.NewReader(payload))
+		done, err := bodies.Prepare(w, r, 0, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done()
+	}
+}
+
+// BenchmarkSourceCap: taking and releasing a per-source slot.
+func BenchmarkSourceCap(b *testing.B) {
+	c := NewSourceCap(64)
+	b.ReportAllocs()
+	for b.Loop() {
+		release, ok := c.Acquire("192.0.2.7")
+		if !ok {
+			b.Fatal("refused")
+		}
+		release()
 	}
 }

@@ -17,6 +17,12 @@
 // know Ward's own headers in every spelling, and [RestoreWard] keeps them
 // on the way out whatever a Connection header names (invariant 3).
 //
+// Bodies: [Bodies] applies a per-request body limit, receives bodies whole
+// (up to a bound) before they are forwarded, enforces a minimum data rate
+// and charges buffered bytes to one process-wide [Budget]; [SourceCap]
+// bounds the concurrent requests of each source network (security
+// invariant 9). The gateway and the sidecar share them.
+//
 // Behind: [Breaker], [Ejector] and [RetryBudget] are the small resilience
 // primitives the forwarding path uses to isolate faulty upstreams.
 package proxy

@@ -18,4 +18,8 @@
 // elsewhere: package policy turns AccessPolicies into an authorization engine
 // and checks what only it can, such as CEL conditions and the canonical form
 // of path patterns, reporting those with the same file:line locations.
+//
+// Which Route answers a request is decided here, once: the gateway routes
+// with a [RouteTable], and the control plane checks with [Reroutes], on the
+// same table, which requests a change would send to another Route.
 package resource

@@ -37,6 +37,9 @@ type RouteSpec struct {
 	// key on to the service. Off by default: services receive Ward's
 	// identity token instead and never see the original credentials.
 	ForwardCredentials bool `yaml:"forwardCredentials,omitempty"`
+	// Limits bound what one request may send; omitted: a body of at most
+	// 1MiB.
+	Limits Limits `yaml:"limits,omitempty"`
 }
 
 // Requirement levels of RouteAuth.APIKey.
@@ -165,6 +168,7 @@ func (s *RouteSpec) validate(v validator) {
 	for i, name := range s.Auth.Issuers {
 		v.name(fmt.Sprintf("spec.auth.issuers[%d]", i), name)
 	}
+	s.Limits.validate(v)
 	if s.RateLimit != (RouteRateLimit{}) {
 		if s.RateLimit.Rate == "" {
 			v.errorf("spec.rateLimit.rate", "required: COUNT/PERIOD such as 100/s")

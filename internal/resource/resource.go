@@ -74,6 +74,9 @@ type ServiceSpec struct {
 	// Port is the port of the service's sidecar for mesh traffic; 0 leaves the
 	// choice to the sidecar.
 	Port int `yaml:"port,omitempty"`
+	// Limits bound what one request may send to the service, checked by
+	// its sidecar; omitted: a body of at most 1MiB.
+	Limits Limits `yaml:"limits,omitempty"`
 }
 
 // Mode says whether an AccessPolicy's denials are enforced.

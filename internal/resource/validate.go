@@ -150,6 +150,7 @@ func (s *ServiceSpec) validate(v validator) {
 	if s.Port < 0 || s.Port > 65535 {
 		v.errorf("spec.port", "port %d out of range 1-65535", s.Port)
 	}
+	s.Limits.validate(v)
 }
 
 func (s *AccessPolicySpec) validate(v validator) {

@@ -29,6 +29,7 @@ type service struct {
 	Name      string
 	Protocol  string // http, grpc or tcp
 	Endpoints []string
+	BodyLimit int64 // bytes
 }
 
 // Snapshot is one version of the configuration from the control plane:
@@ -130,7 +131,7 @@ func compile(parse func(string, []byte) ([]resource.Object, error), origin strin
 	snap := &snapshot{engine: engine, services: map[string]service{}, objs: objs, sum: sha256.Sum256(data), origin: origin}
 	for _, o := range objs {
 		if spec, ok := o.Spec.(*resource.ServiceSpec); ok {
-			snap.services[o.Metadata.Name] = service{Name: o.Metadata.Name, Protocol: string(spec.Protocol), Endpoints: spec.Endpoints}
+			snap.services[o.Metadata.Name] = service{Name: o.Metadata.Name, Protocol: string(spec.Protocol), Endpoints: spec.Endpoints, BodyLimit: spec.Limits.BodyBytes()}
 		}
 	}
 	return snap, nil

@@ -1,14 +1,12 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -262,7 +260,9 @@ func (s *Sidecar) inboundHandler() http.Handler {
 			setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
 			setIfNotEmpty(r.Header, headerClientIP, clientIP)
 		}
-		if err := s.bufferChunked(w, r); err != nil {
+		done, ok := s.prepareBody(w, r, &ev)
+		defer done()
+		if !ok {
 			return
 		}
 		s.app.ServeHTTP(w, r)
@@ -345,44 +345,4 @@ func denyStatus(reason string) int {
 	default:
 		return http.StatusForbidden
 	}
-}
-
-// errBodyTooLarge is a declared body length over MaxBodyBytes.
-var errBodyTooLarge = errors.New("request body too large")
-
-// bufferChunked reads a body of unknown length whole (bounded) before
-// anything is sent to the app: a chunked HTTP/1.1 body, so that bad
-// chunking found late never leaves a partial request at the app, and an
-// HTTP/2 body without a Content-Length, so that HTTP/2 meets the body
-// limit the guard applies to HTTP/1.1; a declared HTTP/2 length over the
-// limit is refused at once (net/http holds the stream to its declared
-// length). gRPC streams pass as streams.
-func (s *Sidecar) bufferChunked(w http.ResponseWriter, r *http.Request) error {
-	switch {
-	case r.ProtoMajor == 1 && len(r.TransferEncoding) > 0:
-	case r.ProtoMajor >= 2 && !isGRPC(r) && r.Body != nil && r.Body != http.NoBody:
-		if r.ContentLength > s.lim.MaxBodyBytes {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-			return errBodyTooLarge
-		}
-		if r.ContentLength >= 0 {
-			return nil
-		}
-	default:
-		return nil
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.lim.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		} else {
-			http.Error(w, "malformed request body", http.StatusBadRequest)
-		}
-		return err
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.TransferEncoding = nil
-	return nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/mesh"
 	"github.com/wardsec/ward/internal/proxy"
+	"github.com/wardsec/ward/internal/resource"
 )
 
 // Config configures a sidecar.
@@ -52,6 +53,9 @@ type Config struct {
 	Events  audit.Sink
 	// Limits on what is accepted; zero values take defaults.
 	Limits Limits
+	// Bodies buffers request bodies under one process-wide budget; nil: a
+	// new one with proxy's defaults. Roles of one process share one.
+	Bodies *proxy.Bodies
 	// Resilience tunes outlier ejection, circuit breaking and retries
 	// towards upstream services; zero values take defaults.
 	Resilience Resilience
@@ -66,7 +70,7 @@ type Resilience = mesh.Resilience
 // Limits bound the work one request may cause.
 type Limits struct {
 	MaxHeaderBytes int
-	MaxBodyBytes   int64
+	MaxBodyBytes   int64 // ceiling over every Service's limits.body; default 1 GiB
 	ConnectTimeout time.Duration
 	RequestTimeout time.Duration
 	MaxConnsPerApp int
@@ -77,7 +81,7 @@ func (l Limits) withDefaults() Limits {
 		l.MaxHeaderBytes = 32 << 10
 	}
 	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = 16 << 20
+		l.MaxBodyBytes = resource.MaxBodyLimit
 	}
 	if l.ConnectTimeout == 0 {
 		l.ConnectTimeout = 3 * time.Second
@@ -96,6 +100,7 @@ type Sidecar struct {
 	cfg      Config
 	id       spiffeid.ID
 	lim      Limits
+	bodies   *proxy.Bodies
 	log      *slog.Logger
 	conf     *configWatcher
 	metrics  *metrics
@@ -148,6 +153,10 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	}
 	s.metrics = newMetrics(s.registry)
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.bodies = cfg.Bodies; s.bodies == nil {
+		s.bodies = proxy.NewBodies(proxy.BodyConfig{})
+	}
+	s.registry.MustRegister(bodyGauge(s.bodies))
 	s.app = newAppForwarder(cfg.App, s.lim)
 	s.guard = s.newGuard()
 	s.idtokens = &idtoken.Verifier{Audience: id, Bundle: cfg.Source.Bundle, Revoked: cfg.Source.Revoked}

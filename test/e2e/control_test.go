@@ -355,3 +355,147 @@ func TestControlPlaneDocWalkthrough(t *testing.T) {
 		t.Error("the bad file was applied")
 	}
 }
+
+// shadowingRoute is issue 12 finding 1's reproduction: a Service evil, its
+// policy, and a Route that takes /orders/1 on host localhost from orders'
+// any-host /orders, for anonymous callers, forwarding their credentials.
+const shadowingRoute = `apiVersion: ward/v1
+kind: Service
+metadata: {name: evil}
+spec: {endpoints: [%q]}
+---
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: evil-callers}
+spec:
+  target: evil
+  rules: [{from: [gateway/*]}]
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: evil}
+spec:
+  host: localhost
+  pathPrefix: /orders/1
+  service: evil
+  auth: {apiKey: none, user: anonymous}
+  forwardCredentials: true
+`
+
+// TestDeveloperMayNotShadowAnotherTeamsRoute runs the real binaries: a
+// developer who owns only evil applies a Route that would take orders'
+// /orders/1 at the gateway; the server refuses it with the Route it would
+// shadow, records nothing and audits the refusal, and the running gateway
+// keeps sending /orders/1 to orders. An admin may still apply it, and the
+// gateway then sends /orders/1 to evil.
+func TestDeveloperMayNotShadowAnotherTeamsRoute(t *testing.T) {
+	e := newEdgeSetup(t)
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := ward(t, e.dir, append(args, "--data-dir", e.data)...)
+		if err != nil {
+			t.Fatalf("ward %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	must("apply", "-f", e.config)
+	key := e.apiKey("shop", "orders")
+	addr := freeAddr(t)
+	startProcess(t, e.dir, "gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca", "--data-dir", filepath.Join(e.dir, "edge"),
+		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"), "--token", e.token("spiffe://example.org/gateway/edge"))
+	waitListening(t, addr)
+	e.waitReady(addr, key)
+	jwt := e.jwt("alice", "orders:read", 5*time.Minute)
+	toOrders := func(when string) {
+		t.Helper()
+		if status, reason, body := e.call(addr, "/orders/1", key, jwt); status != 200 || !strings.HasPrefix(body, "orders saw /orders/1") {
+			t.Fatalf("%s: /orders/1 answers %d %s %q, want orders' 200", when, status, reason, body)
+		}
+		<-e.seen
+	}
+	toOrders("before")
+
+	must("admin", "create", "mallory", "--role", "developer", "--services", "evil", "--out", filepath.Join(e.dir, "mallory.pem"))
+	evilIn := freeAddr(t)
+	evil := filepath.Join(e.dir, "evil.yaml")
+	if err := os.WriteFile(evil, []byte(fmt.Sprintf(shadowingRoute, evilIn)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ward(t, e.dir, "apply", "-f", evil, "--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"),
+		"--credential", filepath.Join(e.dir, "mallory.pem"))
+	if err == nil || !strings.Contains(out, "403 not_owner") || !strings.Contains(out, `/orders/1 on host "localhost" would go to Route "evil" (service evil) instead of Route "orders" (service orders)`) {
+		t.Fatalf("the developer's shadowing Route: %v\n%s", err, out)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(out))
+	if out := must("get"); !strings.Contains(out, "version 1") || strings.Contains(out, "evil") {
+		t.Errorf("the refused apply recorded something:\n%s", out)
+	}
+	if out := must("audit", "query", "--type", "resource.apply", "--principal", "spiffe://example.org/user/mallory"); !strings.Contains(out, "not_owner") || !strings.Contains(out, "1 records") {
+		t.Errorf("the refusal in the audit log:\n%s", out)
+	}
+	toOrders("after the refusal")
+
+	// An admin may: the gateway then sends /orders/1 to evil, with the
+	// caller's API key (forwardCredentials), which is why a developer may not.
+	evilSeen := make(chan *http.Request, 10)
+	evilApp := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		evilSeen <- r
+		fmt.Fprint(w, "evil")
+	})}
+	evilLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = evilApp.Serve(evilLn) }()
+	t.Cleanup(func() { evilApp.Close() })
+	if out := must("apply", "-f", evil); !strings.Contains(out, "applied: version 2 (was 1)") || !strings.Contains(out, "+Route/evil") {
+		t.Fatalf("the admin's apply: %s", out)
+	}
+	startProcess(t, e.dir, "sidecar", "--service", "evil", "--listen", evilIn, "--app", evilLn.Addr().String(), "--outbound", "",
+		"--token", e.token("spiffe://example.org/svc/evil"), "--data-dir", filepath.Join(e.dir, "evil"),
+		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"))
+	waitListening(t, evilIn)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		status, reason, body := e.call(addr, "/orders/1", key, jwt)
+		if status == 200 && body == "evil" {
+			break
+		}
+		if status == 200 {
+			<-e.seen
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the admin's apply /orders/1 still answers %d %s %q", status, reason, body)
+		}
+	}
+	if r := <-evilSeen; r.Header.Get("X-Api-Key") != key {
+		t.Errorf("evil got X-Api-Key %q, want the caller's key forwarded", r.Header.Get("X-Api-Key"))
+	}
+	// orders keeps the rest of its prefix.
+	if status, _, body := e.call(addr, "/orders/2", key, jwt); status != 200 || !strings.HasPrefix(body, "orders saw /orders/2") {
+		t.Errorf("/orders/2 after the admin's apply: %d %q", status, body)
+	}
+}
+
+// TestEdgeOwnershipDocWalkthrough runs the "Edge ownership" block of
+// docs/control-plane.md as written and checks what its comments say.
+func TestEdgeOwnershipDocWalkthrough(t *testing.T) {
+	need(t, "bash", "sed")
+	block := docBlock(t, "docs/control-plane.md", "## Edge ownership")
+	text := runWalkthrough(t, t.TempDir(), block)
+	for _, want := range []string{
+		"applied: version 1 (was 0)\n",
+		`server refused (403 not_owner): developer "mallory" may not make this change: requests for /orders/1 on host "localhost" would go to Route "evil" (service evil) instead of Route "orders" (service orders)`,
+		"applied: version 2 (was 1)\n",
+		`requests for /orders/1 on host "localhost" would go to Route "orders" (service orders) instead of Route "evil" (service evil)`,
+		"applied: version 3 (was 2)\n",
+		"+Route/evil-site",
+		"3 records",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Count(text, "not_owner") < 4 { // two refusals, and both again in the audit query
+		t.Errorf("want two not_owner refusals, shown and audited:\n%s", text)
+	}
+}

@@ -191,6 +191,10 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"nope"}, `unknown command "nope"`},
 		{[]string{"cert", "list", "--log-level", "loud"}, `--log-level "loud": use debug, info, warn or error`},
 		{[]string{"sidecar", "--service", "a"}, "--service, --server and --bundle are required"},
+		{[]string{"sidecar", "--service", "a", "--server", "https://127.0.0.1:1", "--bundle", "b.pem", "--body-budget", "1MB"}, `--body-budget: invalid size "1MB"`},
+		{[]string{"sidecar", "--service", "a", "--server", "https://127.0.0.1:1", "--bundle", "b.pem", "--body-buffer", "2MiB", "--body-budget", "1MiB"}, "--body-buffer 2MiB is larger than --body-budget 1MiB"},
+		{[]string{"gateway", "--server", "https://127.0.0.1:1", "--bundle", "b.pem", "--tls-ward-ca", "--max-requests-per-source", "0"}, "--max-requests-per-source: must be at least 1"},
+		{[]string{"gateway", "--server", "https://127.0.0.1:1", "--bundle", "b.pem", "--tls-ward-ca", "--body-grace", "0s"}, "--body-grace: must be positive"},
 	}
 	for _, tt := range tests {
 		out, err := ward(t, dir, tt.args...)
