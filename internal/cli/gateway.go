@@ -192,7 +192,7 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 	}
 	cfg.TLS = edgetls.ServerConfig(certs, clientCAs)
 	if cfg.HTTPListen != "" {
-		cfg.RedirectHandler = edgetls.RedirectHandler(cfg.Listen)
+		cfg.RedirectHandler = edgetls.RedirectHandler(cfg.Listen, certs)
 		if a, ok := certs.(*edgetls.ACMESource); ok {
 			cfg.RedirectHandler = a.HTTPHandler(cfg.RedirectHandler)
 		}

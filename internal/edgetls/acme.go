@@ -216,7 +216,7 @@ func (a *ACMESource) extraNextProtos() []string { return []string{acmeALPN} }
 // (nil: a redirect to HTTPS on port 443). Serving it enables http-01.
 func (a *ACMESource) HTTPHandler(fallback http.Handler) http.Handler {
 	if fallback == nil {
-		fallback = RedirectHandler(":443")
+		fallback = RedirectHandler(":443", a)
 	}
 	a.httpUsed.Store(true)
 	const prefix = "/.well-known/acme-challenge/"

@@ -166,7 +166,7 @@ func TestACMEPebble(t *testing.T) {
 		TLSConfig: ServerConfig(src, nil),
 		ErrorLog:  stdlog.New(io.Discard, "", 0), // handshakes of pebble's probes
 	}
-	acmeHTTP := src.HTTPHandler(RedirectHandler(tlsLn.Addr().String()))
+	acmeHTTP := src.HTTPHandler(RedirectHandler(tlsLn.Addr().String(), src))
 	httpSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
 			challengeHits.Add(1)
@@ -243,13 +243,27 @@ func TestACMEPebble(t *testing.T) {
 	}
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	defer noFollow.CloseIdleConnections()
+	plain, err := http.NewRequest("GET", "http://"+httpLn.Addr().String()+"/x?y=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Host = "edge.ward.test"
+	resp, err = noFollow.Do(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := "https://edge.ward.test:" + strconv.Itoa(tlsLn.Addr().(*net.TCPAddr).Port) + "/x?y=1"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Errorf("plain HTTP: %d %q, want 308 to %s", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	// A name the certificate does not cover is not redirected to.
 	resp, err = noFollow.Get("http://" + httpLn.Addr().String() + "/x?y=1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if want := "https://127.0.0.1:" + strconv.Itoa(tlsLn.Addr().(*net.TCPAddr).Port) + "/x?y=1"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
-		t.Errorf("plain HTTP: %d %q, want 308 to %s", resp.StatusCode, resp.Header.Get("Location"), want)
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+		t.Errorf("plain HTTP to 127.0.0.1: %d %q, want 400", resp.StatusCode, resp.Header.Get("Location"))
 	}
 
 	// Renewal by http-01, served without a restart.

@@ -1,6 +1,7 @@
 package edgetls
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"strconv"
@@ -30,14 +31,16 @@ func HSTS(next http.Handler) http.Handler {
 // request gets a 308 Permanent Redirect to the same host over HTTPS, on the
 // port of httpsAddr (omitted when 443), keeping the path and query. 308
 // keeps the method and body, so a misdirected POST is not turned into a
-// GET. A request whose Host is not a plausible DNS name or IP address gets
-// 400: the edge never redirects to a host it cannot serve, nor writes an
-// attacker's text into a Location header. Nothing else is served; wrap it
-// with ACMESource.HTTPHandler to answer http-01 challenges.
+// GET. The edge redirects only to names it serves: a request whose Host is
+// not a DNS name or IP address that the certificate certs serves right now
+// covers gets 400, so the edge is never an open redirector to whatever
+// name a client sent, nor writes an attacker's text into a Location
+// header. Nothing else is served; wrap it with ACMESource.HTTPHandler to
+// answer http-01 challenges.
 //
 // httpsAddr is the HTTPS listen address (":443", "0.0.0.0:8443"); an
 // address without a port number panics: validate flags first.
-func RedirectHandler(httpsAddr string) http.Handler {
+func RedirectHandler(httpsAddr string, certs CertSource) http.Handler {
 	_, port, err := net.SplitHostPort(httpsAddr)
 	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
 		panic("edgetls: RedirectHandler: HTTPS address " + strconv.Quote(httpsAddr) + " has no valid port")
@@ -47,7 +50,7 @@ func RedirectHandler(httpsAddr string) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, ok := redirectHost(r.Host)
-		if !ok {
+		if !ok || !serves(certs, host) {
 			http.Error(w, "bad Host header", http.StatusBadRequest)
 			return
 		}
@@ -66,6 +69,17 @@ func RedirectHandler(httpsAddr string) http.Handler {
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusPermanentRedirect)
 	})
+}
+
+// serves reports whether the certificate certs serves for host (a
+// redirectHost result) covers it.
+func serves(certs CertSource, host string) bool {
+	name := strings.Trim(host, "[]")
+	c, err := certs.GetCertificate(&tls.ClientHelloInfo{ServerName: name})
+	if err != nil || c == nil || c.Leaf == nil {
+		return false
+	}
+	return c.Leaf.VerifyHostname(name) == nil
 }
 
 // redirectHost returns the host part of a Host header, lowercased and

@@ -1,12 +1,72 @@
 package edgetls
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 )
+
+// fixedCerts is a CertSource that serves one certificate (nil: none).
+type fixedCerts struct{ c *tls.Certificate }
+
+func (f fixedCerts) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if f.c == nil {
+		return nil, errors.New("no certificate yet")
+	}
+	return f.c, nil
+}
+
+func (fixedCerts) Run(context.Context) error { return nil }
+
+// servedNames is a source whose certificate covers what the redirect
+// tests ask for.
+func servedNames(t *testing.T) CertSource {
+	t.Helper()
+	return fixedCerts{newRootCA(t, "redirect").issue(t, leafOpts{
+		names: []string{"example.com", "*.shop.example"},
+		ips:   []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	})}
+}
+
+// TestRedirectOnlyToServedNames: issue 12 finding 11. The plain-HTTP
+// listener redirects only to names the gateway's certificate covers, never
+// to whatever well-formed Host a client sent.
+func TestRedirectOnlyToServedNames(t *testing.T) {
+	certs := servedNames(t)
+	for host, want := range map[string]string{
+		"example.com":         "https://example.com/p",
+		"a.shop.example:80":   "https://a.shop.example/p",
+		"127.0.0.1":           "https://127.0.0.1/p",
+		"evil.example":        "",
+		"example.com.evil.io": "",
+		"shop.example":        "",
+		"a.b.shop.example":    "",
+		"10.0.0.1":            "",
+	} {
+		r := httptest.NewRequest("GET", "http://placeholder/p", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		RedirectHandler(":443", certs).ServeHTTP(w, r)
+		switch got := w.Header().Get("Location"); {
+		case want == "" && (w.Code != http.StatusBadRequest || got != ""):
+			t.Errorf("Host %s: %d to %q, want 400 and no redirect", host, w.Code, got)
+		case want != "" && (w.Code != http.StatusPermanentRedirect || got != want):
+			t.Errorf("Host %s: %d to %q, want 308 to %q", host, w.Code, got, want)
+		}
+	}
+	// Without a certificate yet, nothing is served over HTTPS: no redirect.
+	r := httptest.NewRequest("GET", "http://example.com/p", nil)
+	w := httptest.NewRecorder()
+	RedirectHandler(":443", fixedCerts{}).ServeHTTP(w, r)
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("no certificate: %d, want 400", w.Code)
+	}
+}
 
 func TestRedirectHandler(t *testing.T) {
 	tests := []struct {
@@ -41,7 +101,7 @@ func TestRedirectHandler(t *testing.T) {
 			r := httptest.NewRequest(tt.method, "http://placeholder"+tt.target, strings.NewReader("body"))
 			r.Host = tt.host
 			w := httptest.NewRecorder()
-			RedirectHandler(tt.httpsAddr).ServeHTTP(w, r)
+			RedirectHandler(tt.httpsAddr, servedNames(t)).ServeHTTP(w, r)
 			if w.Code != tt.code {
 				t.Fatalf("code %d, want %d (body %q)", w.Code, tt.code, w.Body.String())
 			}
@@ -54,7 +114,7 @@ func TestRedirectHandler(t *testing.T) {
 
 func TestRedirectHandlerServesNothingElse(t *testing.T) {
 	// Over a real server: whatever the path, a redirect and no content.
-	srv := httptest.NewServer(RedirectHandler(":443"))
+	srv := httptest.NewServer(RedirectHandler(":443", servedNames(t)))
 	defer srv.Close()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, p := range []string{"/", "/metrics", "/.well-known/acme-challenge/x", "/admin?a=b"} {
@@ -78,7 +138,7 @@ func TestRedirectHandlerBadAddressPanics(t *testing.T) {
 					t.Errorf("RedirectHandler(%q) did not panic", addr)
 				}
 			}()
-			RedirectHandler(addr)
+			RedirectHandler(addr, servedNames(t))
 		}()
 	}
 }

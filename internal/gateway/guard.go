@@ -20,8 +20,8 @@ func (g *Gateway) newGuard() *proxy.Guard {
 		Limits: proxy.Limits{MaxHeaderBytes: g.lim.MaxHeaderBytes, MaxBodyBytes: g.lim.MaxBodyBytes, HeaderTimeout: g.lim.ReadHeaderTimeout},
 		Logger: g.log,
 		OnReject: func(c net.Conn, status int, reason string) {
-			g.metrics.observe("", "deny", "malformed_request", status, 0)
-			ev := audit.Event{Time: time.Now(), Type: "gateway.request", Subject: g.id.String(), Decision: "deny", Reason: "malformed_request",
+			g.metrics.observe("", "deny", ReasonMalformed, status, 0)
+			ev := audit.Event{Time: time.Now(), Type: "gateway.request", Subject: g.id.String(), Decision: "deny", Reason: ReasonMalformed,
 				Source: c.RemoteAddr().String(), Result: strconv.Itoa(status), Fields: map[string]string{"status": strconv.Itoa(status), "message": reason}}
 			if err := g.cfg.Events.Emit(context.Background(), ev); err != nil {
 				g.log.Error("access record not written", "err", err)

@@ -31,7 +31,6 @@ const (
 	// HeaderClientIP carries the client's address to the service.
 	HeaderClientIP   = "X-Ward-Client-Ip"
 	headerDenyReason = "X-Ward-Deny-Reason"
-	wardPrefix       = "X-Ward-"
 )
 
 // Reason codes of the gateway's own decisions (authentication failures use
@@ -98,10 +97,9 @@ func (g *Gateway) handler() http.Handler {
 func (g *Gateway) serve(x *exchange) outcome {
 	r := x.r
 	snap := g.conf.Load()
-	// Nothing a client sends may pose as Ward's own headers or as the
-	// app's proxy (httpoxy).
-	stripWard(r.Header)
-	r.Header.Del("Proxy")
+	if out := g.hygiene(r); out.status != 0 {
+		return out
+	}
 	release, out := g.admit(x)
 	if out.status != 0 {
 		return out
@@ -296,7 +294,7 @@ func (g *Gateway) forward(x *exchange) outcome {
 	r.Header.Set(idtoken.Header, tok)
 	r.Header.Set(HeaderRequestID, x.id)
 	r.Header.Set(HeaderClientIP, x.source) // what the gateway saw, never the client's claim
-	r.URL.Path, r.URL.RawPath = x.path, "" // the service sees the path that was authorized
+	proxy.SetPath(r.URL, x.path)           // the service sees the path that was authorized
 	up.ServeHTTP(x.w, r)
 	return outcome{}
 }
@@ -381,15 +379,6 @@ func traceID(tp string) string {
 		return ""
 	}
 	return parts[1]
-}
-
-// stripWard removes every header Ward owns from what arrived.
-func stripWard(h http.Header) {
-	for k := range h {
-		if len(k) >= len(wardPrefix) && strings.EqualFold(k[:len(wardPrefix)], wardPrefix) {
-			delete(h, k)
-		}
-	}
 }
 
 // secureHeaders adds, to every response the gateway sends, HSTS (HTTPS

@@ -261,6 +261,10 @@ func (c *Client) proxy(u *Upstream, t http.RoundTripper) *httputil.ReverseProxy 
 			pr.Out.URL.Host = u.name
 			pr.Out.Host = u.name
 			pr.Out.RequestURI = ""
+			// Rewrite runs after the hop-by-hop headers were removed: a
+			// Connection header naming Ward's headers took them out of
+			// pr.Out. Ward's headers always travel.
+			proxy.RestoreWard(pr.Out.Header, pr.In.Header)
 		},
 		Transport:  t,
 		BufferPool: proxy.Buffers,
@@ -275,24 +279,32 @@ func (c *Client) proxy(u *Upstream, t http.RoundTripper) *httputil.ReverseProxy 
 				w.WriteHeader(StatusClientClosed)
 				return
 			}
-			c.cfg.Log.Warn("upstream call failed", "service", u.name, "err", err)
-			status := http.StatusBadGateway
-			if errors.Is(err, proxy.ErrAllEjected) || errors.Is(err, ErrBreakerOpen) {
-				status = http.StatusServiceUnavailable
-			}
-			http.Error(w, fmt.Sprintf("ward: cannot reach %s: %v", u.name, rootErr(err)), status)
+			status, reason := failure(err)
+			// The cause (a dial or TLS error, with the endpoint's address)
+			// is the operator's: told to clients it would let whoever sets
+			// a Service's endpoints probe ports through Ward.
+			c.cfg.Log.Warn("upstream call failed", "service", u.name, "reason", reason, "err", err)
+			http.Error(w, "ward: upstream unavailable ("+reason+")", status)
 		},
 	}
 }
 
-func rootErr(err error) error {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return err
-		}
-		err = next
+// Reason codes of a failed upstream call, told to the client.
+const (
+	ReasonUnreachable = "upstream_unreachable"
+	ReasonBreakerOpen = "circuit_open"
+	ReasonAllEjected  = "endpoints_ejected"
+)
+
+// failure classifies an upstream call's error for the client.
+func failure(err error) (status int, reason string) {
+	switch {
+	case errors.Is(err, ErrBreakerOpen):
+		return http.StatusServiceUnavailable, ReasonBreakerOpen
+	case errors.Is(err, proxy.ErrAllEjected):
+		return http.StatusServiceUnavailable, ReasonAllEjected
 	}
+	return http.StatusBadGateway, ReasonUnreachable
 }
 
 // Close releases idle connections.

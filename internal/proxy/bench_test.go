@@ -80,6 +80,26 @@ func (l *loopConn) Read(p []byte) (int, error) {
 	return l.memConn.Read(p)
 }
 
+// BenchmarkCheck measures Guard.Check, the header rules applied to an
+// HTTP/2 request (the same fields as benchRequest); it should not allocate.
+func BenchmarkCheck(b *testing.B) {
+	g := &Guard{}
+	r := &http.Request{Method: "GET", RequestURI: "/api/v1/orders/12345?expand=items&fields=id,total", Host: "orders.example.internal:8443",
+		Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{
+			"User-Agent":      {"Mozilla/5.0 (X11; Linux x86_64) ward-bench/1.0"},
+			"Accept":          {"application/json"},
+			"Accept-Encoding": {"gzip, deflate, br"},
+			"Authorization":   {"Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"},
+			"Traceparent":     {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := g.Check(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkBodiesPrepare: the cost of receiving a 4 KiB body whole into
 // pooled buffers under the budget and the minimum rate.
 func BenchmarkBodiesPrepare(b *testing.B) {

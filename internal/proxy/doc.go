@@ -11,6 +11,11 @@
 // from the next hop (request smuggling). The guard sits between the socket
 // and net/http, as a [net.Listener] or [net.Conn] wrapper, and rejects those
 // requests with a short 4xx before a single byte of them reaches net/http.
+// HTTP/2 requests, which net/http parses from frames itself, meet the same
+// header rules and limits in the handler through [Guard.Check]; the rule
+// for field names is one function for both. [StripWard] and [WardOwned]
+// know Ward's own headers in every spelling, and [RestoreWard] keeps them
+// on the way out whatever a Connection header names (invariant 3).
 //
 // Bodies: [Bodies] applies a per-request body limit, receives bodies whole
 // (up to a bound) before they are forwarded, enforces a minimum data rate

@@ -282,10 +282,8 @@ func (h *headParser) field(line []byte, off int, lim *Limits) *violation {
 		return vEmptyName
 	}
 	name, value := line[:colon], line[colon+1:]
-	for _, c := range name {
-		if !nameChar[c] {
-			return nameViolation(name)
-		}
+	if v := fieldNameViolation(name); v != nil {
+		return v
 	}
 	if !validValue(value) {
 		if bytes.IndexByte(value, '\r') >= 0 {

@@ -136,12 +136,13 @@ func trimOWS(v []byte) ([]byte, int) {
 }
 
 // parseDecimal parses a non-empty run of ASCII digits into an int64.
-func parseDecimal(b []byte) (int64, bool) {
+func parseDecimal[T string | []byte](b T) (int64, bool) {
 	if len(b) == 0 {
 		return 0, false
 	}
 	var n int64
-	for _, c := range b {
+	for i := range len(b) {
+		c := b[i]
 		if !isDigit(c) {
 			return 0, false
 		}
@@ -158,7 +159,7 @@ func parseDecimal(b []byte) (int64, bool) {
 // targetChar bytes, and every '%' starts a two-digit hex escape (what
 // url.ParseRequestURI demands of the path; Ward demands it of the query too
 // so that no two parsers decode it differently).
-func checkPathQuery(t []byte) *violation {
+func checkPathQuery[T string | []byte](t T) *violation {
 	for i := 0; i < len(t); i++ {
 		c := t[i]
 		if !targetChar[c] {
@@ -177,7 +178,7 @@ func checkPathQuery(t []byte) *violation {
 // validAuthority reports whether a is host[:port] with host a reg-name of
 // regNameChar bytes or a bracketed IPv6 address (no zone), and port 1-5
 // digits up to 65535. userinfo is not allowed. requirePort is for CONNECT.
-func validAuthority(a []byte, requirePort bool) bool {
+func validAuthority[T string | []byte](a T, requirePort bool) bool {
 	if len(a) == 0 {
 		return false
 	}

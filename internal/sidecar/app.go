@@ -40,6 +40,10 @@ func newAppForwarder(addr string, lim Limits) *appForwarder {
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
 				pr.Out.Host = pr.In.Host // the app sees the name it was called by
+				// Rewrite runs after the hop-by-hop headers were removed:
+				// a Connection header naming Ward's headers took them out
+				// of pr.Out. Ward's headers always reach the app.
+				proxy.RestoreWard(pr.Out.Header, pr.In.Header)
 			},
 			Transport:  t,
 			BufferPool: proxy.Buffers, // streams (gRPC, events) are flushed at once by ReverseProxy itself

@@ -26,7 +26,7 @@ func (s *Sidecar) newGuard() *proxy.Guard {
 			}
 			s.metrics.observe(actor, s.cfg.Service, "deny", status, 0)
 			s.emit(context.Background(), audit.Event{Type: "sidecar.request", Actor: actor, Subject: s.id.String(), Decision: "deny",
-				Reason: "malformed_request", Source: c.RemoteAddr().String(), Fields: map[string]string{"status": strconv.Itoa(status), "message": reason}})
+				Reason: reasonMalformed, Source: c.RemoteAddr().String(), Fields: map[string]string{"status": strconv.Itoa(status), "message": reason}})
 		},
 	}
 }

@@ -26,10 +26,9 @@ import (
 
 const handshakeTimeout = 10 * time.Second
 
-// Headers Ward sets for the app. Every inbound header starting with
-// wardPrefix is removed first, so none can be forged from outside.
+// Headers Ward sets for the app. Every inbound header Ward owns, in any
+// spelling (proxy.WardOwned), is removed first, so none can be forged.
 const (
-	wardPrefix       = "X-Ward-"
 	headerPeerID     = "X-Ward-Peer-Id"
 	headerRequestID  = "X-Ward-Request-Id"
 	headerDenyReason = "X-Ward-Deny-Reason"
@@ -172,15 +171,6 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// stripWard removes every header Ward owns from what arrived.
-func stripWard(h http.Header) {
-	for k := range h {
-		if len(k) >= len(wardPrefix) && strings.EqualFold(k[:len(wardPrefix)], wardPrefix) {
-			delete(h, k)
-		}
-	}
-}
-
 // statusWriter records the status and bytes of a response.
 type statusWriter struct {
 	http.ResponseWriter
@@ -209,7 +199,16 @@ func (s *Sidecar) inboundHandler() http.Handler {
 		w := &statusWriter{ResponseWriter: rw}
 		p, _ := r.Context().Value(peerKey{}).(peer)
 		reqID := newRequestID()
-		user, token, dec := s.caller(r, p)
+		if err := s.guard.Check(r); err != nil {
+			s.refuseMalformed(w, r, p, err)
+			return
+		}
+		// What a gateway vouches for is read once; then every header posing
+		// as Ward's, in any spelling, goes before policy reads the headers.
+		fwd := forwarded{token: r.Header.Get(idtoken.Header), clientIP: r.Header.Get(headerClientIP), requestID: r.Header.Get(headerRequestID)}
+		proxy.StripWard(r.Header)
+		r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
+		user, token, dec := s.caller(fwd.token, p)
 		if dec.Reason == "" {
 			dec = s.authorize(r, p, user)
 		}
@@ -220,11 +219,11 @@ func (s *Sidecar) inboundHandler() http.Handler {
 		if user != nil {
 			ev.User, ev.App = user.Subject, user.App
 			// The client address a gateway saw, kept for the app.
-			if a, err := netip.ParseAddr(r.Header.Get(headerClientIP)); err == nil {
+			if a, err := netip.ParseAddr(fwd.clientIP); err == nil {
 				clientIP = a.String()
 			}
 			// A gateway's request id joins its access record to this one.
-			if id := r.Header.Get(headerRequestID); validRequestID(id) {
+			if id := fwd.requestID; validRequestID(id) {
 				ev.RequestID, reqID = id, id
 				ev.Fields["request_id"] = id
 			}
@@ -248,8 +247,6 @@ func (s *Sidecar) inboundHandler() http.Handler {
 			http.Error(w, "ward: audit log unavailable", http.StatusServiceUnavailable)
 			return
 		}
-		stripWard(r.Header)
-		r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
 		r.Header.Set(headerPeerID, p.id.String())
 		r.Header.Set(headerRequestID, reqID)
 		if user != nil {
@@ -296,8 +293,7 @@ func setIfNotEmpty(h http.Header, k, v string) {
 // caller verifies the identity token a gateway sent with the request, if
 // any. A token that does not verify denies the request: policy may depend
 // on the user it names, so it is never silently dropped.
-func (s *Sidecar) caller(r *http.Request, p peer) (*idtoken.Claims, string, policy.Decision) {
-	tok := r.Header.Get(idtoken.Header)
+func (s *Sidecar) caller(tok string, p peer) (*idtoken.Claims, string, policy.Decision) {
 	if tok == "" || p.id.IsZero() {
 		return nil, "", policy.Decision{}
 	}
@@ -322,7 +318,7 @@ func (s *Sidecar) authorize(r *http.Request, p peer, user *idtoken.Claims) polic
 		return policy.Decision{Reason: "ambiguous_path", Message: err.Error()}
 	}
 	// The app sees exactly the path that was authorized.
-	r.URL.Path, r.URL.RawPath = path, ""
+	proxy.SetPath(r.URL, path)
 	req := policy.Request{Target: s.cfg.Service, Peer: p.id, Method: r.Method, Path: path, Header: r.Header}
 	if user != nil {
 		req.Claims = user.User()

@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/wardsec/ward/internal/proxy"
 )
 
 // outboundHandler is the app's side: with fixed empty, the app names the
@@ -34,7 +36,7 @@ func (s *Sidecar) outboundHandler(fixed string) http.Handler {
 		// Ward's headers are Ward's to set: what the app sends (such as the
 		// identity token it received, forwarded as is) does not travel on;
 		// the next sidecar would refuse a token its sender did not sign.
-		stripWard(r.Header)
+		proxy.StripWard(r.Header)
 		u.ServeHTTP(w, r)
 	})
 }

@@ -1,0 +1,25 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/wardsec/ward/internal/proxy"
+)
+
+// ReasonMalformed is the reason code of a request refused by request
+// hygiene, whatever the protocol: the guard's refusals of HTTP/1.x heads
+// and the handler's of HTTP/2 requests.
+const ReasonMalformed = "malformed_request"
+
+// hygiene is the pipeline's first stage. An HTTP/2 request meets the rules
+// the guard applied to HTTP/1.x heads (names, limits); then nothing a
+// client sends may pose as Ward's own headers, in any spelling, or as the
+// app's proxy (httpoxy), before routes and conditions read the headers.
+func (g *Gateway) hygiene(r *http.Request) outcome {
+	if err := g.guard.Check(r); err != nil {
+		return outcome{err.Status, ReasonMalformed, err.Reason}
+	}
+	proxy.StripWard(r.Header)
+	r.Header.Del("Proxy")
+	return outcome{}
+}
