@@ -53,6 +53,14 @@ type Mutant struct {
 	Harmless string
 }
 
+// canary is a mutant that changes only a comment: it must survive.
+var canary = Mutant{
+	ID: "canary", Pkg: "internal/policy", File: "engine.go",
+	From: "// Decide says whether req is allowed.",
+	To:   "// Decide says whether req is allowed (canary).",
+	Why:  "nothing: a comment",
+}
+
 type outcome int
 
 const (
@@ -110,6 +118,11 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), *budget)
 	defer cancel()
 	start := time.Now()
+	// The canary changes nothing that runs: if it is "killed", the tests
+	// fail whatever the mutant, and no kill below would mean anything.
+	if r := test(ctx, root, tmp, canary, *timeout); r.outcome != survived {
+		fatal(fmt.Errorf("the canary, a comment changed in %s/%s, was %s: the harness is broken:\n%s", canary.Pkg, canary.File, r.outcome, indent(r.detail)))
+	}
 	results := make([]result, len(todo))
 	var (
 		wg   sync.WaitGroup

@@ -208,6 +208,43 @@ var mutants = []Mutant{
 		Why:  "an IPv6 client escapes per-source limits by rotating addresses inside its /64",
 	},
 
+	{
+		ID: "proxy/ward-owned-case", Pkg: "internal/proxy", File: "hygiene.go",
+		From: "\t\tcase 'A' <= c && c <= 'Z':\n",
+		To:   "\t\tcase false:\n",
+		Why:  "x-ward-user in lower case is not recognised as Ward's, so it is not stripped (issue 12 finding 3)",
+	},
+	{
+		ID: "proxy/ward-owned-underscore", Pkg: "internal/proxy", File: "hygiene.go",
+		From: "\t\tcase c == '_':\n\t\t\tc = '-'",
+		To:   "\t\tcase false:\n\t\t\tc = '-'",
+		Why:  "x_ward_user is not recognised as Ward's, and CGI stacks read it as X-Ward-User (issue 12 finding 3)",
+	},
+	{
+		ID: "proxy/restore-ward", Pkg: "internal/proxy", File: "hygiene.go",
+		From: "\t\tif WardOwned(k) {\n\t\t\tout[k] = slices.Clone(vs)",
+		To:   "\t\tif false && WardOwned(k) {\n\t\t\tout[k] = slices.Clone(vs)",
+		Why:  "Ward's headers removed by a client's Connection header are not put back (issue 12 finding 7)",
+	},
+	{
+		ID: "proxy/set-path-encoded-twice", Pkg: "internal/proxy", File: "path.go",
+		From: "\tu.Path, u.RawPath = dec, \"\"",
+		To:   "\tu.Path, u.RawPath = canonical, \"\"",
+		Why:  "the next hop receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
+	},
+	{
+		ID: "proxy/http2-name-rule", Pkg: "internal/proxy", File: "hygiene.go",
+		From: "\t\tif v := fieldNameViolation(k); v != nil {\n\t\t\treturn requestError(v)",
+		To:   "\t\tif v := fieldNameViolation(k); v != nil && false {\n\t\t\treturn requestError(v)",
+		Why:  "an HTTP/2 header name with '_' passes where HTTP/1 refuses it (issue 12 finding 3)",
+	},
+	{
+		ID: "proxy/http2-header-count", Pkg: "internal/proxy", File: "hygiene.go",
+		From: "\tif fields > lim.MaxHeaders {",
+		To:   "\tif fields > 2*lim.MaxHeaders {",
+		Why:  "an HTTP/2 request carries twice the header fields HTTP/1 may (issue 12 finding 3)",
+	},
+
 	// internal/idtoken: the identity token a gateway signs for services.
 	{
 		ID: "idtoken/any-signer", Pkg: "internal/idtoken", File: "idtoken.go",
@@ -522,6 +559,28 @@ var mutants = []Mutant{
 		Why:  "a proxy dates its records days ahead, out of reach of queries by time (issue 12 finding 4)",
 	},
 
+	{
+		ID: "gateway/strip-ward", Pkg: "internal/gateway", File: "hygiene.go",
+		From: "\tproxy.StripWard(r.Header)\n",
+		To:   "\n",
+		Run:  gatewayTests + "|Strip|Hygiene|HTTP2|Ward",
+		Why:  "the gateway lets forged X-Ward-* headers reach its route conditions (issue 19 item 2)",
+	},
+	{
+		ID: "gateway/http2-unchecked", Pkg: "internal/gateway", File: "hygiene.go",
+		From: "\tif err := g.guard.Check(r); err != nil {",
+		To:   "\tif err := g.guard.Check(r); err != nil && false {",
+		Run:  gatewayTests + "|Strip|Hygiene|HTTP2|Ward",
+		Why:  "HTTP/2 requests skip the header rules HTTP/1 meets: x_ward_user reaches the app (issue 12 finding 3)",
+	},
+	{
+		ID: "gateway/path-encoded-twice", Pkg: "internal/gateway", File: "handler.go",
+		From: "\tproxy.SetPath(r.URL, x.path)",
+		To:   "\tr.URL.Path, r.URL.RawPath = x.path, \"\"",
+		Run:  gatewayTests + "|Path|Encod",
+		Why:  "the service receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
+	},
+
 	// internal/identity: the one peer check of both sides of mesh TLS.
 	{
 		ID: "identity/authorize-id", Pkg: "internal/identity", File: "tls.go",
@@ -663,6 +722,57 @@ var mutants = []Mutant{
 		Run:  "L4|FailClosed",
 		Why:  "a TCP stream reaches the app though its audit record could not be written (issue 12 finding 5)",
 	},
+	{
+		ID: "sidecar/http2-unchecked", Pkg: "internal/sidecar", File: "inbound.go",
+		From: "\t\tif err := s.guard.Check(r); err != nil {",
+		To:   "\t\tif err := s.guard.Check(r); err != nil && false {",
+		Run:  sidecarTests,
+		Why:  "HTTP/2 requests between services skip the header rules (issue 12 finding 3)",
+	},
+	{
+		ID: "sidecar/strip-after-policy", Pkg: "internal/sidecar", File: "inbound.go",
+		From: "\t\tproxy.StripWard(r.Header)\n\t\tr.Header.Del(\"Proxy\")",
+		To:   "\t\tr.Header.Del(\"Proxy\")",
+		Run:  sidecarTests,
+		Why:  "a mesh caller's X-Ward-* headers reach policy conditions and the app (issue 12 finding 11)",
+	},
+	{
+		ID: "sidecar/connection-drops-ward", Pkg: "internal/sidecar", File: "app.go",
+		From: "proxy.RestoreWard(pr.Out.Header, pr.In.Header)",
+		To:   "proxy.RestoreWard(pr.Out.Header, pr.Out.Header)",
+		Run:  sidecarTests,
+		Why:  "Connection: X-Ward-Peer-Id keeps Ward's headers from the app (issue 12 finding 7)",
+	},
+	{
+		ID: "sidecar/path-encoded-twice", Pkg: "internal/sidecar", File: "inbound.go",
+		From: "\tproxy.SetPath(r.URL, path)",
+		To:   "\tr.URL.Path, r.URL.RawPath = path, \"\"",
+		Run:  sidecarTests,
+		Why:  "the app receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
+	},
+
+	// internal/mesh: the client to services' sidecars.
+	{
+		ID: "mesh/connection-drops-ward", Pkg: "internal/mesh", File: "client.go",
+		From: "proxy.RestoreWard(pr.Out.Header, pr.In.Header)",
+		To:   "proxy.RestoreWard(pr.Out.Header, pr.Out.Header)",
+		Why:  "Connection: X-Ward-Identity keeps the user's identity token from the next sidecar (issue 12 finding 7)",
+	},
+	{
+		ID: "mesh/error-text-leaks", Pkg: "internal/mesh", File: "client.go",
+		From: "http.Error(w, \"ward: upstream unavailable (\"+reason+\")\", status)",
+		To:   "http.Error(w, \"ward: upstream unavailable (\"+reason+\"): \"+err.Error(), status)",
+		Why:  "internet clients read the raw dial or TLS error, a port-probe oracle (issue 12 finding 11)",
+	},
+
+	// internal/edgetls: the plain-HTTP redirect.
+	{
+		ID: "edgetls/open-redirect", Pkg: "internal/edgetls", File: "redirect.go",
+		From: "\t\tif !ok || !serves(certs, host) {",
+		To:   "\t\tif !ok {",
+		Run:  "Redirect",
+		Why:  "the redirect sends any well-formed Host back as the target (issue 12 finding 11)",
+	},
 }
 
 // auditVerifyTests are the audit package's tests of verification; the rest
@@ -673,3 +783,7 @@ const auditVerifyTests = "Verify|Tamper|Torn|Tail|Seal|Retention|Unsigned|RoundT
 // gatewayTests are the gateway package's tests of decisions, limits and
 // what reaches the service.
 const gatewayTests = "Limit|Audit|Policy|Deny|Default|Condition|Route|Source|Bod|Injected|Forwards|Anonymous"
+
+// sidecarTests are the sidecar package's tests of what it refuses and
+// what reaches the app.
+const sidecarTests = "Hygiene|HTTP2|Malformed|Condition|Ward|Connection|Path|Forge|Inbound|Deny|Smuggl|FailClosed|L4|Bod|Revoked"

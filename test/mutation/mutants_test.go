@@ -23,7 +23,7 @@ func TestTableApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range mutants {
+	for _, m := range append([]Mutant{canary}, mutants...) {
 		src, err := os.ReadFile(filepath.Join(root, m.Pkg, m.File))
 		if err != nil {
 			t.Errorf("%s: %v", m.ID, err)
