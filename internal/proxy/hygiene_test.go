@@ -126,3 +126,22 @@ func FuzzCheckMatchesGuard(f *testing.F) {
 		}
 	})
 }
+
+// TestRestoreWardPutsBackOnlyWardsHeaders: what a client's Connection
+// header took from the outbound request, RestoreWard puts back when it is
+// Ward's own, and nothing else.
+func TestRestoreWardPutsBackOnlyWardsHeaders(t *testing.T) {
+	in := http.Header{"X-Ward-Identity": {"token"}, "X-Ward-Client-Ip": {"192.0.2.1"}, "X-Custom": {"hop"}, "Accept": {"*/*"}}
+	out := http.Header{"Accept": {"*/*"}} // what is left after hop-by-hop removal
+	RestoreWard(out, in)
+	if out.Get("X-Ward-Identity") != "token" || out.Get("X-Ward-Client-Ip") != "192.0.2.1" {
+		t.Errorf("Ward's headers not put back: %v", out)
+	}
+	if out.Get("X-Custom") != "" {
+		t.Errorf("a header that is not Ward's came back: %v", out)
+	}
+	in["X-Ward-Identity"][0] = "changed"
+	if out.Get("X-Ward-Identity") != "token" {
+		t.Error("RestoreWard shares its values with the inbound header")
+	}
+}

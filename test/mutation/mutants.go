@@ -229,7 +229,7 @@ var mutants = []Mutant{
 	{
 		ID: "proxy/set-path-encoded-twice", Pkg: "internal/proxy", File: "path.go",
 		From: "\tu.Path, u.RawPath = dec, \"\"",
-		To:   "\tu.Path, u.RawPath = canonical, \"\"",
+		To:   "\tu.Path, u.RawPath = canonical+dec[:0], \"\"",
 		Why:  "the next hop receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
 	},
 	{
@@ -470,42 +470,42 @@ var mutants = []Mutant{
 		ID: "gateway/limiter-down-serves", Pkg: "internal/gateway", File: "handler.go",
 		From: "return outcome{http.StatusServiceUnavailable, ReasonLimiterDown, err.Error()}",
 		To:   "return outcome{}",
-		Run:  gatewayTests,
+		Run:  "TestRateLimiterDownFailsClosed",
 		Why:  "a rate limiter that cannot count (Redis down) lets every request through (issue 19 item 6)",
 	},
 	{
 		ID: "gateway/rate-limit-ignored", Pkg: "internal/gateway", File: "handler.go",
 		From: "\tif !res.Allowed {",
 		To:   "\tif false {",
-		Run:  gatewayTests,
+		Run:  "TestRateLimit$|TestAnonymousLimit",
 		Why:  "a caller over its rate limit is served",
 	},
 	{
 		ID: "gateway/audit-not-ready", Pkg: "internal/gateway", File: "handler.go",
 		From: "\tif err := audit.Ready(g.cfg.Events); err != nil {",
 		To:   "\tif err := audit.Ready(g.cfg.Events); err != nil && false {",
-		Run:  gatewayTests,
+		Run:  "TestFailClosedWithoutAudit",
 		Why:  "a request is forwarded though its record cannot be written",
 	},
 	{
 		ID: "gateway/edge-policy-skipped", Pkg: "internal/gateway", File: "handler.go",
 		From: "\tdec := snap.engine.Decide(req)\n\tif !dec.Allow {",
 		To:   "\tdec := snap.engine.Decide(req)\n\tif !dec.Allow && dec.Reason != policy.ReasonNoRuleMatches {",
-		Run:  gatewayTests,
+		Run:  "TestDefaultDenyAtTheEdge|TestPolicyAtTheEdge",
 		Why:  "default deny at the edge: a route to a service whose policy admits no gateway call is open",
 	},
 	{
 		ID: "gateway/route-condition-ignored", Pkg: "internal/gateway", File: "handler.go",
 		From: "\tif !ok {\n\t\treturn outcome{http.StatusForbidden, ReasonConditionFailed, \"route condition does not hold\"}",
 		To:   "\tif !ok && false {\n\t\treturn outcome{http.StatusForbidden, ReasonConditionFailed, \"route condition does not hold\"}",
-		Run:  gatewayTests,
+		Run:  "TestRouteConditionAtTheEdge|TestGatewayStrips",
 		Why:  "a Route's condition that does not hold lets the request through",
 	},
 	{
 		ID: "gateway/source-cap-ignored", Pkg: "internal/gateway", File: "body.go",
 		From: "\trelease, ok := g.sources.Acquire(x.source)\n\tif !ok {",
 		To:   "\trelease, ok := g.sources.Acquire(x.source)\n\tif !ok && false {",
-		Run:  gatewayTests,
+		Run:  "TestSlowBodiesCannotStarveAnotherSource",
 		Why:  "one source holds every concurrent-request slot (issue 12 finding 8)",
 	},
 
@@ -562,22 +562,22 @@ var mutants = []Mutant{
 	{
 		ID: "gateway/strip-ward", Pkg: "internal/gateway", File: "hygiene.go",
 		From: "\tproxy.StripWard(r.Header)\n",
-		To:   "\n",
-		Run:  gatewayTests + "|Strip|Hygiene|HTTP2|Ward",
+		To:   "\t_ = proxy.StripWard\n",
+		Run:  "TestGatewayStripsWardHeadersBeforeConditions|TestInjectedIdentity|TestHTTP2MeetsTheSameHygiene",
 		Why:  "the gateway lets forged X-Ward-* headers reach its route conditions (issue 19 item 2)",
 	},
 	{
 		ID: "gateway/http2-unchecked", Pkg: "internal/gateway", File: "hygiene.go",
 		From: "\tif err := g.guard.Check(r); err != nil {",
 		To:   "\tif err := g.guard.Check(r); err != nil && false {",
-		Run:  gatewayTests + "|Strip|Hygiene|HTTP2|Ward",
+		Run:  "TestHTTP2MeetsTheSameHygiene",
 		Why:  "HTTP/2 requests skip the header rules HTTP/1 meets: x_ward_user reaches the app (issue 12 finding 3)",
 	},
 	{
 		ID: "gateway/path-encoded-twice", Pkg: "internal/gateway", File: "handler.go",
 		From: "\tproxy.SetPath(r.URL, x.path)",
 		To:   "\tr.URL.Path, r.URL.RawPath = x.path, \"\"",
-		Run:  gatewayTests + "|Path|Encod",
+		Run:  "TestAppReceivesTheAuthorizedPath|TestDenyPathEncodings",
 		Why:  "the service receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
 	},
 
@@ -642,6 +642,8 @@ var mutants = []Mutant{
 		From: "\tcase rec.Revoked():\n",
 		To:   "\tcase rec.Revoked() && false:\n",
 		Why:  "a revoked SVID renews itself into a fresh, unrevoked one",
+		Harmless: "defence in depth: the store records a renewal only in a transaction that " +
+			"re-checks the presented SVID under the revocation lock, and refuses it as revoked",
 	},
 	{
 		ID: "ca/renew-operator", Pkg: "internal/ca", File: "issue.go",
@@ -754,9 +756,10 @@ var mutants = []Mutant{
 	// internal/mesh: the client to services' sidecars.
 	{
 		ID: "mesh/connection-drops-ward", Pkg: "internal/mesh", File: "client.go",
-		From: "proxy.RestoreWard(pr.Out.Header, pr.In.Header)",
-		To:   "proxy.RestoreWard(pr.Out.Header, pr.Out.Header)",
-		Why:  "Connection: X-Ward-Identity keeps the user's identity token from the next sidecar (issue 12 finding 7)",
+		From:    "proxy.RestoreWard(pr.Out.Header, pr.In.Header)",
+		To:      "proxy.RestoreWard(pr.Out.Header, pr.Out.Header)",
+		TestPkg: "internal/gateway", Run: "TestWardHeadersSurviveConnection",
+		Why: "Connection: X-Ward-Identity keeps the user's identity token from the next sidecar (issue 12 finding 7)",
 	},
 	{
 		ID: "mesh/error-text-leaks", Pkg: "internal/mesh", File: "client.go",
@@ -779,10 +782,6 @@ var mutants = []Mutant{
 // (syslog, crash loops, retention timing) take most of its run time and
 // decide nothing about tampering.
 const auditVerifyTests = "Verify|Tamper|Torn|Tail|Seal|Retention|Unsigned|RoundTrip"
-
-// gatewayTests are the gateway package's tests of decisions, limits and
-// what reaches the service.
-const gatewayTests = "Limit|Audit|Policy|Deny|Default|Condition|Route|Source|Bod|Injected|Forwards|Anonymous"
 
 // sidecarTests are the sidecar package's tests of what it refuses and
 // what reaches the app.
