@@ -82,7 +82,11 @@ type result struct {
 	elapsed time.Duration
 }
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run runs the table and returns the exit status, so that its deferred
+// clean-up runs.
+func run() int {
 	var (
 		only    = flag.String("only", "", "run only mutants whose id starts with this")
 		list    = flag.Bool("list", false, "print the table and exit")
@@ -110,7 +114,7 @@ func main() {
 		for _, m := range todo {
 			fmt.Printf("%-34s %s/%s\n    %s\n", m.ID, m.Pkg, m.File, m.Why)
 		}
-		return
+		return 0
 	}
 	if len(todo) == 0 {
 		fatal(fmt.Errorf("no mutant id starts with %q", *only))
@@ -127,6 +131,7 @@ func main() {
 	// The canary changes nothing that runs: if it is "killed", the tests
 	// fail whatever the mutant, and no kill below would mean anything.
 	if r := test(ctx, root, tmp, canary, *timeout); r.outcome != survived {
+		os.RemoveAll(tmp)
 		fatal(fmt.Errorf("the canary, a comment changed in %s/%s, was %s: the harness is broken:\n%s", canary.Pkg, canary.File, r.outcome, indent(r.detail)))
 	}
 	results := make([]result, len(todo))
@@ -163,8 +168,9 @@ func main() {
 		fmt.Printf("\nbudget of %v spent: %d of %d mutants not run\n", *budget, len(todo)-ran, len(todo))
 	}
 	if !report(results[:ran], time.Since(start)) || ran < len(todo) {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func (o outcome) String() string {
