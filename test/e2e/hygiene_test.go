@@ -3,13 +3,11 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -132,63 +130,12 @@ func TestGatewayRequestHygieneEndToEnd(t *testing.T) {
 // as over HTTP/1.1, cannot strip Ward's headers with Connection, and the
 // app receives the path that was authorized, through two sidecars.
 func TestMeshRequestHygieneEndToEnd(t *testing.T) {
-	data := startServer(t)
-	dir := filepath.Dir(data)
-	var info struct{ Server string }
-	raw, _ := os.ReadFile(filepath.Join(data, "client.json"))
-	if err := json.Unmarshal(raw, &info); err != nil {
-		t.Fatal(err)
-	}
-	token := func(name string) string {
-		out, err := ward(t, dir, "token", "create", "--id", "spiffe://example.org/svc/"+name, "--data-dir", data)
-		if err != nil {
-			t.Fatalf("token: %v\n%s", err, out)
-		}
-		return strings.SplitN(out, "\n", 2)[0]
-	}
 	seen := make(chan *http.Request, 100)
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	m := startMeshPair(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r
 		fmt.Fprintf(w, "orders saw %s from %s", r.URL.EscapedPath(), r.Header.Get("X-Ward-Peer-Id"))
-	})}
-	appLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Serve(appLn) }()
-	defer app.Close()
-
-	ordersIn, catalogIn, catalogOut := freeAddr(t), freeAddr(t), freeAddr(t)
-	cfg := filepath.Join(dir, "mesh.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: ward/v1
-kind: Service
-metadata: {name: orders}
-spec: {endpoints: [%q]}
----
-apiVersion: ward/v1
-kind: Service
-metadata: {name: catalog}
-spec: {endpoints: [%q]}
----
-apiVersion: ward/v1
-kind: AccessPolicy
-metadata: {name: orders-callers}
-spec:
-  target: orders
-  rules:
-    - from: [svc/catalog]
-      methods: [GET]
-      paths: ["/orders/*"]
-`, ordersIn, catalogIn)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem"), "--config", cfg}
-	startProcess(t, dir, append([]string{"sidecar", "--service", "orders", "--listen", ordersIn, "--app", appLn.Addr().String(),
-		"--outbound", "", "--token", token("orders"), "--data-dir", filepath.Join(dir, "orders")}, common...)...)
-	startProcess(t, dir, append([]string{"sidecar", "--service", "catalog", "--listen", catalogIn, "--app", freeAddr(t),
-		"--outbound", catalogOut, "--token", token("catalog"), "--data-dir", filepath.Join(dir, "catalog")}, common...)...)
-	waitListening(t, ordersIn)
-	waitListening(t, catalogOut)
+	}))
+	dir, ordersIn, catalogOut := m.dir, m.ordersIn, m.catalogOut
 
 	// Finding 10: through catalog's outbound side and orders' inbound side.
 	out := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: catalogOut})}}

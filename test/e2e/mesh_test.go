@@ -61,10 +61,18 @@ func waitListening(t *testing.T, addr string) {
 	}
 }
 
-// TestMeshWithSidecars runs the real binary: a server and two sidecars,
-// orders and catalog, with the test as catalog's app and a recording app
+// meshPair is a server and two sidecar processes, orders and catalog,
+// under an AccessPolicy that lets catalog GET /orders/*. The test plays
+// catalog's app through catalogOut; the app given to startMeshPair answers
 // behind orders.
-func TestMeshWithSidecars(t *testing.T) {
+type meshPair struct {
+	dir        string // the test's directory; a sidecar's data dir is dir/NAME
+	ordersIn   string // orders' inbound (mutual TLS) address
+	catalogOut string // catalog's outbound proxy, the app's HTTP_PROXY
+}
+
+func startMeshPair(t *testing.T, app http.Handler) meshPair {
+	t.Helper()
 	data := startServer(t)
 	dir := filepath.Dir(data)
 	var info struct{ Server string }
@@ -79,17 +87,13 @@ func TestMeshWithSidecars(t *testing.T) {
 		}
 		return strings.SplitN(out, "\n", 2)[0]
 	}
-	seen := make(chan string, 10)
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.Method + " " + r.URL.Path
-		fmt.Fprintf(w, "orders saw %s from %s", r.URL.Path, r.Header.Get("X-Ward-Peer-Id"))
-	})}
+	srv := &http.Server{Handler: app}
 	appLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = app.Serve(appLn) }()
-	defer app.Close()
+	go func() { _ = srv.Serve(appLn) }()
+	t.Cleanup(func() { srv.Close() })
 
 	ordersIn, catalogIn, catalogOut := freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg := filepath.Join(dir, "mesh.yaml")
@@ -122,6 +126,19 @@ spec:
 		"--outbound", catalogOut, "--token", token("catalog"), "--data-dir", filepath.Join(dir, "catalog")}, common...)...)
 	waitListening(t, ordersIn)
 	waitListening(t, catalogOut)
+	return meshPair{dir: dir, ordersIn: ordersIn, catalogOut: catalogOut}
+}
+
+// TestMeshWithSidecars runs the real binary: a server and two sidecars,
+// orders and catalog, with the test as catalog's app and a recording app
+// behind orders.
+func TestMeshWithSidecars(t *testing.T) {
+	seen := make(chan string, 10)
+	m := startMeshPair(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Method + " " + r.URL.Path
+		fmt.Fprintf(w, "orders saw %s from %s", r.URL.Path, r.Header.Get("X-Ward-Peer-Id"))
+	}))
+	dir, catalogOut := m.dir, m.catalogOut
 
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: catalogOut})}}
 	call := func(method, u string) (int, string) {
