@@ -154,8 +154,6 @@ type Gateway struct {
 	metrics  *metrics
 	registry *prometheus.Registry
 
-	records sync.WaitGroup // access records being written
-
 	https, http, admin net.Listener
 	conns              chan struct{} // semaphore of open client connections
 }
@@ -307,7 +305,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("gateway running", "id", g.id, "https", g.Addr(), "http", g.HTTPAddr(), "admin", g.AdminAddr())
 	err := eg.Wait()
-	g.records.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -338,7 +335,7 @@ func (g *Gateway) serveHTTPS(ctx context.Context) error {
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	}
 	srv := &http.Server{
-		Handler:           g.handler(),
+		Handler:           g.newPipeline(),
 		ReadHeaderTimeout: g.lim.ReadHeaderTimeout,
 		ReadTimeout:       g.lim.ReadTimeout,
 		IdleTimeout:       g.lim.IdleTimeout,
