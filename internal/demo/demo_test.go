@@ -66,7 +66,7 @@ func TestTourAndShutdown(t *testing.T) {
 		// 3: a fresh limit of 3 lets three through, then 429 with Retry-After.
 		regexp.MustCompile(`done\n  HTTP/2 200\n  HTTP/2 200\n  HTTP/2 200\n  HTTP/2 429\n  retry-after: \d+\n  HTTP/2 429\n  retry-after: \d+\n`),
 		// 4: orders' sidecar refuses catalog.
-		regexp.MustCompile(`http://orders/orders/1\n  ward: denied by orders-callers: no_rule_matches\n  HTTP 403\n`),
+		regexp.MustCompile(`http://orders/orders/1\n  \{"error":"forbidden","reason":"no_rule_matches","request_id":"\w+"\}\n  HTTP 403\n`),
 	} {
 		if !want.MatchString(text) {
 			t.Errorf("tour lacks %s:\n%s", want, text)

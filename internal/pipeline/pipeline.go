@@ -63,11 +63,14 @@ type Config[S any] struct {
 	Stages []Stage[S]
 	// Begin fills in the role's state of a new exchange; may be nil.
 	Begin func(x *Exchange[S])
-	// Record writes the exchange's record once the request is over (with
-	// the refusal, if any, in x.Refusal). A role that records before
-	// forwarding sets x.Recorded in that stage, and Record is then called
-	// only if the request was refused after it.
+	// Record runs once the request is over (with the refusal, if any, in
+	// x.Refusal): it writes the exchange's record and its metrics. A role
+	// that records before forwarding sets x.Recorded in that stage; Record
+	// then writes again only if the request was refused after it.
 	Record func(x *Exchange[S])
+	// NoResponseID leaves the request id out of the response head (a
+	// sidecar's answer goes back through a gateway that set its own).
+	NoResponseID bool
 	// OnHeader runs before the response head is written; may be nil.
 	OnHeader func(http.Header)
 }
@@ -91,7 +94,9 @@ func (p *Pipeline[S]) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	x.ID, x.Start, x.R = NewRequestID(), time.Now(), r
 	x.W = Writer{ResponseWriter: rw, OnHeader: p.cfg.OnHeader}
 	x.Source = sourceIP(r.RemoteAddr)
-	rw.Header().Set(HeaderRequestID, x.ID)
+	if !p.cfg.NoResponseID {
+		rw.Header().Set(HeaderRequestID, x.ID)
+	}
 	if p.cfg.Begin != nil {
 		p.cfg.Begin(x)
 	}
@@ -100,9 +105,7 @@ func (p *Pipeline[S]) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		x.deferred[i]()
 		x.deferred[i] = nil
 	}
-	if !x.Recorded || x.Refusal.Refused() {
-		p.cfg.Record(x)
-	}
+	p.cfg.Record(x)
 	*x = Exchange[S]{}
 	p.pool.Put(x)
 }

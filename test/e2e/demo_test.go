@@ -77,7 +77,7 @@ func TestDemo(t *testing.T) {
 		{regexp.MustCompile(`^for i in 1 2 3 4 5; do curl .*bob\.jwt.* https://localhost:8443/catalog/items .*; done$`),
 			regexp.MustCompile(`^(HTTP/2 200|HTTP/2 429\nretry-after: [1-9]\d*)(\n(HTTP/2 200|HTTP/2 429\nretry-after: [1-9]\d*)){4}$`)},
 		{regexp.MustCompile(`^curl .* -x http://127\.0\.0\.1:\d+ http://orders/orders/1$`),
-			regexp.MustCompile(`^ward: denied by orders-callers: no_rule_matches\nHTTP 403$`)},
+			regexp.MustCompile(`^\{"error":"forbidden","reason":"no_rule_matches","request_id":"\w+"\}\nHTTP 403$`)},
 	}
 	if len(cmds) != len(expects) {
 		t.Fatalf("tour has %d commands, want %d:\n%s", len(cmds), len(expects), tour)
