@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wardsec/ward/internal/pipeline"
