@@ -32,6 +32,7 @@ import (
 	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/mesh"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/resource"
@@ -348,22 +349,31 @@ func (g *Gateway) serveHTTPS(ctx context.Context) error {
 			return proxy.ConnContext(ctx, c)
 		},
 	}
-	queue := proxy.NewConnQueue(g.https.Addr())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = proxy.Serve(ctx, srv, queue) }()
-	defer wg.Wait()
-	return proxy.AcceptLoop(ctx, g.https, func(c net.Conn) {
-		select {
-		case g.conns <- struct{}{}:
-		default: // at the connection limit: turn the newcomer away at once
-			g.metrics.refused.WithLabelValues("max_connections").Inc()
-			c.Close()
-			return
-		}
-		hc := &heldConn{Conn: c, release: func() { <-g.conns }}
-		g.handleConn(ctx, hc, tlsCfg, queue)
-	})
+	front := &pipeline.Front{
+		Listener: g.https, TLS: tlsCfg, Guard: g.guard, Server: srv, HandshakeTimeout: handshakeTimeout,
+		Admit: func(c net.Conn) (net.Conn, bool) {
+			select {
+			case g.conns <- struct{}{}:
+				return &heldConn{Conn: c, release: func() { <-g.conns }}, true
+			default: // at the connection limit: turn the newcomer away at once
+				g.metrics.refused.WithLabelValues("max_connections").Inc()
+				c.Close()
+				return nil, false
+			}
+		},
+		Refused: func(raw net.Conn, err error) {
+			g.metrics.refused.WithLabelValues("tls_handshake").Inc()
+			g.log.Debug("TLS handshake failed", "source", raw.RemoteAddr(), "err", err)
+		},
+		Serve: func(_ context.Context, tc *tls.Conn, c net.Conn) net.Conn {
+			if tc.ConnectionState().NegotiatedProtocol == "acme-tls/1" {
+				tc.Close() // an ACME CA validating tls-alpn-01: the handshake was all
+				return nil
+			}
+			return c
+		},
+	}
+	return front.Run(ctx)
 }
 
 // heldConn releases its connection slot when closed.
@@ -376,31 +386,6 @@ type heldConn struct {
 func (c *heldConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
-}
-
-func (g *Gateway) handleConn(ctx context.Context, raw net.Conn, cfg *tls.Config, queue *proxy.ConnQueue) {
-	tc := tls.Server(raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		g.metrics.refused.WithLabelValues("tls_handshake").Inc()
-		g.log.Debug("TLS handshake failed", "source", raw.RemoteAddr(), "err", err)
-		tc.Close()
-		return
-	}
-	var c net.Conn = tc
-	switch tc.ConnectionState().NegotiatedProtocol {
-	case "h2":
-	case "acme-tls/1": // an ACME CA validating tls-alpn-01: the handshake was all
-		tc.Close()
-		return
-	default:
-		c = g.guard.Conn(tc)
-	}
-	if !queue.Push(ctx, c) {
-		c.Close()
-	}
 }
 
 func (g *Gateway) close() {

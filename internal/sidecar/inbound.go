@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -69,7 +68,7 @@ func (s *Sidecar) serveInbound(ctx context.Context) error {
 	handler := s.newPipeline()
 	h1 := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.lim.ReadHeaderTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    s.lim.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -87,41 +86,26 @@ func (s *Sidecar) serveInbound(ctx context.Context) error {
 			return ctx
 		},
 	}
-	h1conns := proxy.NewConnQueue(s.inbound.Addr())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = proxy.Serve(ctx, h1, h1conns) }()
-	defer wg.Wait()
-	return proxy.AcceptLoop(ctx, s.inbound, func(c net.Conn) { s.handleInbound(ctx, c, tlsCfg, h1conns) })
-}
-
-func (s *Sidecar) handleInbound(ctx context.Context, raw net.Conn, cfg *tls.Config, conns *proxy.ConnQueue) {
-	tc := tls.Server(raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		s.refusedHandshake(raw, err)
-		tc.Close()
-		return
+	front := &pipeline.Front{
+		Listener: s.inbound, TLS: tlsCfg, Guard: s.guard, Server: h1, HandshakeTimeout: handshakeTimeout,
+		Refused: s.refusedHandshake,
+		Serve: func(ctx context.Context, tc *tls.Conn, c net.Conn) net.Conn {
+			p, err := peerOf(tc.ConnectionState())
+			if err != nil { // VerifyConnection already checked; belt and braces
+				tc.Close()
+				return nil
+			}
+			if s.conf.Load().services[s.cfg.Service].Protocol == "tcp" {
+				s.serveL4Inbound(ctx, tc, p)
+				return nil
+			}
+			if c != net.Conn(tc) {
+				c = &meshConn{Conn: c, peer: p}
+			}
+			return c
+		},
 	}
-	st := tc.ConnectionState()
-	p, err := peerOf(st)
-	if err != nil { // VerifyConnection already checked; belt and braces
-		tc.Close()
-		return
-	}
-	if s.conf.Load().services[s.cfg.Service].Protocol == "tcp" {
-		s.serveL4Inbound(ctx, tc, p)
-		return
-	}
-	var c net.Conn = tc
-	if st.NegotiatedProtocol != "h2" {
-		c = &meshConn{Conn: s.guard.Conn(tc), peer: p}
-	}
-	if !conns.Push(ctx, c) {
-		c.Close()
-	}
+	return front.Run(ctx)
 }
 
 // peerOf returns the verified peer of a completed mTLS handshake.

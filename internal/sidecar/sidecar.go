@@ -69,11 +69,12 @@ type Resilience = mesh.Resilience
 
 // Limits bound the work one request may cause.
 type Limits struct {
-	MaxHeaderBytes int
-	MaxBodyBytes   int64 // ceiling over every Service's limits.body; default 1 GiB
-	ConnectTimeout time.Duration
-	RequestTimeout time.Duration
-	MaxConnsPerApp int
+	MaxHeaderBytes    int
+	MaxBodyBytes      int64         // ceiling over every Service's limits.body; default 1 GiB
+	ReadHeaderTimeout time.Duration // a request head must arrive within it; default 10s
+	ConnectTimeout    time.Duration
+	RequestTimeout    time.Duration
+	MaxConnsPerApp    int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -82,6 +83,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxBodyBytes == 0 {
 		l.MaxBodyBytes = resource.MaxBodyLimit
+	}
+	if l.ReadHeaderTimeout == 0 {
+		l.ReadHeaderTimeout = 10 * time.Second
 	}
 	if l.ConnectTimeout == 0 {
 		l.ConnectTimeout = 3 * time.Second
