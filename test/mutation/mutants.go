@@ -734,7 +734,7 @@ var mutants = []Mutant{
 	{
 		ID: "sidecar/strip-after-policy", Pkg: "internal/sidecar", File: "hygiene.go",
 		From: "\tproxy.StripWard(r.Header)\n\tr.Header.Del(\"Proxy\")",
-		To:   "\tr.Header.Del(\"Proxy\")",
+		To:   "\t_ = proxy.StripWard\n\tr.Header.Del(\"Proxy\")",
 		Run:  sidecarTests,
 		Why:  "a mesh caller's X-Ward-* headers reach policy conditions and the app (issue 12 finding 11)",
 	},
