@@ -141,7 +141,7 @@ type Gateway struct {
 	id       spiffeid.ID
 	lim      Limits
 	log      *slog.Logger
-	conf     *configWatcher
+	conf     *resource.Config[*snapshot]
 	mesh     *mesh.Client
 	keys     *authn.APIKeys
 	limiter  ratelimit.Limiter
@@ -209,16 +209,15 @@ func New(cfg Config) (_ *Gateway, err error) {
 		g.cfg.TokenTTL = 2 * time.Minute
 	}
 	g.conns = make(chan struct{}, g.lim.MaxConns)
-	if g.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.Initial, cfg.TrustDomain, cfg.IssuerClient, cfg.Log); err != nil {
+	if g.conf, err = newConfig(cfg, id.String()); err != nil {
 		return nil, err
 	}
-	g.conf.events, g.conf.subject = cfg.Events, id.String()
 	g.metrics = newMetrics(g.registry)
 	g.registry.MustRegister(bodyGauge(g.bodies))
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.guard = g.newGuard()
 	g.mesh = mesh.New(mesh.Config{
-		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: g.conf.endpoints,
+		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: g.endpoints,
 		ConnectTimeout: g.lim.ConnectTimeout, RequestTimeout: g.lim.RequestTimeout,
 		Resilience: cfg.Resilience, Log: cfg.Log,
 	})
@@ -258,10 +257,10 @@ func New(cfg Config) (_ *Gateway, err error) {
 // fields. Applying data identical to the running snapshot is a no-op that
 // returns nil and emits nothing (ConfigVersion then reports snap's
 // version). A gateway started with a ConfigFile refuses snapshots.
-func (g *Gateway) Apply(snap Snapshot) error { return g.conf.apply(snap) }
+func (g *Gateway) Apply(snap Snapshot) error { return g.conf.Apply(snap) }
 
 // ConfigVersion reports the version of the running snapshot (0 for a file).
-func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().version }
+func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().Version }
 
 // ID is the gateway's SPIFFE ID.
 func (g *Gateway) ID() spiffeid.ID { return g.id }

@@ -63,7 +63,7 @@ func (g *Gateway) newPipeline() *pipeline.Pipeline[state] {
 			{Name: "forward", Run: g.forward},
 		},
 		Begin: func(x *exchange) {
-			x.State.snap = g.conf.Load()
+			x.State.snap = g.snap()
 			x.State.p.Source = x.Source
 			x.State.p.AnonymousID = authn.AnonymousID(g.anon, x.Source, x.R.UserAgent())
 		},

@@ -15,7 +15,7 @@ import (
 // here is recorded again as a deny with the body's reason; the buffers go
 // back once the app has answered.
 func (s *Sidecar) prepareBody(x *exchange) pipeline.Refusal {
-	limit := s.conf.Load().services[s.cfg.Service].BodyLimit
+	limit := s.snap().services[s.cfg.Service].BodyLimit
 	done, err := s.bodies.Prepare(&x.W, x.R, limit, isGRPC(x.R))
 	x.Defer(done)
 	if err != nil {

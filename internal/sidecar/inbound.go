@@ -95,7 +95,7 @@ func (s *Sidecar) serveInbound(ctx context.Context) error {
 				tc.Close()
 				return nil
 			}
-			if s.conf.Load().services[s.cfg.Service].Protocol == "tcp" {
+			if s.snap().services[s.cfg.Service].Protocol == "tcp" {
 				s.serveL4Inbound(ctx, tc, p)
 				return nil
 			}
@@ -326,5 +326,5 @@ func (s *Sidecar) authorize(r *http.Request, p peer, user *idtoken.Claims) polic
 	if user != nil {
 		req.Claims = user.User()
 	}
-	return s.conf.Load().engine.Decide(req)
+	return s.snap().engine.Decide(req)
 }
