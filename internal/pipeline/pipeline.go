@@ -140,3 +140,21 @@ func sourceIP(addr string) string {
 	}
 	return addr
 }
+
+// StageNames lists the pipeline's stages in order.
+func (p *Pipeline[S]) StageNames() []string {
+	names := make([]string, len(p.cfg.Stages))
+	for i, s := range p.cfg.Stages {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// Prefix returns a pipeline of the first n stages, with the same hooks:
+// benchmarks measure each prefix, so each stage's price is the difference
+// it makes.
+func (p *Pipeline[S]) Prefix(n int) *Pipeline[S] {
+	cfg := p.cfg
+	cfg.Stages = cfg.Stages[:n:n]
+	return New(cfg)
+}

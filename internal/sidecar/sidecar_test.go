@@ -53,7 +53,7 @@ type twoServices struct {
 	orders, catalog *node
 }
 
-func startTwo(t *testing.T) *twoServices {
+func startTwo(t testing.TB) *twoServices {
 	t.Helper()
 	m := newMesh(t)
 	ordersAddr, catalogAddr := freeAddr(t), freeAddr(t)
