@@ -34,6 +34,15 @@ func Main(args []string) int {
 	return 0
 }
 
+// Run runs the command line with args in process, as the ward binary
+// does, writing its output and errors to out (`ward demo` runs the tour's
+// ward commands so).
+func Run(ctx context.Context, out io.Writer, args ...string) error {
+	root := NewRoot(out, out)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
 // globals are the flags every operator command shares.
 type globals struct {
 	server     string

@@ -1,4 +1,4 @@
-package demo
+package demo_test
 
 import (
 	"context"
@@ -32,7 +32,9 @@ func TestDemoRecordsEveryRequest(t *testing.T) {
 	dir := t.TempDir()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- (&Demo{DataDir: dir, Out: out, GatewayAddr: "127.0.0.1:0"}).Run(ctx) }()
+	d := newDemo(out)
+	d.DataDir, d.GatewayAddr = dir, "127.0.0.1:0"
+	go func() { done <- d.Run(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -68,7 +70,7 @@ func TestDemoRecordsEveryRequest(t *testing.T) {
 	}
 	call := func(path, token string, want int) string {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gw+path, nil)
-		req.Header.Set("X-Api-Key", secret(fileAPIKey))
+		req.Header.Set("X-Api-Key", secret("apikey"))
 		req.Header.Set("Authorization", "Bearer "+secret(token))
 		resp, err := client.Do(req)
 		if err != nil {
@@ -81,8 +83,8 @@ func TestDemoRecordsEveryRequest(t *testing.T) {
 		}
 		return id
 	}
-	allowed := call("/orders/7", fileAlice, http.StatusOK)
-	denied := call("/orders/7", fileBob, http.StatusForbidden)
+	allowed := call("/orders/7", "alice.jwt", http.StatusOK)
+	denied := call("/orders/7", "bob.jwt", http.StatusForbidden)
 
 	// What the server's log must hold: type and request id -> decision.
 	want := map[[2]string]string{

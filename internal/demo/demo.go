@@ -41,6 +41,9 @@ type Demo struct {
 	DataDir string // empty: a temporary directory, removed at the end
 	Out     io.Writer
 	Log     *slog.Logger
+	// Ward runs a ward command in process with args, writing what it
+	// prints to out: the tour's ward commands. Required.
+	Ward func(ctx context.Context, out io.Writer, args ...string) error
 	// Exit after the tour instead of serving until ctx ends (tests).
 	Exit bool
 	// GatewayAddr is the gateway's HTTPS address; empty: DefaultGatewayAddr.
@@ -48,7 +51,10 @@ type Demo struct {
 	GatewayAddr string
 }
 
-var td = spiffeid.RequireTrustDomainFromString("demo.ward.local")
+var (
+	td        = spiffeid.RequireTrustDomainFromString("demo.ward.local")
+	catalogID = spiffeid.RequireFromSegments(td, "svc", "catalog")
+)
 
 // tokenTTL is how long the users' tokens stay valid: longer than anyone
 // keeps a demo running.
@@ -127,6 +133,9 @@ const (
 // and, without DataDir, its files removed before it returns.
 func (d *Demo) Run(ctx context.Context) (err error) {
 	start := time.Now()
+	if d.Ward == nil {
+		return errors.New("demo: Ward, the runner of the tour's ward commands, is not set")
+	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
@@ -340,7 +349,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 
 	t := &tour{
 		dir: dir, gateway: "https://localhost:" + port(gw.Addr()),
-		outbound: sidecars["catalog"].OutboundAddr(),
+		outbound: sidecars["catalog"].OutboundAddr(), ward: d.Ward,
 	}
 	if err := t.init(filepath.Join(serverDir, control.FileBundle)); err != nil {
 		return err
