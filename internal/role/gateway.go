@@ -106,6 +106,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer client.CloseIdleConnections() // after every part below has stopped
 	certs, err := g.certSource(client, log)
 	if err != nil {
 		return err

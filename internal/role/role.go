@@ -56,8 +56,9 @@ func (w Workload) logger() *slog.Logger {
 
 // source enrolls (or reloads) the workload identity id, keeps it in
 // DataDir and returns it with a server client that follows its credential
-// and bundle.
-func (w Workload) source(ctx context.Context, id func(spiffeid.TrustDomain) (spiffeid.ID, error), log *slog.Logger) (*identity.Source, *control.Client, error) {
+// and bundle. The caller closes the client's idle connections when its
+// Run ends.
+func (w Workload) source(ctx context.Context, id func(spiffeid.TrustDomain) (spiffeid.ID, error), log *slog.Logger) (_ *identity.Source, _ *control.Client, err error) {
 	if w.Server == "" || w.Bundle == nil || w.DataDir == "" {
 		return nil, nil, errors.New("a proxy role needs the server's URL, the trust bundle and a data directory")
 	}
@@ -65,6 +66,11 @@ func (w Workload) source(ctx context.Context, id func(spiffeid.TrustDomain) (spi
 	if err != nil {
 		return nil, nil, err
 	}
+	defer func() {
+		if err != nil {
+			client.CloseIdleConnections() // enrollment may have connected
+		}
+	}()
 	src, err := identity.NewSource(identity.Config{TrustDomain: w.Bundle.TrustDomain, Authority: client, Dir: w.DataDir, Logger: log})
 	if err != nil {
 		return nil, nil, err

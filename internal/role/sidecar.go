@@ -40,6 +40,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer client.CloseIdleConnections() // after every part below has stopped
 	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
 	spoolDir, cursor := auditPaths(s.DataDir, s.AuditDir)
 	if cfg.Registry == nil {
