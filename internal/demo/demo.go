@@ -364,6 +364,8 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
 	d.say("  policies  %s: the gateway may read catalog, and orders only for users with orders:read;", filepath.Join(dir, fileResources))
 	d.say("            catalog may not call orders (no rule for svc/catalog)")
+	d.say("  audit     every request recorded in its proxy's spool (%s/{gateway,sidecar-catalog,sidecar-orders}/audit),", dir)
+	d.say("            shipped to the server's log %s", filepath.Join(serverDir, control.DirAudit))
 	d.say("")
 	d.say("The tour: each command below was just run by the demo, and under it is what it got.")
 	d.say("Paste them into another shell (curl needed) while the demo runs.")
