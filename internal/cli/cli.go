@@ -1,5 +1,7 @@
 // Package cli is Ward's command line: one cobra command per role and
-// operator action. Commands only parse flags and wire packages together.
+// operator action. A role's command only parses its flags into the
+// role's configuration (package role) and runs it; operator commands call
+// the server.
 package cli
 
 import (

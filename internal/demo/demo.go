@@ -214,6 +214,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	defer op.CloseIdleConnections()
 	// workload is a proxy role's part that is not the proxy: its join
 	// token, its data directory, the server.
 	workload := func(id spiffeid.ID, name string) (role.Workload, error) {
