@@ -700,14 +700,16 @@ var mutants = []Mutant{
 		Why:  "a closed log says it can record, so a proxy forwards what nothing will record",
 	},
 
-	// internal/cli: the proxies' audit spool and the credentials it writes.
+	// internal/role: the proxies' audit spool.
 	{
-		ID: "cli/spool-ready-always", Pkg: "internal/cli", File: "proxyaudit.go",
+		ID: "role/spool-ready-always", Pkg: "internal/role", File: "spool.go",
 		From: "func (s *spool) Ready() error { return s.w.Err() }",
 		To:   "func (s *spool) Ready() error { return nil }",
 		Run:  "Spool|Ready|ProxyAudit",
 		Why:  "the spool says it can record while its disk fails, so the gateway serves what it cannot record (issue 19 item 5)",
 	},
+
+	// internal/cli: the credentials it writes.
 	{
 		ID: "cli/admin-credential-mode", Pkg: "internal/cli", File: "admin.go",
 		From: "\t\t\tif err := atomicfile.Write(out, data, 0o600); err != nil {",
