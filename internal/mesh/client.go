@@ -59,10 +59,11 @@ type Config struct {
 // service has its own connection pools; the server must present exactly
 // that service's SPIFFE ID.
 type Client struct {
-	cfg      Config
-	maxConns int          // connections per endpoint and protocol (defaultMaxConns)
-	mu       sync.RWMutex // guards ups and each Upstream's eps
-	ups      map[string]*Upstream
+	cfg       Config
+	maxConns  int          // connections per endpoint and protocol (defaultMaxConns)
+	h1Callers bool         // HTTP/1.x callers get the HTTP/1.1 pool (hop)
+	mu        sync.RWMutex // guards ups and each Upstream's eps
+	ups       map[string]*Upstream
 }
 
 // New returns a client; connections are opened on first use.
@@ -76,7 +77,7 @@ func New(cfg Config) *Client {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Client{cfg: cfg, maxConns: defaultMaxConns, ups: map[string]*Upstream{}}
+	return &Client{cfg: cfg, maxConns: defaultMaxConns, h1Callers: hop == hopH1, ups: map[string]*Upstream{}}
 }
 
 // Upstream is one destination service.
@@ -84,7 +85,7 @@ type Upstream struct {
 	name    string
 	id      spiffeid.ID
 	c       *Client
-	h2, h1  *httputil.ReverseProxy // h1: HTTP/1.x callers and upgrades
+	h2, h1  *httputil.ReverseProxy // h1: upgrades, and HTTP/1.x callers with hop h1
 	hosts   *proxy.Ejector         // round robin, outliers ejected
 	breaker *proxy.Breaker
 	budget  *proxy.RetryBudget
@@ -147,25 +148,23 @@ func (c *Client) Upstream(name string) (*Upstream, error) {
 	return u, nil
 }
 
-// ServeHTTP forwards r to the service over mutual TLS. A caller whose own
-// request is HTTP/1.x (and every upgrade, e.g. WebSocket) goes over the
-// HTTP/1.1 keep-alive pool, the cheaper protocol on this hop (measured by
-// BenchmarkHop and bench/mesh); HTTP/2 callers and gRPC stay on HTTP/2 end
-// to end. Failures are answered with 502, or 503 when the breaker is open
-// or every endpoint is ejected.
+// ServeHTTP forwards r to the service over mutual TLS: over HTTP/2, or
+// over the HTTP/1.1 pool for upgrades (WebSocket), and for HTTP/1.x
+// callers when the client was built to (see hop). Failures are answered
+// with 502, or 503 when the breaker is open or every endpoint is ejected.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.pick(r).ServeHTTP(w, r)
 }
 
-// pick chooses the pool for r.
+// pick chooses the pool for r. HTTP/2 callers and gRPC always get HTTP/2.
 func (u *Upstream) pick(r *http.Request) *httputil.ReverseProxy {
 	switch {
 	case r.Header.Get("Upgrade") != "":
 		return u.h1
-	case hop == hopH2, r.ProtoMajor == 2, isGRPC(r.Header.Get("Content-Type")):
-		return u.h2
+	case u.c.h1Callers && r.ProtoMajor == 1 && !isGRPC(r.Header.Get("Content-Type")):
+		return u.h1
 	}
-	return u.h1
+	return u.h2
 }
 
 // isGRPC reports a gRPC content type (application/grpc, +proto, +json,
@@ -175,14 +174,20 @@ func isGRPC(ct string) bool {
 	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
-// hop is which protocol HTTP/1.x callers get on the mesh hop: "" (HTTP/1.1
-// keep-alive) or "h2" (HTTP/2 for every request, as before issue 13). It is
-// set at build time only, for side-by-side benchmarks:
+// hop is the protocol HTTP/1.x callers get on the mesh hop: "" for HTTP/2,
+// the default, or "h1" for the HTTP/1.1 keep-alive pool. HTTP/2 is the
+// default because it measured cheaper under concurrent load (issue 13:
+// BenchmarkHop with 16 callers on one core, about 37 against 46 us of CPU
+// per request, both ends; bench/mesh, the sidecar pair, 268 against 301
+// us): it carries many requests per write and read, where HTTP/1.1 pays
+// its own system calls and goroutine hand-offs for each. HTTP/1.1 is
+// cheaper only one request at a time. hop is set at build time, for
+// side-by-side benchmarks:
 //
-//	go build -ldflags '-X github.com/wardsec/ward/internal/mesh.hop=h2' ./cmd/ward
+//	go build -ldflags '-X github.com/wardsec/ward/internal/mesh.hop=h1' ./cmd/ward
 var hop string
 
-const hopH2 = "h2"
+const hopH1 = "h1"
 
 // DialStream opens an opaque stream (ALPN alpn) to one endpoint of the
 // service, for L4 traffic, and reports the outcome to the ejector.

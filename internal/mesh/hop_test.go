@@ -3,6 +3,7 @@ package mesh
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -15,14 +16,31 @@ import (
 	"github.com/wardsec/ward/internal/proxy"
 )
 
-// TestHTTP1CallerKeepsAliveOverHTTP1: issue 13, the mesh hop. A caller
-// whose own request is HTTP/1.x goes over an HTTP/1.1 keep-alive
-// connection (the cheaper protocol on this hop, see BenchmarkHop); once
-// warm, a request costs no dial, no handshake and no goroutine.
+// TestHTTP1CallersGetHTTP2ByDefault: issue 13, the mesh hop. HTTP/2 is
+// the cheaper protocol on this hop under concurrent load (BenchmarkHop,
+// bench/mesh), so it is the default for HTTP/1.x callers too; only
+// upgrades take the HTTP/1.1 pool.
+func TestHTTP1CallersGetHTTP2ByDefault(t *testing.T) {
+	ca := newAuthority(t)
+	orders := serve(t, ca.svid("orders"), nil)
+	c := client(t, ca.svid("catalog"), map[string][]string{"orders": {orders.addr}}, Resilience{})
+	if status, _ := get(t, caller(t, false), front(t, c, "orders")+"/x"); status != 200 {
+		t.Fatalf("HTTP/1.1 caller: %d", status)
+	}
+	if got := orders.seen("HTTP/2.0"); got != 1 {
+		t.Fatalf("an HTTP/1.1 caller reached the service over HTTP/2 %d times of 1 (HTTP/1.1: %d)", got, orders.seen("HTTP/1.1"))
+	}
+}
+
+// TestHTTP1CallerKeepsAliveOverHTTP1: issue 13, the mesh hop. Built with
+// hop h1, a caller whose own request is HTTP/1.x goes over an HTTP/1.1
+// keep-alive connection; once warm, a request costs no dial, no handshake
+// and no goroutine.
 func TestHTTP1CallerKeepsAliveOverHTTP1(t *testing.T) {
 	ca := newAuthority(t)
 	orders := serve(t, ca.svid("orders"), nil)
 	c := client(t, ca.svid("catalog"), map[string][]string{"orders": {orders.addr}}, Resilience{})
+	c.h1Callers = true
 	url, hc := front(t, c, "orders"), caller(t, false)
 
 	const warm, n = 3, 30
@@ -47,11 +65,13 @@ func TestHTTP1CallerKeepsAliveOverHTTP1(t *testing.T) {
 }
 
 // TestHTTP2AndGRPCCallersKeepHTTP2: issue 13. HTTP/2 callers and gRPC
-// (whatever the caller's protocol says) stay on HTTP/2 end to end.
+// (whatever the caller's protocol says) stay on HTTP/2 end to end, also
+// when HTTP/1.x callers get the HTTP/1.1 pool.
 func TestHTTP2AndGRPCCallersKeepHTTP2(t *testing.T) {
 	ca := newAuthority(t)
 	orders := serve(t, ca.svid("orders"), nil)
 	c := client(t, ca.svid("catalog"), map[string][]string{"orders": {orders.addr}}, Resilience{})
+	c.h1Callers = true // even so
 	url := front(t, c, "orders")
 
 	if status, _ := get(t, caller(t, true), url+"/x"); status != 200 {
@@ -70,28 +90,42 @@ func TestHTTP2AndGRPCCallersKeepHTTP2(t *testing.T) {
 // TestMeshRefusesAnotherServicesSVID: issue 13. Over either protocol, a
 // new connection is accepted only from a server proving exactly the
 // called service's SPIFFE ID: an endpoint presenting another service's
-// SVID gets no request, and the caller a 502.
+// SVID gets no request, and the caller a 502. The HTTP/1.1 pool carries
+// upgrades in every build and HTTP/1.x callers with hop h1.
 func TestMeshRefusesAnotherServicesSVID(t *testing.T) {
 	ca := newAuthority(t)
-	orders := serve(t, ca.svid("orders"), nil)
+	orders := serve(t, ca.svid("orders"), func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			w.WriteHeader(http.StatusNotImplemented) // reached; the switch itself is TestWebSocketOverHTTP1's
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
 	impostor := serve(t, ca.svid("payments"), nil) // a valid SVID, of another service
 	c := client(t, ca.svid("catalog"), map[string][]string{"orders": {orders.addr}}, Resilience{})
-	good := front(t, c, "orders")
-	bad := front(t, clientFor(t, c, "orders", impostor.addr), "orders")
+	h1 := clientFor(t, c, "orders", orders.addr)
+	h1.h1Callers = true
+	bad, badH1 := clientFor(t, c, "orders", impostor.addr), clientFor(t, c, "orders", impostor.addr)
+	badH1.h1Callers = true
+	const refused = "ward: upstream unavailable (upstream_unreachable)\n"
 
 	for _, tc := range []struct {
-		name  string
-		h2    bool
-		proto string
-	}{{"HTTP/1.1", false, "HTTP/1.1"}, {"HTTP/2", true, "HTTP/2.0"}} {
+		name      string
+		good, bad *Client
+		h2        bool
+		proto     string
+	}{
+		{"HTTP/1.1 pool", h1, badH1, false, "HTTP/1.1"},
+		{"HTTP/2", c, bad, true, "HTTP/2.0"},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hc := caller(t, tc.h2)
 			before := orders.seen(tc.proto)
-			if status, _ := get(t, hc, good+"/x"); status != 200 || orders.seen(tc.proto) != before+1 {
+			if status, _ := get(t, hc, front(t, tc.good, "orders")+"/x"); status != 200 || orders.seen(tc.proto) != before+1 {
 				t.Fatalf("the right service: %d, want 200 over %s (HTTP/1.1: %d, HTTP/2.0: %d)", status, tc.proto, orders.seen("HTTP/1.1"), orders.seen("HTTP/2.0"))
 			}
-			status, body := get(t, hc, bad+"/x")
-			if status != http.StatusBadGateway || body != "ward: upstream unavailable (upstream_unreachable)\n" {
+			status, body := get(t, hc, front(t, tc.bad, "orders")+"/x")
+			if status != http.StatusBadGateway || body != refused {
 				t.Errorf("another service's SVID: %d %q, want 502", status, body)
 			}
 			if n := impostor.hits.Load(); n != 0 {
@@ -99,6 +133,39 @@ func TestMeshRefusesAnotherServicesSVID(t *testing.T) {
 			}
 		})
 	}
+	t.Run("upgrade", func(t *testing.T) {
+		before := orders.seen("HTTP/1.1")
+		if resp, _ := upgrade(t, front(t, c, "orders")); resp.StatusCode != http.StatusNotImplemented || orders.seen("HTTP/1.1") != before+1 {
+			t.Fatalf("the right service: %d, want its 501 over HTTP/1.1", resp.StatusCode)
+		}
+		resp, _ := upgrade(t, front(t, bad, "orders"))
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadGateway || string(body) != refused {
+			t.Errorf("another service's SVID: %d %q, want 502", resp.StatusCode, body)
+		}
+		if n := impostor.hits.Load(); n != 0 {
+			t.Errorf("the impostor received %d requests", n)
+		}
+	})
+}
+
+// upgrade sends a WebSocket upgrade to a front and returns the answer and
+// the connection's reader (the connection closes when the test ends).
+func upgrade(t *testing.T, url string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: orders\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, br
 }
 
 // clientFor returns a client like c whose service name resolves to addr.
@@ -127,7 +194,7 @@ func TestHTTP1PoolIsBounded(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	c := client(t, ca.svid("catalog"), map[string][]string{"orders": {orders.addr}}, Resilience{})
-	c.maxConns = 2
+	c.maxConns, c.h1Callers = 2, true
 	url, hc := front(t, c, "orders"), caller(t, false)
 
 	const callers = 8
@@ -160,7 +227,7 @@ func TestHTTP1PoolIsBounded(t *testing.T) {
 }
 
 // TestResilienceCoversHTTP1: issue 13. Retry, ejection and the breaker
-// wrap the HTTP/1.1 pool as they wrap HTTP/2.
+// wrap the HTTP/1.1 pool as they wrap HTTP/2 (here with hop h1).
 func TestResilienceCoversHTTP1(t *testing.T) {
 	ca := newAuthority(t)
 	orders := serve(t, ca.svid("orders"), nil)
@@ -169,6 +236,7 @@ func TestResilienceCoversHTTP1(t *testing.T) {
 
 	t.Run("retry and ejection", func(t *testing.T) {
 		c := client(t, src, map[string][]string{"orders": {dead, orders.addr}}, Resilience{Ejector: proxy.EjectorConfig{Failures: 2}})
+		c.h1Callers = true
 		url, hc := front(t, c, "orders"), caller(t, false)
 		for i := range 10 {
 			if status, _ := get(t, hc, url+"/x"); status != 200 {
@@ -184,6 +252,7 @@ func TestResilienceCoversHTTP1(t *testing.T) {
 			Ejector: proxy.EjectorConfig{Failures: 1000},
 			Breaker: proxy.BreakerConfig{Failures: 2, OpenFor: time.Minute},
 		})
+		c.h1Callers = true
 		url, hc := front(t, c, "orders"), caller(t, false)
 		var last string
 		for range 3 {
