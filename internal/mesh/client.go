@@ -176,13 +176,14 @@ func isGRPC(ct string) bool {
 
 // hop is the protocol HTTP/1.x callers get on the mesh hop: "" for HTTP/2,
 // the default, or "h1" for the HTTP/1.1 keep-alive pool. HTTP/2 is the
-// default because it measured cheaper under concurrent load (issue 13:
-// BenchmarkHop with 16 callers on one core, about 37 against 46 us of CPU
-// per request, both ends; bench/mesh, the sidecar pair, 268 against 301
-// us): it carries many requests per write and read, where HTTP/1.1 pays
-// its own system calls and goroutine hand-offs for each. HTTP/1.1 is
-// cheaper only one request at a time. hop is set at build time, for
-// side-by-side benchmarks:
+// default because, with requests in flight, it measured cheaper on the
+// client side (BenchmarkHop with 16 callers on one core: about 37 against
+// 46 us of CPU per request; bench/mesh, the sidecar pair's A: 91 against
+// 113 and 101 against 110 us in two runs): it carries many requests per
+// write and read, where HTTP/1.1 pays its own system calls and goroutine
+// hand-offs for each. HTTP/1.1 is cheaper only one request at a time. See
+// bench/mesh/README.md. hop is set at build time, for side-by-side
+// benchmarks:
 //
 //	go build -ldflags '-X github.com/wardsec/ward/internal/mesh.hop=h1' ./cmd/ward
 var hop string
