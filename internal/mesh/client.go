@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -336,7 +337,11 @@ func (c *Client) proxy(u *Upstream, t http.RoundTripper) *httputil.ReverseProxy 
 			// is the operator's: told to clients it would let whoever sets
 			// a Service's endpoints probe ports through Ward.
 			c.cfg.Log.Warn("upstream call failed", "service", u.name, "reason", reason, "err", err)
-			http.Error(w, "ward: upstream unavailable ("+reason+")", status)
+			id := r.Header.Get(pipeline.HeaderRequestID)
+			if !pipeline.ValidRequestID(id) {
+				id = pipeline.NewRequestID()
+			}
+			pipeline.Render(w, pipeline.Lookup(reason).WithStatus(status), id)
 		},
 	}
 }

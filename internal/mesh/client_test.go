@@ -60,9 +60,11 @@ func TestErrorTextHidesTheCause(t *testing.T) {
 	for name, cause := range causes {
 		log.Reset()
 		w := httptest.NewRecorder()
-		p.ErrorHandler(w, httptest.NewRequest("GET", "/x", nil), cause)
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.Header.Set("X-Ward-Request-Id", "0123456789abcdef01234567")
+		p.ErrorHandler(w, r, cause)
 		body := w.Body.String()
-		if w.Code != http.StatusBadGateway || body != "ward: upstream unavailable (upstream_unreachable)\n" {
+		if w.Code != http.StatusBadGateway || body != `{"error":"bad gateway","reason":"upstream_unreachable","request_id":"0123456789abcdef01234567"}`+"\n" {
 			t.Errorf("%s: %d %q", name, w.Code, body)
 		}
 		if !strings.Contains(log.String(), "10.9.8.7:5432") {
@@ -71,7 +73,8 @@ func TestErrorTextHidesTheCause(t *testing.T) {
 	}
 	w := httptest.NewRecorder()
 	p.ErrorHandler(w, httptest.NewRequest("GET", "/x", nil), ErrBreakerOpen)
-	if w.Code != http.StatusServiceUnavailable || w.Body.String() != "ward: upstream unavailable (circuit_open)\n" {
+	if w.Code != http.StatusServiceUnavailable || !strings.HasPrefix(w.Body.String(), `{"error":"service unavailable","reason":"circuit_open","request_id":"`) ||
+		w.Header().Get("X-Ward-Deny-Reason") != "circuit_open" {
 		t.Errorf("breaker open: %d %q", w.Code, w.Body.String())
 	}
 }

@@ -795,8 +795,8 @@ var mutants = []Mutant{
 	},
 	{
 		ID: "mesh/error-text-leaks", Pkg: "internal/mesh", File: "client.go",
-		From: "http.Error(w, \"ward: upstream unavailable (\"+reason+\")\", status)",
-		To:   "http.Error(w, \"ward: upstream unavailable (\"+reason+\"): \"+err.Error(), status)",
+		From: "pipeline.Render(w, pipeline.Lookup(reason).WithStatus(status), id)",
+		To:   "pipeline.Render(w, pipeline.Reason{Code: err.Error(), Status: status}, id)",
 		Why:  "internet clients read the raw dial or TLS error, a port-probe oracle (issue 12 finding 11)",
 	},
 
