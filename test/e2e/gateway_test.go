@@ -37,6 +37,8 @@ type edgeSetup struct {
 	roots   *x509.CertPool
 	client  *http.Client
 	gateway int
+	// ordersIn is orders' sidecar's mutual TLS address.
+	ordersIn string
 }
 
 const edgeResources = `apiVersion: ward/v1
@@ -98,6 +100,7 @@ func newEdgeSetup(t *testing.T) *edgeSetup {
 	t.Cleanup(func() { app.Close() })
 
 	ordersIn := freeAddr(t)
+	e.ordersIn = ordersIn
 	e.config = filepath.Join(e.dir, "edge.yaml")
 	if err := os.WriteFile(e.config, []byte(fmt.Sprintf(edgeResources, ordersIn, e.idp.URL)), 0o644); err != nil {
 		t.Fatal(err)
