@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -19,6 +20,7 @@ func (g *Gateway) newGuard() *proxy.Guard {
 	return &proxy.Guard{
 		Limits: proxy.Limits{MaxHeaderBytes: g.lim.MaxHeaderBytes, MaxBodyBytes: g.lim.MaxBodyBytes, HeaderTimeout: g.lim.ReadHeaderTimeout},
 		Logger: g.log,
+		Body:   pipeline.GuardBody,
 		OnReject: func(c net.Conn, status int, reason string) {
 			g.metrics.observe("", "deny", ReasonMalformed, status, 0)
 			ev := audit.Event{Time: time.Now(), Type: "gateway.request", Subject: g.id.String(), Decision: "deny", Reason: ReasonMalformed,

@@ -82,3 +82,11 @@ func appendSafe(b []byte, s string) []byte {
 	}
 	return b
 }
+
+// GuardBody is the body of the request guard's refusal of a malformed
+// HTTP/1.x head (proxy.Guard.Body): the JSON every other refusal has, with
+// a request id of its own, so that a client cannot tell which layer
+// refused it.
+func GuardBody(status int) (string, []byte) {
+	return "application/json", AppendBody(nil, Malformed.WithStatus(status), NewRequestID())
+}

@@ -72,6 +72,10 @@ type Guard struct {
 	// after a handshake), the status and a constant reason. It runs on the
 	// connection's goroutine: it should be quick.
 	OnReject func(c net.Conn, status int, reason string)
+	// Body, if set, makes the body of a refusal (and its content type)
+	// from the status, so that a role answers malformed heads as it
+	// answers every other refusal; nil: the rule's text, as text/plain.
+	Body func(status int) (contentType string, body []byte)
 
 	once sync.Once
 	lim  Limits
@@ -649,11 +653,16 @@ func (c *Conn) answer(v *violation) {
 	b = strconv.AppendInt(b, int64(v.status), 10)
 	b = append(b, ' ')
 	b = append(b, http.StatusText(v.status)...)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(v.reason)+1), 10)
+	ct, body := "text/plain; charset=utf-8", append([]byte(v.reason), '\n')
+	if c.g.Body != nil {
+		ct, body = c.g.Body(v.status)
+	}
+	b = append(b, "\r\nContent-Type: "...)
+	b = append(b, ct...)
+	b = append(b, "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Ward-Deny-Reason: malformed_request\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
-	b = append(b, v.reason...)
-	b = append(b, '\n')
+	b = append(b, body...)
 	_ = c.inner.SetWriteDeadline(time.Now().Add(rejectWriteTimeout))
 	if _, err := c.inner.Write(b); err == nil {
 		_ = c.CloseWrite()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -17,6 +18,7 @@ func (s *Sidecar) newGuard() *proxy.Guard {
 	return &proxy.Guard{
 		Limits: proxy.Limits{MaxHeaderBytes: s.lim.MaxHeaderBytes, MaxBodyBytes: s.lim.MaxBodyBytes, HeaderTimeout: s.lim.ReadHeaderTimeout},
 		Logger: s.log,
+		Body:   pipeline.GuardBody,
 		OnReject: func(c net.Conn, status int, reason string) {
 			actor := ""
 			if tc, ok := c.(*tls.Conn); ok {

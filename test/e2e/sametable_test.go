@@ -54,8 +54,9 @@ func rawAnswer(t *testing.T, dial func() *tls.Conn, raw string) answer {
 // encodings, forged Ward headers) is sent, over HTTP/1.1 and where it
 // can be framed over HTTP/2, to the real gateway and to the real orders
 // sidecar behind it (as the gateway's own peer, so that only hygiene and
-// paths differ from an allowed call). Every row is answered alike by both:
-// the same status, reason, content type and body, and none reaches the app.
+// paths differ from an allowed call). Every row is answered alike by both,
+// and over both protocols: the same status, reason, content type and JSON
+// body, and none reaches the app.
 func TestHostileTableAlikeAtGatewayAndSidecar(t *testing.T) {
 	e := newEdgeSetup(t)
 	key := e.apiKey("shop", "orders")
@@ -145,6 +146,9 @@ func TestHostileTableAlikeAtGatewayAndSidecar(t *testing.T) {
 				a := answerOf(resp)
 				if a.status != rw.want || resp.ProtoMajor != 2 {
 					t.Errorf("%s at the %s over HTTP/2: %+v, want %d", rw.name, tg.name, a, rw.want)
+				}
+				if prev := got[len(got)-1]; a != prev {
+					t.Errorf("%s at the %s: HTTP/1.1 answered %+v, HTTP/2 %+v", rw.name, tg.name, prev, a)
 				}
 				got = append(got, a)
 			}
