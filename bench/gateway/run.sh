@@ -49,6 +49,9 @@
 #   WARD_LOG_LEVEL [info]  --log-level of ward-b's gateway (info: one access
 #                       record per request; warn: none). ward-a and the
 #                       sidecars run at warn: no per-request line
+#   STAGES [1]          1: then print the per-stage cost of the gateway's and
+#                       the sidecar's pipelines (BenchmarkStages, in process:
+#                       CPU ns and allocations each stage adds)
 #   NICE [0]            niceness of every benchmark process
 #   WARD_SRC [this checkout]  the Ward source tree to build ward from (a
 #                       clean export of a commit when the working tree is
@@ -696,4 +699,20 @@ if [[ $PROFILE == 1 ]]; then
 		echo
 	} | tee -a "$T/profile.txt"
 	echo "profile: $T/profile.pb.gz; go tool pprof -http=127.0.0.1:0 $T/wardprof $T/profile.pb.gz"
+fi
+
+# ---------------------------------------------------------------- stages
+# Each role's BenchmarkStages runs its pipeline one prefix at a time; the
+# difference between two lines is what the later stage costs. In process,
+# no network except the last (forward) line.
+if [[ ${STAGES:-1} == 1 ]]; then
+	log "per-stage cost: BenchmarkStages of internal/gateway (ward-b request) and internal/sidecar"
+	for pkg in gateway sidecar; do
+		(cd "$WARD_SRC" && go test -run '^$' -bench '^BenchmarkStages$' -benchtime "${STAGE_N:-3000}x" -count 1 "./internal/$pkg/" 2>/dev/null) |
+			awk -v role="$pkg" '/^BenchmarkStages\// {
+				split($1, a, "/"); sub(/-[0-9]+$/, "", a[2]); ns = $3; al = $7
+				if (!hdr++) printf "%-8s %-16s %12s %12s %10s %10s\n", "role", "stage", "ns/op (cum)", "+ns", "allocs", "+allocs"
+				printf "%-8s %-16s %12.0f %12.0f %10d %10d\n", role, a[2], ns, ns - pns, al, al - pal
+				pns = ns; pal = al }' | tee -a "$T/stages.txt"
+	done
 fi
