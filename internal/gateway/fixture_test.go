@@ -30,6 +30,7 @@ import (
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/gateway"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/sidecar"
@@ -210,7 +211,7 @@ func newEdgeWith(t testing.TB, mod func(*gateway.Config)) *edge {
 		TLS:        &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ConfigFile: e.config, Source: e.source(spiffeid.RequireFromSegments(td, "gateway", "edge")),
 		APIKeys: e.keys, Events: e.events, Log: quiet(),
-		Limits: gateway.Limits{MaxBodyBytes: 1 << 20, ReadHeaderTimeout: time.Second},
+		Limits: gateway.Limits{Limits: pipeline.Limits{MaxBodyBytes: 1 << 20, ReadHeaderTimeout: time.Second}},
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -95,44 +95,30 @@ type Config struct {
 
 // Limits bound the work one request or client may cause.
 type Limits struct {
-	MaxHeaderBytes    int           // default 32 KiB
-	MaxBodyBytes      int64         // ceiling over every Route's limits.body; default 1 GiB
-	MaxConns          int           // open client connections; default 10,000
-	MaxPerSource      int           // concurrent requests per source network; default 64
-	ReadHeaderTimeout time.Duration // default 10s
-	ReadTimeout       time.Duration // whole request incl. body; default 60s
-	IdleTimeout       time.Duration // default 120s
-	ConnectTimeout    time.Duration // to a service; default 3s
-	RequestTimeout    time.Duration // for a service's response headers; default 60s
+	pipeline.Limits               // headers, bodies, timeouts: as every role
+	MaxConns        int           // open client connections; default 10,000
+	MaxPerSource    int           // concurrent requests per source network; default 64
+	ReadTimeout     time.Duration // whole request incl. body; default 60s
+	IdleTimeout     time.Duration // default 120s
 }
 
 func (l Limits) withDefaults() Limits {
-	def := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	if l.MaxHeaderBytes == 0 {
-		l.MaxHeaderBytes = 32 << 10
-	}
-	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = resource.MaxBodyLimit
-	}
+	l.Limits = l.Limits.WithDefaults()
 	if l.MaxPerSource == 0 {
 		l.MaxPerSource = proxy.DefaultMaxPerSource
 	}
 	if l.MaxConns == 0 {
 		l.MaxConns = 10_000
 	}
-	def(&l.ReadHeaderTimeout, 10*time.Second)
-	def(&l.ReadTimeout, 60*time.Second)
-	def(&l.IdleTimeout, 120*time.Second)
-	def(&l.ConnectTimeout, 3*time.Second)
-	def(&l.RequestTimeout, 60*time.Second)
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = 60 * time.Second
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = 120 * time.Second
+	}
 	return l
 }
 
-// handshakeTimeout bounds a client's TLS handshake.
 const handshakeTimeout = 10 * time.Second
 
 // Gateway is the running edge proxy. Build it with New, run it with Run.

@@ -28,6 +28,7 @@ import (
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/mesh"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/resource"
 )
@@ -69,30 +70,12 @@ type Resilience = mesh.Resilience
 
 // Limits bound the work one request may cause.
 type Limits struct {
-	MaxHeaderBytes    int
-	MaxBodyBytes      int64         // ceiling over every Service's limits.body; default 1 GiB
-	ReadHeaderTimeout time.Duration // a request head must arrive within it; default 10s
-	ConnectTimeout    time.Duration
-	RequestTimeout    time.Duration
-	MaxConnsPerApp    int
+	pipeline.Limits     // headers, bodies, timeouts: as every role
+	MaxConnsPerApp  int // connections to the app; default 512
 }
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxHeaderBytes == 0 {
-		l.MaxHeaderBytes = 32 << 10
-	}
-	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = resource.MaxBodyLimit
-	}
-	if l.ReadHeaderTimeout == 0 {
-		l.ReadHeaderTimeout = 10 * time.Second
-	}
-	if l.ConnectTimeout == 0 {
-		l.ConnectTimeout = 3 * time.Second
-	}
-	if l.RequestTimeout == 0 {
-		l.RequestTimeout = 60 * time.Second
-	}
+	l.Limits = l.Limits.WithDefaults()
 	if l.MaxConnsPerApp == 0 {
 		l.MaxConnsPerApp = 512
 	}
