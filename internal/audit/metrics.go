@@ -53,6 +53,22 @@ func (m *Metrics) wrote(n int, d time.Duration) {
 	m.fsync.Observe(d.Seconds())
 }
 
+// appended counts records written without waiting for their fsync.
+func (m *Metrics) appended(n int) {
+	if m == nil {
+		return
+	}
+	m.written.Add(float64(n))
+}
+
+// synced observes a background fsync.
+func (m *Metrics) synced(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.fsync.Observe(d.Seconds())
+}
+
 func (m *Metrics) failed(cause string, n int) {
 	if m == nil {
 		return
