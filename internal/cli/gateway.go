@@ -49,6 +49,7 @@ type gatewayFlags struct {
 	connBurst                int
 	auditDir                 string
 	auditFailOpen            bool
+	auditSync                syncIntervalFlag
 	body                     bodyFlags
 }
 
@@ -126,6 +127,7 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.StringVar(&f.connRate, "conn-rate", "100/s", "new connections one source address may open (COUNT/PERIOD)")
 	fl.IntVar(&f.connBurst, "conn-burst", 200, "connections one source address may open at once")
 	fl.StringVar(&f.auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
+	fl.Var(&f.auditSync, "audit-sync-interval", syncIntervalUsage)
 	fl.BoolVar(&f.auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	fl.IntVar(&cfg.Limits.MaxPerSource, "max-requests-per-source", proxy.DefaultMaxPerSource, "concurrent requests one source (IPv4 address, IPv6 /64) may have in flight; past it 429")
 	f.body.register(fl)
@@ -224,7 +226,7 @@ func runGateway(ctx context.Context, g *globals, cfg gateway.Config, f gatewayFl
 	}
 	auditDir, cursor := auditPaths(f.dir, f.auditDir)
 	cfg.Registry = prometheus.NewRegistry()
-	spool, events, err := proxyAudit(auditDir, cursor, client, cfg.Registry, f.auditFailOpen, log)
+	spool, events, err := proxyAudit(auditDir, cursor, f.auditSync.duration(), client, cfg.Registry, f.auditFailOpen, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

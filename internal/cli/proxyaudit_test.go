@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,7 +21,7 @@ func TestProxyAuditFailOpen(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, failOpen := range []bool{false, true} {
 		dir := t.TempDir()
-		sp, sink, err := proxyAudit(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), nil, prometheus.NewRegistry(), failOpen, log)
+		sp, sink, err := proxyAudit(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), 0, nil, prometheus.NewRegistry(), failOpen, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,6 +38,38 @@ func TestProxyAuditFailOpen(t *testing.T) {
 			t.Errorf("fail-open: %v, want the failure swallowed", err)
 		case !failOpen && err == nil:
 			t.Error("fail-closed: a record that could not be written was reported as written")
+		}
+	}
+}
+
+// TestAuditSyncIntervalFlag: --audit-sync-interval takes a positive Go
+// duration or "always", defaults to audit.DefaultSyncInterval, and ward
+// sidecar and ward gateway refuse anything else naming the flag.
+func TestAuditSyncIntervalFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"1s", time.Second, true}, {"250ms", 250 * time.Millisecond, true}, {"always", audit.SyncAlways, true},
+		{"0", 0, false}, {"0s", 0, false}, {"-1s", 0, false}, {"soon", 0, false}, {"", 0, false}, {"ALWAYS", 0, false},
+	} {
+		var f syncIntervalFlag
+		err := f.Set(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && f.duration() != tc.want) {
+			t.Errorf("Set(%q) = %v, %v; want %v ok=%v", tc.in, f.duration(), err, tc.want, tc.ok)
+		}
+	}
+	var def syncIntervalFlag
+	if def.String() != "1s" || def.duration() != 0 {
+		t.Errorf("the default reads %q (%v)", def.String(), def.duration())
+	}
+	for _, role := range []string{"sidecar", "gateway"} {
+		for _, bad := range []string{"0", "-5s", "soon"} {
+			_, _, err := runWard(t, role, "--audit-sync-interval", bad)
+			if err == nil || !strings.Contains(err.Error(), "--audit-sync-interval") {
+				t.Errorf("ward %s --audit-sync-interval %s: %v, want an error naming the flag", role, bad, err)
+			}
 		}
 	}
 }

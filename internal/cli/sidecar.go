@@ -18,6 +18,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	var cfg sidecar.Config
 	var token, dir, auditDir string
 	var auditFailOpen bool
+	var auditSync syncIntervalFlag
 	var upstreams []string
 	var body bodyFlags
 	cmd := &cobra.Command{
@@ -59,7 +60,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 			if cfg.Bodies, err = body.bodies(); err != nil {
 				return err
 			}
-			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir, auditFailOpen)
+			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir, auditSync, auditFailOpen)
 		},
 	}
 	f := cmd.Flags()
@@ -73,12 +74,13 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.StringVar(&token, "token", "", "one-time join token for the first start")
 	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
 	f.StringVar(&auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
+	f.Var(&auditSync, "audit-sync-interval", syncIntervalUsage)
 	f.BoolVar(&auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	body.register(f)
 	return cmd
 }
 
-func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir, auditDir string, auditFailOpen bool) error {
+func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir, auditDir string, auditSync syncIntervalFlag, auditFailOpen bool) error {
 	log := g.logger().With("role", "sidecar", "service", cfg.Service)
 	src, client, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
 		id, err := spiffeid.FromSegments(td, "svc", cfg.Service)
@@ -93,7 +95,7 @@ func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir,
 	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
 	spoolDir, cursor := auditPaths(dir, auditDir)
 	cfg.Registry = prometheus.NewRegistry()
-	spool, events, err := proxyAudit(spoolDir, cursor, client, cfg.Registry, auditFailOpen, log)
+	spool, events, err := proxyAudit(spoolDir, cursor, auditSync.duration(), client, cfg.Registry, auditFailOpen, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
