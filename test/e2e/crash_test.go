@@ -287,3 +287,133 @@ func svidClientTLS(t *testing.T, dir string) *tls.Config {
 		},
 	}
 }
+
+// TestGatewayKill9KeepsEveryRecord: the same for a gateway in front of the
+// orders sidecar: killed with SIGKILL at least 30 times under load and
+// restarted on the same data directory, every request the app received
+// through it has its gateway.request record in the gateway's spool,
+// exactly once, and the spool's chain verifies.
+func TestGatewayKill9KeepsEveryRecord(t *testing.T) {
+	const kills = 30
+	start := time.Now()
+	e := newEdgeSetup(t)
+	// No rate limit: the load is the point here.
+	res := strings.Replace(fmt.Sprintf(edgeResources, "ADDR", e.idp.URL), "  rateLimit: {key: apikey, rate: 20/h, burst: 20}\n", "", 1)
+	old, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ordersIn := strings.SplitN(strings.SplitN(string(old), "endpoints: [", 2)[1], "]", 2)[0]
+	if err := os.WriteFile(e.config, []byte(strings.Replace(res, `"ADDR"`, ordersIn, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	app := &idApp{ids: map[string]int{}}
+	go func() {
+		for r := range e.seen {
+			app.mu.Lock()
+			app.ids[r.Header.Get("X-Ward-Request-Id")]++
+			app.mu.Unlock()
+		}
+	}()
+	key := e.apiKey("shop", "orders")
+	bearer := e.jwt("alice", "orders:read", 10*time.Minute)
+	addr := freeAddr(t)
+	gwData := filepath.Join(e.dir, "edge1")
+	gw := &crashable{t: t, dir: e.dir, logs: new(bytes.Buffer),
+		args: []string{"gateway", "--name", "edge1", "--listen", addr, "--config", e.config, "--tls-ward-ca", "--conn-rate", "100000/s",
+			"--data-dir", gwData, "--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem")}}
+	t.Cleanup(func() {
+		gw.signal(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("gateway log (last run):\n%s", gw.logs.String())
+		}
+	})
+	gw.start("--token", e.token("spiffe://example.org/gateway/edge1"))
+	gw.waitServing(addr)
+	e.waitReady(addr, key)
+
+	_, port, _ := net.SplitHostPort(addr)
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.roots}, MaxIdleConnsPerHost: 8}}
+	var ok, failed atomic.Int64
+	load := func(d time.Duration) {
+		var wg sync.WaitGroup
+		until := time.Now().Add(d)
+		for g := range 4 {
+			wg.Go(func() {
+				for i := 0; time.Now().Before(until); i++ {
+					req, _ := http.NewRequest("GET", fmt.Sprintf("https://localhost:%s/orders/%d-%d", port, g, i), nil)
+					req.Header.Set("X-Api-Key", key)
+					req.Header.Set("Authorization", "Bearer "+bearer)
+					resp, err := client.Do(req)
+					if err != nil {
+						failed.Add(1)
+						time.Sleep(5 * time.Millisecond) // the gateway is down: no busy loop
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						ok.Add(1)
+					} else {
+						failed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	modes := [][]string{nil, {"--audit-sync-interval", "always"}, {"--audit-sync-interval", "20ms"}}
+	for i := range kills {
+		done := make(chan struct{})
+		go func() { load(time.Duration(100+rand.IntN(150)) * time.Millisecond); close(done) }()
+		time.Sleep(time.Duration(50+rand.IntN(100)) * time.Millisecond)
+		gw.signal(syscall.SIGKILL)
+		<-done
+		gw.start(modes[(i+1)%len(modes)]...)
+		gw.waitServing(addr)
+	}
+	load(200 * time.Millisecond)
+	gw.signal(syscall.SIGTERM)
+
+	seen := app.seen()
+	if len(seen) < kills {
+		t.Fatalf("the app received only %d requests over %d kills (%d answered 200, %d failed)", len(seen), kills, ok.Load(), failed.Load())
+	}
+	spool := filepath.Join(gwData, "audit")
+	out, err := ward(t, e.dir, "audit", "verify", "--dir", spool)
+	if err != nil || !strings.HasPrefix(out, "OK ") {
+		t.Fatalf("the spool does not verify after %d kills: %v\n%s", kills, err, out)
+	}
+	out, err = ward(t, e.dir, "audit", "query", "--json", "--dir", spool)
+	if err != nil {
+		t.Fatalf("audit query: %v\n%s", err, out)
+	}
+	recorded := map[string]int{}
+	for line := range strings.Lines(out) {
+		var r auditRecord
+		if json.Unmarshal([]byte(line), &r) != nil || r.Type != "gateway.request" {
+			continue
+		}
+		recorded[r.RequestID]++
+	}
+	var missing, twice []string
+	for id, n := range seen {
+		if id == "" || n != 1 {
+			t.Errorf("the app received request id %q %d times", id, n)
+		}
+		if recorded[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	for id, n := range recorded {
+		if n > 1 {
+			twice = append(twice, id)
+		}
+	}
+	if len(missing) > 0 || len(twice) > 0 {
+		t.Fatalf("after %d kills: %d of %d requests the app received have no record in the gateway's spool (e.g. %v); %d recorded more than once (%v)",
+			kills, len(missing), len(seen), missing[:min(3, len(missing))], len(twice), twice[:min(3, len(twice))])
+	}
+	t.Logf("%d kills in %v: the app received %d requests, all recorded; %d answered 200, %d failed while the gateway was down",
+		kills, time.Since(start).Round(time.Millisecond), len(seen), ok.Load(), failed.Load())
+}
