@@ -33,8 +33,9 @@ type Options struct {
 	// first, if records were written since (defaults 10,000 and 10s).
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
-	// QueueSize bounds the appends waiting to be written (default 16,384).
-	// When it is full, Append waits until its context is done.
+	// QueueSize bounds the appends waiting to be written with SyncAlways
+	// (default 16,384). When it is full, Append waits until its context is
+	// done.
 	QueueSize int
 	// Retention deletes sealed segments whose newest record is older than
 	// this (default 400 days; negative keeps everything).
