@@ -293,7 +293,8 @@ func TestIntervalFsyncFailureStopsWriter(t *testing.T) {
 
 // TestStalledWriteHonoursDeadline: when a write blocks (a stalled disk),
 // the appends waiting behind it get an error by their deadline instead of
-// hanging, in both modes; once the disk moves the chain is whole.
+// hanging, in both modes, and Err reports the stall; once the disk moves
+// Err clears and the chain is whole.
 func TestStalledWriteHonoursDeadline(t *testing.T) {
 	for _, interval := range []time.Duration{SyncAlways, time.Second} {
 		t.Run(modeName(interval), func(t *testing.T) {
@@ -331,9 +332,13 @@ func TestStalledWriteHonoursDeadline(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			// Once the write has hung for StallAfter, Err says so: a proxy
+			// refuses at once instead of waiting for each deadline.
+			poll(t, StallAfter+5*time.Second, "Err does not report the stalled write", func() bool { return errors.Is(w.Err(), ErrStalled) })
 			ff.writeBlock.Store(nil)
 			close(release)
 			<-stuck // whatever it says, it must return once the disk moves
+			poll(t, 5*time.Second, "Err still reports a stall once the disk moved", func() bool { return w.Err() == nil })
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}

@@ -129,6 +129,15 @@ const MaxEventBytes = maxLine - 1024
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("audit: log is closed")
 
+// ErrStalled is what Err reports while a write to the log (with
+// SyncAlways: a write and its fsync) has not returned for StallAfter: the
+// disk has stopped, and requests are refused at once rather than each
+// waiting for its deadline.
+var ErrStalled = errors.New("audit: the disk has not finished a write to the log for " + StallAfter.String())
+
+// StallAfter is how long a write may take before Err reports ErrStalled.
+const StallAfter = 2 * time.Second
+
 // maxBatch bounds one group commit.
 const maxBatch = 8192
 
@@ -151,8 +160,9 @@ type Writer struct {
 	// closing a segment file takes it, so no fsync runs on a closed file.
 	syncMu   sync.Mutex
 	syncFile segmentFile
-	dirty    atomic.Bool // written since the last fsync
-	bufs     sync.Pool   // of *[]byte, to encode events into
+	dirty    atomic.Bool  // written since the last fsync
+	writing  atomic.Int64 // when the write in progress started (Unix ns), 0 when none
+	bufs     sync.Pool    // of *[]byte, to encode events into
 
 	mu     sync.RWMutex // held for reading while sending to reqs; Close takes it to stop senders
 	closed bool
@@ -330,7 +340,8 @@ func (w *Writer) submit(ctx context.Context, r *request) (uint64, error) {
 
 // Err reports whether the writer can record: ErrClosed once it is
 // closed, else the error of the last failed batch (for good after a
-// failed fsync), nil while batches succeed. Proxies use it to fail closed
+// failed fsync), ErrStalled while a write hangs, nil while batches
+// succeed. Proxies use it to fail closed
 // before forwarding anything.
 func (w *Writer) Err() error {
 	if w.isClosed.Load() {
@@ -338,6 +349,9 @@ func (w *Writer) Err() error {
 	}
 	if p := w.lastErr.Load(); p != nil {
 		return *p
+	}
+	if t := w.writing.Load(); t != 0 && time.Since(time.Unix(0, t)) >= StallAfter {
+		return ErrStalled
 	}
 	return nil
 }
@@ -592,6 +606,8 @@ func (w *Writer) writeDurable(buf []byte) error { return w.writeOut(buf, true) }
 // fails (the page cache state is then unknown), the writer stops for
 // good.
 func (w *Writer) writeOut(buf []byte, durable bool) error {
+	w.writing.Store(time.Now().UnixNano())
+	defer w.writing.Store(0)
 	if n, err := w.f.Write(buf); err != nil {
 		if n == 0 {
 			return err // nothing written, nothing to cut back
