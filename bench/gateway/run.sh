@@ -33,7 +33,17 @@
 #   LAT_ROUNDS [4] x LAT_SECONDS [2]   fixed-rate rounds per set-up
 #   RATE [1000], LAT_CONNS [10]        the fixed rate, over that many connections
 #   IDLE_CONNS [1000]                  idle client connections for the RSS figure
-#   SETUPS ["direct nginx haproxy caddy ward-a ward-b"]
+#   SETUPS ["direct nginx haproxy caddy ward-a ward-b", plus ward-h1 with
+#                       WARD_HOPS "h2 h1"]
+#   EDGE_PROTO [h2]     what h2load speaks to every set-up over TLS 1.3: h2,
+#                       or h1 (h2load --h1, HTTP/1.1 keep-alive)
+#   WARD_HOPS [h2]      "h2 h1" also builds ward-h1 (go build -ldflags -X
+#                       .../internal/mesh.hop=h1: HTTP/1.1 keep-alive on the
+#                       mesh hop for HTTP/1.x callers; Ward as built uses
+#                       HTTP/2) and measures its gateway as set-up ward-h1,
+#                       otherwise like ward-a. It differs from ward-a only
+#                       with EDGE_PROTO=h1 (HTTP/2 callers get HTTP/2 from
+#                       both)
 #   PROFILE [0]         1: then profile a ward-b gateway under saturation
 #                       (pprof build: bench/mesh/wardprof), top 15 flat and cum
 #   WARD_LOG_LEVEL [info]  --log-level of ward-b's gateway (info: one access
@@ -55,7 +65,18 @@ LAT_SECONDS=${LAT_SECONDS:-2}
 RATE=${RATE:-1000}
 LAT_CONNS=${LAT_CONNS:-10}
 IDLE_CONNS=${IDLE_CONNS:-1000}
-SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-b}
+WARD_HOPS=${WARD_HOPS:-h2}
+case " $WARD_HOPS " in
+" h2 ") SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-b} ;;
+" h2 h1 " | " h1 h2 ") SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-h1 ward-b} ;;
+*) echo "WARD_HOPS must be \"h2\" or \"h2 h1\", not \"$WARD_HOPS\"" >&2; exit 2 ;;
+esac
+EDGE_PROTO=${EDGE_PROTO:-h2}
+case $EDGE_PROTO in
+h2) EDGE_ARGS=() EDGE_ALPN=h2 ;;
+h1) EDGE_ARGS=(--h1) EDGE_ALPN=http/1.1 ;;
+*) echo "EDGE_PROTO must be h2 or h1, not \"$EDGE_PROTO\"" >&2; exit 2 ;;
+esac
 PROFILE=${PROFILE:-0}
 WARD_LOG_LEVEL=${WARD_LOG_LEVEL:-info}
 NICE=${NICE:-0}
@@ -95,6 +116,10 @@ log "building ward (from ${WARD_SRC:-$root}), idp, holdconns"
 WARD_SRC=$(cd "${WARD_SRC:-$root}" && pwd -P)
 (cd "$WARD_SRC" && go build -o "$T/ward" ./cmd/ward) || die "ward does not build from $WARD_SRC"
 if [[ $PROFILE == 1 ]]; then (cd "$WARD_SRC" && go build -o "$T/wardprof" ./bench/mesh/wardprof) || die "no wardprof in $WARD_SRC"; fi
+if [[ " $SETUPS " == *" ward-h1 "* ]]; then
+	(cd "$WARD_SRC" && go build -ldflags "-X github.com/wardsec/ward/internal/mesh.hop=h1" -o "$T/ward-h1" ./cmd/ward) ||
+		die "ward-h1 does not build from $WARD_SRC"
+fi
 go build -o "$T/idp" ./bench/gateway/idp
 go build -o "$T/holdconns" ./bench/gateway/holdconns
 pin_self
@@ -340,6 +365,7 @@ EOF
 	PROXIES[$s]="G=$gpid${spid:+ S=$spid}"
 }
 start_ward-a() { start_ward ward-a "$WARD"; }
+start_ward-h1() { start_ward ward-h1 "$T/ward-h1"; }
 start_ward-b() { start_ward ward-b "$WARD"; }
 
 # ---------------------------------------------------------------- measuring
@@ -357,11 +383,11 @@ hload() {
 	local s=$1 args=() line
 	shift
 	while IFS= read -r line; do [[ -n $line ]] && args+=(-H "$line"); done <<<"${HDRS[$s]:-}"
-	h2 "$@" "${args[@]}" "${URL[$s]}"
+	h2 "${EDGE_ARGS[@]}" "$@" "${args[@]}" "${URL[$s]}"
 }
 
 # warm_up SETUP OUT: WARMUP_REQS on each connection, all 2xx, TLS 1.3 and
-# h2, and the round size for SAT_SECONDS from its rate. Runs are bounded by
+# EDGE_PROTO, and the round size for SAT_SECONDS from its rate. Runs are bounded by
 # request count (-n), never by time (-D): at the end of a -D run h2load
 # drops requests in flight, which Ward's mesh client may count as upstream
 # failures (see bench/mesh/README.md).
@@ -370,7 +396,7 @@ warm_up() {
 	hload "$s" -c "$CONNS" -n "$n" >"$out" 2>&1 || die "$s warm-up: $(tail -3 "$out")"
 	grep -q "^status codes: $n 2xx" "$out" || die "$s warm-up: not all 2xx: $(grep -E '^(requests|status)' "$out")"
 	grep -q '^TLS Protocol: TLSv1.3' "$out" || die "$s warm-up: not TLS 1.3: $(grep -E '^(TLS|Cipher)' "$out")"
-	grep -q '^Application protocol: h2' "$out" || die "$s warm-up: not h2"
+	grep -q "^Application protocol: $EDGE_ALPN" "$out" || die "$s warm-up: not $EDGE_ALPN: $(grep '^Application protocol' "$out")"
 	TLSINFO[$s]="$(sed -n 's/^Cipher: //p' "$out"), $(sed -n 's/^Server Temp Key: //p' "$out")"
 	NREQ[$s]=$(awk -v d="$SAT_SECONDS" -v max="$MAX_REQS" '/^finished in/ { r = $4 + 0 }
 		END { n = int(r * d); if (n < 1000) n = 1000; if (n > max) n = max; print n }' "$out")
@@ -555,7 +581,8 @@ for s in $SETUPS; do
 done
 {
 	echo
-	echo "Edge: h2load =TLS 1.3, h2=> proxy -> app (nginx: return 200 \"ok\"); Ward: gateway =mTLS h2=> sidecar -> app"
+	echo "Edge: h2load =TLS 1.3, $EDGE_PROTO=> proxy -> app (nginx: return 200 \"ok\"); Ward: gateway =mTLS h2=> sidecar -> app"
+	if [[ " $SETUPS " == *" ward-h1 "* ]]; then echo "ward-h1: ward-a built with HTTP/1.1 keep-alive on the mesh hop for HTTP/1.x callers"; fi
 	echo "Saturation: $CONNS connections x 1 stream, $SAT_ROUNDS rounds of ~${SAT_SECONDS}s per set-up."
 	echo "Fixed rate: $RATE req/s over $LAT_CONNS connections, $LAT_ROUNDS rounds of ${LAT_SECONDS}s per set-up, pooled."
 	echo "Pinning: proxies on CPU $PROXY_CPU (GOMAXPROCS=1, worker_processes 1, nbthread 1), h2load + app on CPU $CLIENT_CPU; $ncpu cores; nice $NICE."

@@ -31,6 +31,13 @@
 #                       its ward is built too and measured as set-up "alt",
 #                       interleaved with the others, and compared with ward
 #   WARD_ALT_LOG_LEVEL  --log-level of the alt pair [WARD_LOG_LEVEL]
+#   WARD_HOPS [h2]      the protocols of Ward's mesh hop (A => B) to measure:
+#                       h2 is Ward as built (HTTP/2 for every request but
+#                       upgrades); "h2 h1" also builds ward-h1 (go build
+#                       -ldflags -X .../internal/mesh.hop=h1: HTTP/1.1
+#                       keep-alive pools for HTTP/1.x callers, which h2load
+#                       --h1 is) and measures it as set-up ward-h1, compared
+#                       with ward
 #   PROFILE [0]         1: then profile the ward pair under saturation with the
 #                       pprof build (bench/mesh/wardprof), top 15 flat and cum
 #   WARD_LOG_LEVEL [info]  the sidecars' --log-level (info: B logs an audit
@@ -52,7 +59,13 @@ LAT_SECONDS=${LAT_SECONDS:-2}
 RATE=${RATE:-1000}
 LAT_CONNS=${LAT_CONNS:-10}
 WARD_ALT_SRC=${WARD_ALT_SRC:-}
-if [[ -n $WARD_ALT_SRC ]]; then SETUPS=${SETUPS:-direct nginx ward alt}; else SETUPS=${SETUPS:-direct nginx ward}; fi
+WARD_HOPS=${WARD_HOPS:-h2}
+case " $WARD_HOPS " in
+" h2 ") hop_setups="" ;;
+" h2 h1 " | " h1 h2 ") hop_setups=" ward-h1" ;;
+*) echo "WARD_HOPS must be \"h2\" or \"h2 h1\", not \"$WARD_HOPS\"" >&2; exit 2 ;;
+esac
+if [[ -n $WARD_ALT_SRC ]]; then SETUPS=${SETUPS:-direct nginx ward$hop_setups alt}; else SETUPS=${SETUPS:-direct nginx ward$hop_setups}; fi
 PROFILE=${PROFILE:-0}
 WARD_LOG_LEVEL=${WARD_LOG_LEVEL:-info}
 WARD_ALT_LOG_LEVEL=${WARD_ALT_LOG_LEVEL:-$WARD_LOG_LEVEL}
@@ -154,6 +167,10 @@ HZ=$(getconf CLK_TCK)
 log "building ward"
 go build -o "$T/ward" ./cmd/ward
 if [[ $PROFILE == 1 ]]; then go build -o "$T/wardprof" ./bench/mesh/wardprof; fi
+if [[ " $SETUPS " == *" ward-h1 "* ]]; then
+	log "building ward-h1 (HTTP/1.1 keep-alive on the mesh hop for HTTP/1.x callers)"
+	go build -ldflags "-X github.com/wardsec/ward/internal/mesh.hop=h1" -o "$T/ward-h1" ./cmd/ward
+fi
 if [[ -n $WARD_ALT_SRC ]]; then
 	log "building the alt ward from $WARD_ALT_SRC"
 	(cd "$WARD_ALT_SRC" && go build -o "$T/ward-alt" ./cmd/ward)
@@ -319,6 +336,7 @@ start_nginx() {
 }
 
 start_alt() { start_ward alt "$T/ward-alt" "" "" "$WARD_ALT_LOG_LEVEL"; }
+start_ward-h1() { start_ward ward-h1 "$T/ward-h1"; }
 
 # start_ward [SETUP BINARY PPROF_A PPROF_B LOG_LEVEL]
 start_ward() {
@@ -568,6 +586,7 @@ done
 	echo "Fixed rate: $RATE req/s over $LAT_CONNS connections, $LAT_ROUNDS rounds of ${LAT_SECONDS}s per set-up, pooled."
 	echo "Pinning: proxies on CPU $PROXY_CPU (ward GOMAXPROCS=1, nginx worker_processes 1), h2load + app on CPU $CLIENT_CPU; $ncpu cores; nice $NICE."
 	echo "ward sidecars --log-level $WARD_LOG_LEVEL; nginx access log: $NGINX_ACCESS_LOG; nginx A proxy_ssl_verify $NGINX_VERIFY."
+	echo "Mesh hop A => B: ward HTTP/2${hop_setups:+, ward-h1 HTTP/1.1 keep-alive}; nginx HTTP/1.1 keepalive."
 	echo "Load average before / after: $LOAD_BEFORE / $LOAD_AFTER"
 	echo
 	printf '%-7s %8s %5s %5s %5s | %7s %6s %6s %8s %9s | %6s %6s %6s %6s %6s %6s | %6s %6s\n' \
@@ -605,6 +624,15 @@ done
 		fi
 		echo "  RSS A+B                   $(ratio $((RSSA[ward] + RSSB[ward])) $((RSSA[nginx] + RSSB[nginx])))  ($(mib $((RSSA[ward] + RSSB[ward]))) vs $(mib $((RSSA[nginx] + RSSB[nginx]))) MiB)"
 		echo "    anonymous (RssAnon)     $(ratio $((ANONA[ward] + ANONB[ward])) $((ANONA[nginx] + ANONB[nginx])))  ($(mib $((ANONA[ward] + ANONB[ward]))) vs $(mib $((ANONA[nginx] + ANONB[nginx]))) MiB; the rest is mapped files: binary, libraries)"
+	fi
+	if [[ -n ${CPU[ward-h1]:-} && -n ${CPU[ward]:-} ]]; then
+		echo
+		echo "ward-h1 (mesh hop HTTP/1.1 keep-alive) / ward (mesh hop HTTP/2)"
+		echo "  throughput at saturation  $(ratio "${RPS[ward-h1]}" "${RPS[ward]}")  (${RPS[ward-h1]} vs ${RPS[ward]} req/s)"
+		echo "  CPU per request, A+B      $(ratio "${CPU[ward-h1]}" "${CPU[ward]}")  (${CPU[ward-h1]} vs ${CPU[ward]} us; A $(ratio "${CPUA[ward-h1]}" "${CPUA[ward]}"), B $(ratio "${CPUB[ward-h1]}" "${CPUB[ward]}"))"
+		echo "    over all rounds         $(ratio "${CPUTOT[ward-h1]}" "${CPUTOT[ward]}")  (${CPUTOT[ward-h1]} vs ${CPUTOT[ward]} us)"
+		echo "  p50, p99                  ${P50[ward-h1]} vs ${P50[ward]} ms, ${P99[ward-h1]} vs ${P99[ward]} ms"
+		echo "  RSS A+B                   $(ratio $((RSSA[ward-h1] + RSSB[ward-h1])) $((RSSA[ward] + RSSB[ward])))  ($(mib $((RSSA[ward-h1] + RSSB[ward-h1]))) vs $(mib $((RSSA[ward] + RSSB[ward]))) MiB)"
 	fi
 	if [[ -n ${CPU[alt]:-} && -n ${CPU[ward]:-} ]]; then
 		echo

@@ -106,7 +106,10 @@ func NewVerifier(issuers []Issuer, opts ...Option) (*Verifier, error) {
 		o(v)
 	}
 	if v.client == nil {
-		v.client = &http.Client{Timeout: defaultFetchTimeout}
+		// Its own pool, not http.DefaultTransport's: Run closes the idle
+		// connections of its client when it ends, which must be only the
+		// verifier's own.
+		v.client = &http.Client{Timeout: defaultFetchTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	v.client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 3 {

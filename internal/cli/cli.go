@@ -1,5 +1,7 @@
 // Package cli is Ward's command line: one cobra command per role and
-// operator action. Commands only parse flags and wire packages together.
+// operator action. A role's command only parses its flags into the
+// role's configuration (package role) and runs it; operator commands call
+// the server.
 package cli
 
 import (
@@ -32,6 +34,15 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// Run runs the command line with args in process, as the ward binary
+// does, writing its output and errors to out (`ward demo` runs the tour's
+// ward commands so).
+func Run(ctx context.Context, out io.Writer, args ...string) error {
+	root := NewRoot(out, out)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
 }
 
 // globals are the flags every operator command shares.

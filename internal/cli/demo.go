@@ -14,7 +14,7 @@ func demoCmd(g *globals) *cobra.Command {
 		Short: "Run Ward on loopback: server, gateway on https://127.0.0.1:8443, two services with sidecars, and a tour",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d := &demo.Demo{DataDir: dir, Out: g.out, Exit: exit}
+			d := &demo.Demo{DataDir: dir, Out: g.out, Exit: exit, Ward: Run}
 			if g.logLevel == "debug" {
 				d.Log = g.logger()
 			}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/role"
 )
 
 func serverCmd(g *globals) *cobra.Command {
@@ -37,12 +38,7 @@ apart from the data directory in production.`,
 			} else if rootKey+interCert+interKey != "" {
 				return fmt.Errorf("--import-root-cert is required to import a CA")
 			}
-			srv, err := control.NewServer(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer srv.Close()
-			return srv.Run(cmd.Context())
+			return (&role.Server{Config: cfg}).Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()

@@ -1,16 +1,13 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/sync/errgroup"
 
+	"github.com/wardsec/ward/internal/role"
 	"github.com/wardsec/ward/internal/sidecar"
 )
 
@@ -60,7 +57,16 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 			if cfg.Bodies, err = body.bodies(); err != nil {
 				return err
 			}
-			return runSidecar(cmd.Context(), g, cfg, token, dir, auditDir, auditSync, auditFailOpen)
+			bundle, err := loadBundle(g.bundle, "")
+			if err != nil {
+				return err
+			}
+			sc := &role.Sidecar{
+				Workload: role.Workload{Server: g.server, Bundle: bundle, Token: token, DataDir: dir,
+					AuditDir: auditDir, AuditSyncInterval: auditSync.duration(), AuditFailOpen: auditFailOpen, Log: g.logger()},
+				Proxy: cfg,
+			}
+			return sc.Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
@@ -78,54 +84,4 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.BoolVar(&auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	body.register(f)
 	return cmd
-}
-
-func runSidecar(ctx context.Context, g *globals, cfg sidecar.Config, token, dir, auditDir string, auditSync syncIntervalFlag, auditFailOpen bool) error {
-	log := g.logger().With("role", "sidecar", "service", cfg.Service)
-	src, client, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
-		id, err := spiffeid.FromSegments(td, "svc", cfg.Service)
-		if err != nil {
-			return id, fmt.Errorf("--service %q: %w", cfg.Service, err)
-		}
-		return id, nil
-	}, token, dir, log)
-	if err != nil {
-		return err
-	}
-	cfg.TrustDomain, cfg.Source, cfg.Log = src.Bundle().TrustDomain, src, log
-	spoolDir, cursor := auditPaths(dir, auditDir)
-	cfg.Registry = prometheus.NewRegistry()
-	spool, events, err := proxyAudit(spoolDir, cursor, auditSync.duration(), client, cfg.Registry, auditFailOpen, log)
-	if err != nil {
-		return fmt.Errorf("audit log: %w", err)
-	}
-	defer spool.Close()
-	cfg.Events = events
-	var res *serverResources
-	if cfg.ConfigFile == "" {
-		if res, err = followServer(ctx, client, dir, log); err != nil {
-			return err
-		}
-		cfg.Initial = &sidecar.Snapshot{Origin: res.origin, Version: res.first.Version, Data: []byte(res.first.Documents)}
-	}
-	sc, err := sidecar.New(cfg)
-	if err != nil {
-		return err
-	}
-	grp, ctx := errgroup.WithContext(ctx)
-	if res != nil {
-		res.started(log)
-		grp.Go(func() error {
-			return res.run(ctx, func(origin string, version int64, data []byte) error {
-				return sc.Apply(sidecar.Snapshot{Origin: origin, Version: version, Data: data})
-			})
-		})
-	}
-	grp.Go(func() error { return src.Run(ctx) })
-	grp.Go(func() error { return sc.Run(ctx) })
-	grp.Go(func() error { return spool.Run(ctx) })
-	if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
 }

@@ -135,6 +135,17 @@ func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 	return hc
 }
 
+// CloseIdleConnections closes the connections to the server that carry no
+// request, in every pool. A role calls it when its Run ends, so that no
+// connection (and no goroutine reading one) outlives it.
+func (c *Client) CloseIdleConnections() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, hc := range c.byCert {
+		hc.CloseIdleConnections()
+	}
+}
+
 // APIError is an error answer from the server.
 type APIError struct {
 	Status int

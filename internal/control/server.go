@@ -54,31 +54,62 @@ type Handler struct {
 
 	auditLocks logLocks // one shipped batch at a time per sending log
 
-	stopOnce sync.Once
-	stopCtx  context.Context // canceled by StopPolls
-	stop     context.CancelFunc
-}
-
-func (h *Handler) stopping() context.Context {
-	h.stopOnce.Do(func() { h.stopCtx, h.stop = context.WithCancel(context.Background()) })
-	return h.stopCtx
+	polls polls // long polls in progress, ended by StopPolls
 }
 
 // StopPolls makes every long poll in progress, and every one that starts
 // later, answer at once with what it has: a server shutting down does not
 // wait out its watchers' 30-second polls, and they move on to another
 // server.
-func (h *Handler) StopPolls() {
-	h.stopping()
-	h.stop()
-}
+func (h *Handler) StopPolls() { h.polls.stop() }
 
 // pollContext bounds a long poll: it ends after wait, when the caller goes
 // away, or when the server stops (StopPolls).
 func (h *Handler) pollContext(r *http.Request, wait time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	unhook := context.AfterFunc(h.stopping(), cancel)
-	return ctx, func() { unhook(); cancel() }
+	remove := h.polls.add(cancel)
+	return ctx, func() { remove(); cancel() }
+}
+
+// polls holds the cancel functions of the long polls in progress.
+type polls struct {
+	mu      sync.Mutex
+	stopped bool
+	next    uint64
+	cancels map[uint64]context.CancelFunc
+}
+
+// add registers a poll's cancel, or calls it at once after stop; remove
+// forgets it when the poll ends.
+func (p *polls) add(cancel context.CancelFunc) (remove func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		cancel()
+		return func() {}
+	}
+	if p.cancels == nil {
+		p.cancels = map[uint64]context.CancelFunc{}
+	}
+	id := p.next
+	p.next++
+	p.cancels[id] = cancel
+	return func() {
+		p.mu.Lock()
+		delete(p.cancels, id)
+		p.mu.Unlock()
+	}
+}
+
+// stop ends every poll in progress and every later one.
+func (p *polls) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	for _, cancel := range p.cancels {
+		cancel()
+	}
+	clear(p.cancels)
 }
 
 // API returns the mux for the TLS listener.

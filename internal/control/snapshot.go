@@ -71,14 +71,16 @@ func (h *Handler) WatchResources(ctx context.Context) error {
 	}
 	refresh()
 	every := resourcePoll
+	var listener sync.WaitGroup
+	defer listener.Wait() // it ends with ctx, as this loop does
 	if n, ok := h.Store.(store.Notifier); ok {
 		every = resourcePollNotified
-		go func() {
+		listener.Go(func() {
 			err := n.Listen(ctx, func(string) { refresh() }, store.ChannelResources)
 			if ctx.Err() == nil {
 				h.Log.Warn("resource notifications stopped; polling", "err", err)
 			}
-		}()
+		})
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -10,10 +10,6 @@ package demo
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,12 +25,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/control"
-	"github.com/wardsec/ward/internal/edgetls"
 	"github.com/wardsec/ward/internal/gateway"
-	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/proxy"
+	"github.com/wardsec/ward/internal/role"
 	"github.com/wardsec/ward/internal/sidecar"
 )
 
@@ -47,6 +41,9 @@ type Demo struct {
 	DataDir string // empty: a temporary directory, removed at the end
 	Out     io.Writer
 	Log     *slog.Logger
+	// Ward runs a ward command in process with args, writing what it
+	// prints to out: the tour's ward commands. Required.
+	Ward func(ctx context.Context, out io.Writer, args ...string) error
 	// Exit after the tour instead of serving until ctx ends (tests).
 	Exit bool
 	// GatewayAddr is the gateway's HTTPS address; empty: DefaultGatewayAddr.
@@ -54,7 +51,10 @@ type Demo struct {
 	GatewayAddr string
 }
 
-var td = spiffeid.RequireTrustDomainFromString("demo.ward.local")
+var (
+	td        = spiffeid.RequireTrustDomainFromString("demo.ward.local")
+	catalogID = spiffeid.RequireFromSegments(td, "svc", "catalog")
+)
 
 // tokenTTL is how long the users' tokens stay valid: longer than anyone
 // keeps a demo running.
@@ -133,6 +133,9 @@ const (
 // and, without DataDir, its files removed before it returns.
 func (d *Demo) Run(ctx context.Context) (err error) {
 	start := time.Now()
+	if d.Ward == nil {
+		return errors.New("demo: Ward, the runner of the tour's ward commands, is not set")
+	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
@@ -164,30 +167,45 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
-	var closers []func()
 	defer func() {
 		cancel()
 		if werr := g.Wait(); werr != nil && err == nil && !errors.Is(werr, context.Canceled) {
 			err = werr
-		}
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
 		}
 		if parent.Err() != nil {
 			err = nil
 		}
 	}()
 
+	// Each role runs as `ward server|sidecar|gateway` runs it, from the
+	// same Config, with its own data directory under dir: its identity,
+	// last snapshot and audit spool, shipped to the server's log.
+	// started waits for a role to be bound, or for the group to fail.
+	started := func(ready <-chan struct{}, what string) error {
+		select {
+		case <-ready:
+			return nil
+		case <-gctx.Done():
+			if err := g.Wait(); err != nil {
+				return err
+			}
+			return gctx.Err()
+		case <-time.After(20 * time.Second):
+			return fmt.Errorf("%s did not start within 20s", what)
+		}
+	}
 	serverDir := filepath.Join(dir, "server")
-	srv, err := control.NewServer(ctx, control.ServerConfig{
-		DataDir: serverDir, TrustDomain: td.Name(),
-		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: d.Log.With("role", "server"),
-	})
-	if err != nil {
+	var srv *control.Server
+	srvReady := make(chan struct{})
+	server := &role.Server{
+		Config: control.ServerConfig{DataDir: serverDir, TrustDomain: td.Name(),
+			Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: d.Log.With("role", "server")},
+		Ready: func(s *control.Server) { srv = s; close(srvReady) },
+	}
+	g.Go(func() error { return server.Run(gctx) })
+	if err := started(srvReady, "the server"); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	closers = append(closers, srv.Close)
-	g.Go(func() error { return srv.Run(gctx) })
 	cred, err := control.LoadCredential(filepath.Join(serverDir, control.FileOperator))
 	if err != nil {
 		return err
@@ -196,32 +214,16 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	// enroll gives a workload its SVID with a one-time join token and
-	// returns its Source (renewing in the group) and a server client that
-	// presents that SVID.
-	enroll := func(id spiffeid.ID) (*identity.Source, *control.Client, error) {
+	defer op.CloseIdleConnections()
+	// workload is a proxy role's part that is not the proxy: its join
+	// token, its data directory, the server.
+	workload := func(id spiffeid.ID, name string) (role.Workload, error) {
 		tok, err := op.CreateToken(ctx, id.String(), time.Minute)
 		if err != nil {
-			return nil, nil, err
+			return role.Workload{}, err
 		}
-		client, err := control.NewClient(srv.URL(), srv.CA.Bundle(), nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		src, err := identity.NewSource(identity.Config{TrustDomain: td, Authority: client, Logger: d.Log.With("role", id.Path())})
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := src.SetBundle(srv.CA.Bundle()); err != nil {
-			return nil, nil, err
-		}
-		client.FollowBundle(src.Bundle)
-		if err := src.Enroll(ctx, id, tok.Token); err != nil {
-			return nil, nil, fmt.Errorf("enroll %s: %w", id, err)
-		}
-		client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
-		g.Go(func() error { return src.Run(gctx) })
-		return src, client, nil
+		return role.Workload{Server: srv.URL(), Bundle: srv.CA.Bundle(), Token: tok.Token,
+			DataDir: filepath.Join(dir, name), Log: d.Log}, nil
 	}
 
 	idp, err := newIssuer()
@@ -278,106 +280,77 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if _, err := op.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: config, Data: string(docs)}}}); err != nil {
 		return fmt.Errorf("apply the demo's resources: %w", err)
 	}
-	// follow gives a proxy its first snapshot; run keeps it current.
-	follow := func(client *control.Client, name string) (*control.Follower, control.SnapshotResponse, error) {
-		f := &control.Follower{Client: client, Path: filepath.Join(dir, name+"-"+control.FileSnapshot), Log: d.Log.With("role", name)}
-		first, _, _, err := f.First(ctx, 5*time.Second)
-		return f, first, err
-	}
-	run := func(f *control.Follower, after int64, apply func(origin string, version int64, data []byte) error) {
-		g.Go(func() error {
-			return f.Run(gctx, after, func(s control.SnapshotResponse) error {
-				return apply(fmt.Sprintf("server version %d", s.Version), s.Version, []byte(s.Documents))
-			})
-		})
-	}
-	sidecars := map[string]*sidecar.Sidecar{}
+
 	bodies := proxy.NewBodies(proxy.BodyConfig{}) // one body budget for the whole process
+	sidecars := map[string]*sidecar.Sidecar{}
+	var mu sync.Mutex // sidecars, written by the roles' Ready
+	var ready []<-chan struct{}
 	for _, s := range []struct{ name, listen, app, outbound string }{
 		{"catalog", catalogAddr, catalogApp.addr(), "127.0.0.1:0"},
 		{"orders", ordersAddr, ordersApp.addr(), ""},
 	} {
-		src, client, err := enroll(spiffeid.RequireFromSegments(td, "svc", s.name))
-		if err != nil {
-			return err
-		}
-		f, first, err := follow(client, s.name)
+		w, err := workload(spiffeid.RequireFromSegments(td, "svc", s.name), "sidecar-"+s.name)
 		if err != nil {
 			return fmt.Errorf("%s sidecar: %w", s.name, err)
 		}
-		sc, err := sidecar.New(sidecar.Config{
-			Service: s.name, TrustDomain: td, Listen: s.listen, App: s.app, Outbound: s.outbound,
-			Initial: &sidecar.Snapshot{Origin: fmt.Sprintf("server version %d", first.Version), Version: first.Version, Data: []byte(first.Documents)},
-			Source:  src, Log: d.Log.With("role", "sidecar", "service", s.name), Bodies: bodies,
-		})
-		if err != nil {
-			return fmt.Errorf("%s sidecar: %w", s.name, err)
+		up := make(chan struct{})
+		ready = append(ready, up)
+		sc := &role.Sidecar{
+			Workload: w,
+			Proxy:    sidecar.Config{Service: s.name, Listen: s.listen, App: s.app, Outbound: s.outbound, Bodies: bodies},
+			Ready: func(sc *sidecar.Sidecar) {
+				mu.Lock()
+				sidecars[s.name] = sc
+				mu.Unlock()
+				close(up)
+			},
 		}
 		g.Go(func() error { return sc.Run(gctx) })
-		run(f, first.Version, func(origin string, version int64, data []byte) error {
-			return sc.Apply(sidecar.Snapshot{Origin: origin, Version: version, Data: data})
-		})
-		sidecars[s.name] = sc
 	}
 
-	// The gateway: its SVID, an edge certificate for localhost from
-	// Ward's CA, and the API key table from the server's key feed.
-	gwSrc, gwClient, err := enroll(spiffeid.RequireFromSegments(td, "gateway", "edge"))
+	// The gateway: an edge certificate for localhost from Ward's CA, and
+	// the API key table from the server's key feed.
+	w, err := workload(spiffeid.RequireFromSegments(td, "gateway", "edge"), "gateway")
 	if err != nil {
-		return err
+		return fmt.Errorf("gateway: %w", err)
 	}
-	certs := edgetls.NewRenewingSource(func(ctx context.Context) (*tls.Certificate, error) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		return gwClient.EdgeCertificate(ctx, k, []string{"localhost", "127.0.0.1"})
-	}, d.Log.With("role", "gateway"))
-	if err := certs.Start(ctx); err != nil {
-		return err
-	}
-	g.Go(func() error { return ignoreCanceled(certs.Run(gctx)) })
 	keys := new(gateway.KeyTable)
-	keysReady := make(chan struct{})
-	var once sync.Once
-	g.Go(func() error {
-		return gwClient.FollowAPIKeys(gctx, func(_ int64, recs []authn.APIKeyRecord) {
-			keys.Replace(recs)
-			if len(recs) > 0 {
-				once.Do(func() { close(keysReady) })
+	var gw *gateway.Gateway
+	gwReady := make(chan struct{})
+	edge := &role.Gateway{
+		Workload: w,
+		Proxy:    gateway.Config{Name: "edge", Listen: gwAddr, Bodies: bodies},
+		Edge:     role.EdgeCert{WardCA: true, Names: []string{"localhost", "127.0.0.1"}},
+		APIKeys:  keys,
+		Ready:    func(x *gateway.Gateway) { gw = x; close(gwReady) },
+	}
+	g.Go(func() error { return edge.Run(gctx) })
+	for _, up := range append(ready, gwReady) {
+		if err := started(up, "a proxy"); err != nil {
+			if isAddrInUse(err) {
+				return portTaken(gwAddr, err)
 			}
-		})
-	})
-	gwFollow, gwFirst, err := follow(gwClient, "gateway")
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	gw, err := gateway.New(gateway.Config{
-		Name: "edge", TrustDomain: td, Listen: gwAddr, TLS: edgetls.ServerConfig(certs, nil),
-		Initial: &gateway.Snapshot{Origin: fmt.Sprintf("server version %d", gwFirst.Version), Version: gwFirst.Version, Data: []byte(gwFirst.Documents)},
-		Source:  gwSrc, APIKeys: keys, Log: d.Log.With("role", "gateway"), Bodies: bodies,
-	})
-	if err != nil {
-		if isAddrInUse(err) {
-			return portTaken(gwAddr, err)
+			return err
 		}
-		return fmt.Errorf("gateway: %w", err)
 	}
-	g.Go(func() error { return gw.Run(gctx) })
-	run(gwFollow, gwFirst.Version, func(origin string, version int64, data []byte) error {
-		return gw.Apply(gateway.Snapshot{Origin: origin, Version: version, Data: data})
-	})
-	select {
-	case <-keysReady:
-	case <-gctx.Done():
-		return gctx.Err()
-	case <-time.After(10 * time.Second):
-		return errors.New("the gateway did not receive the API keys within 10s")
+	// The key feed fills the gateway's table shortly after it starts.
+	for deadline := time.Now().Add(10 * time.Second); keys.Len() <= 0; {
+		if time.Now().After(deadline) {
+			return errors.New("the gateway did not receive the API keys within 10s")
+		}
+		select {
+		case <-gctx.Done():
+			if err := g.Wait(); err != nil {
+				return err
+			}
+			return gctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 
 	t := &tour{
 		dir: dir, gateway: "https://localhost:" + port(gw.Addr()),
-		outbound: sidecars["catalog"].OutboundAddr(),
+		outbound: sidecars["catalog"].OutboundAddr(), ward: d.Ward,
 	}
 	if err := t.init(filepath.Join(serverDir, control.FileBundle)); err != nil {
 		return err
@@ -392,6 +365,8 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
 	d.say("  policies  %s: the gateway may read catalog, and orders only for users with orders:read;", filepath.Join(dir, fileResources))
 	d.say("            catalog may not call orders (no rule for svc/catalog)")
+	d.say("  audit     every request recorded in its proxy's spool (%s/{gateway,sidecar-catalog,sidecar-orders}/audit),", dir)
+	d.say("            shipped to the server's log %s", filepath.Join(serverDir, control.DirAudit))
 	d.say("")
 	d.say("The tour: each command below was just run by the demo, and under it is what it got.")
 	d.say("Paste them into another shell (curl needed) while the demo runs.")
@@ -459,10 +434,3 @@ func freeAddr() (string, error) {
 }
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
-
-func ignoreCanceled(err error) error {
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
-}

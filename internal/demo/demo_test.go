@@ -1,8 +1,9 @@
-package demo
+package demo_test
 
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -12,7 +13,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/wardsec/ward/internal/cli"
+	"github.com/wardsec/ward/internal/demo"
 )
+
+// newDemo is a demo whose ward commands run in process, as `ward demo`
+// runs them.
+func newDemo(out io.Writer) *demo.Demo {
+	return &demo.Demo{Out: out, Ward: cli.Run}
+}
 
 // syncBuffer is the demo's Out, read while the demo writes.
 type syncBuffer struct {
@@ -41,7 +51,8 @@ func TestTourAndShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
-	d := &Demo{Out: out, GatewayAddr: "127.0.0.1:0"}
+	d := newDemo(out)
+	d.GatewayAddr = "127.0.0.1:0"
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- d.Run(ctx) }()
@@ -66,10 +77,30 @@ func TestTourAndShutdown(t *testing.T) {
 		// 3: a fresh limit of 3 lets three through, then 429 with Retry-After.
 		regexp.MustCompile(`done\n  HTTP/2 200\n  HTTP/2 200\n  HTTP/2 200\n  HTTP/2 429\n  retry-after: \d+\n  HTTP/2 429\n  retry-after: \d+\n`),
 		// 4: orders' sidecar refuses catalog.
-		regexp.MustCompile(`http://orders/orders/1\n  ward: denied by orders-callers: no_rule_matches\n  HTTP 403\n`),
+		regexp.MustCompile(`http://orders/orders/1\n  \{"error":"forbidden","reason":"no_rule_matches","request_id":"\w+"\}\n  HTTP 403\n`),
+		// 5 (issue 13 item 3): the tour's own records, in the server's log:
+		// the gateway's of its 9 requests, the sidecars' of the 5 it let
+		// through (alice's 2, bob's 3 catalog reads) and of the lateral call.
+		regexp.MustCompile(`\$ ward --data-dir "\$D/server" audit query --type gateway.request\n  TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST\n(  \S+ +\d+ +gateway\.request +(allow|deny) .*\n){9}  9 records;`),
+		regexp.MustCompile(`\$ ward --data-dir "\$D/server" audit query --type sidecar.request\n  TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST\n(  \S+ +\d+ +sidecar\.request .*\n){6}  6 records;`),
+		// (two spools ship them, so in either order)
+		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +allow +\S+ +spiffe://demo\.ward\.local/gateway/edge +alice +orders .*$`),
+		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +allow +\S+ +spiffe://demo\.ward\.local/gateway/edge +alice +catalog .*$`),
+		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +deny +no_rule_matches +spiffe://demo\.ward\.local/svc/catalog +- +orders .*$`),
 	} {
 		if !want.MatchString(text) {
 			t.Errorf("tour lacks %s:\n%s", want, text)
+		}
+	}
+	// Every request id the tour's answers show is on a gateway.request line.
+	gatewayLines := regexp.MustCompile(`(?m)^  \S+ +\d+ +gateway\.request .*$`).FindAllString(text, -1)
+	for _, m := range regexp.MustCompile(`"request_id":"(\w+)"`).FindAllStringSubmatch(text, -1) {
+		found := false
+		for _, l := range gatewayLines {
+			found = found || strings.HasSuffix(l, " "+m[1])
+		}
+		if !found {
+			t.Errorf("request %s of the tour is not among its records:\n%s", m[1], strings.Join(gatewayLines, "\n"))
 		}
 	}
 	dir := strings.TrimPrefix(regexp.MustCompile(`(?m)^\$ D=(.*)$`).FindString(text), "$ D=")
@@ -101,24 +132,13 @@ func TestPortTaken(t *testing.T) {
 	}
 	defer l.Close()
 	var out bytes.Buffer
-	err = (&Demo{Out: &out, GatewayAddr: l.Addr().String(), Exit: true}).Run(context.Background())
+	d := newDemo(&out)
+	d.GatewayAddr, d.Exit = l.Addr().String(), true
+	err = d.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "another program uses") {
 		t.Fatalf("got %v", err)
 	}
 	if out.Len() != 0 {
 		t.Errorf("printed a tour anyway:\n%s", out.String())
-	}
-}
-
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"/tmp/ward-demo-123": "/tmp/ward-demo-123",
-		"/home/me/my demo":   "'/home/me/my demo'",
-		"/it's":              `'/it'\''s'`,
-		"":                   "''",
-	} {
-		if got := shellQuote(in); got != want {
-			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
-		}
 	}
 }

@@ -4,14 +4,20 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/gateway"
 )
 
 // tour is the walk through the demo: shell commands a user can paste,
@@ -25,6 +31,13 @@ type tour struct {
 	edge    *http.Client // trusts the server's bundle, as curl --cacert does
 	lateral *http.Client // through catalog's sidecar, as curl -x does
 	secrets map[string]string
+	// ward runs the tour's ward commands in process.
+	ward func(ctx context.Context, out io.Writer, args ...string) error
+
+	// What the tour's requests must have left in the server's log: the
+	// ids of those the gateway answered, and of those it forwarded.
+	start               time.Time
+	answered, forwarded []string
 }
 
 type step struct {
@@ -53,7 +66,7 @@ func (t *tour) init(bundleFile string) error {
 	t.lateral = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: t.outbound}),
 	}}
-	t.secrets = map[string]string{}
+	t.secrets, t.start = map[string]string{}, time.Now()
 	for _, f := range []string{fileAPIKey, fileAlice, fileBob} {
 		b, err := os.ReadFile(filepath.Join(t.dir, f))
 		if err != nil {
@@ -128,7 +141,71 @@ func (t *tour) steps() []step {
 				return fmt.Sprintf("%sHTTP %d", body, resp.StatusCode), nil
 			},
 		}}},
+		{"On the record: the gateway and each sidecar wrote every request above to their audit spools, which\n" +
+			"   ship to the server's log; a request's id joins the gateway's record to the sidecar's.", []call{
+			t.auditQuery("gateway.request"), t.auditQuery("sidecar.request"),
+		}},
 	}
+}
+
+// auditQuery is `ward audit query --type typ` on the server's log, run
+// once the tour's records have reached it.
+func (t *tour) auditQuery(typ string) call {
+	return call{cmd: `ward --data-dir "$D/server" audit query --type ` + typ, run: func(ctx context.Context) (string, error) {
+		if err := t.shipped(ctx); err != nil {
+			return "", err
+		}
+		var out strings.Builder
+		err := t.ward(ctx, &out, "--data-dir", filepath.Join(t.dir, "server"), "audit", "query", "--type", typ)
+		return out.String(), err
+	}}
+}
+
+// shipped waits until the server's log holds the records of the tour's
+// requests: a gateway.request for each the gateway answered, a
+// sidecar.request for each it forwarded and for the lateral call.
+// Proxies ship their spools every second.
+func (t *tour) shipped(ctx context.Context) error {
+	dir := filepath.Join(t.dir, "server", control.DirAudit)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var gw, sc []string
+		lateral := false
+		_, err := audit.Query(ctx, dir, audit.Filter{Since: t.start}, func(r audit.Record) error {
+			switch e := r.Event; {
+			case e.Type == "gateway.request":
+				gw = append(gw, e.RequestID)
+			case e.Type == "sidecar.request" && e.Actor == catalogID.String():
+				lateral = true
+			case e.Type == "sidecar.request":
+				sc = append(sc, e.RequestID)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("the server's audit log: %w", err)
+		}
+		if lateral && containsAll(gw, t.answered) && containsAll(sc, t.forwarded) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the tour's audit records did not reach the server's log within 10s")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // edgeCall is a GET through the gateway with the API key and the token in
@@ -172,6 +249,12 @@ func (t *tour) do(ctx context.Context, c *http.Client, u, keyFile, tokenFile str
 		return nil, "", err
 	}
 	defer resp.Body.Close()
+	if id := resp.Header.Get(gateway.HeaderRequestID); c == t.edge && id != "" {
+		t.answered = append(t.answered, id)
+		if resp.StatusCode == http.StatusOK {
+			t.forwarded = append(t.forwarded, id)
+		}
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return resp, string(body), err
 }

@@ -6,46 +6,44 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
-// ReasonTooManyConcurrent refuses a request past the per-source cap of
-// concurrent requests.
-const ReasonTooManyConcurrent = "too_many_concurrent_requests"
-
 // admit takes one of the source network's concurrent-request slots; past
 // the cap the request is refused with 429 and Retry-After, before any of
-// its body is read. release is never nil.
-func (g *Gateway) admit(x *exchange) (release func(), out outcome) {
-	release, ok := g.sources.Acquire(x.source)
+// its body is read. The slot is released once the response is over.
+func (g *Gateway) admit(x *exchange) pipeline.Refusal {
+	release, ok := g.sources.Acquire(x.Source)
 	if !ok {
-		x.w.Header().Set("Retry-After", "1")
 		closeAfter(x)
-		return func() {}, outcome{http.StatusTooManyRequests, ReasonTooManyConcurrent,
-			"over " + strconv.Itoa(g.sources.Max()) + " concurrent requests from " + proxy.SourceNetwork(x.source)}
+		return pipeline.Refuse(pipeline.TooManyRequests,
+			"over "+strconv.Itoa(g.sources.Max())+" concurrent requests from "+proxy.SourceNetwork(x.Source))
 	}
-	return release, outcome{}
+	x.Defer(release)
+	return pipeline.Refusal{}
 }
 
 // prepareBody applies the route's body limit and receives the body (whole
 // up to the buffer bound, under the minimum rate and the process budget)
-// before anything is forwarded; gRPC streams pass as they come. done
-// returns the buffers once the request was forwarded; it is never nil.
-func (g *Gateway) prepareBody(x *exchange) (done func(), out outcome) {
-	done, err := g.bodies.Prepare(x.w, x.r, x.route.body, isGRPC(x.r))
+// before anything is forwarded; gRPC streams pass as they come. The
+// buffers go back once the response is over.
+func (g *Gateway) prepareBody(x *exchange) pipeline.Refusal {
+	done, err := g.bodies.Prepare(&x.W, x.R, x.State.route.body, isGRPC(x.R))
+	x.Defer(done)
 	if err != nil {
 		closeAfter(x)
-		return done, outcome{err.Status, err.Reason, err.Error()}
+		return pipeline.Refuse(pipeline.Lookup(err.Reason).WithStatus(err.Status), err.Error())
 	}
-	return done, outcome{}
+	return pipeline.Refusal{}
 }
 
 // closeAfter ends an HTTP/1 connection after the refusal of a request
 // whose body was not read: net/http would otherwise read up to 256 KiB of
 // it before answering, at whatever pace the client sends.
 func closeAfter(x *exchange) {
-	if x.r.ProtoMajor == 1 {
-		x.w.Header().Set("Connection", "close")
+	if x.R.ProtoMajor == 1 {
+		x.W.Header().Set("Connection", "close")
 	}
 }
 

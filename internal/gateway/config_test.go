@@ -49,13 +49,13 @@ spec: {issuerURL: %q, audiences: [%s], algorithms: [ES256]}
 `, idp.URL, audience)
 	}
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	w, err := newConfigWatcher("", &Snapshot{Version: 1, Data: docs("a")}, td, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w, err := newConfig(Config{Initial: &Snapshot{Version: 1, Data: docs("a")}, TrustDomain: td, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := refreshLoops()
 	// Applied before Run: no loop yet (it has no lifetime to run in).
-	if err := w.apply(Snapshot{Version: 2, Data: docs("b")}); err != nil {
+	if err := w.Apply(Snapshot{Version: 2, Data: docs("b")}); err != nil {
 		t.Fatal(err)
 	}
 	waitLoops(t, before)
@@ -65,19 +65,19 @@ spec: {issuerURL: %q, audiences: [%s], algorithms: [ES256]}
 	go func() { done <- w.Run(ctx) }()
 	waitLoops(t, before+1)
 	for i, aud := range []string{"c", "d", "e"} {
-		if err := w.apply(Snapshot{Version: int64(3 + i), Data: docs(aud)}); err != nil {
+		if err := w.Apply(Snapshot{Version: int64(3 + i), Data: docs(aud)}); err != nil {
 			t.Fatal(err)
 		}
 		waitLoops(t, before+1)
 	}
-	if err := w.apply(Snapshot{Version: 6, Data: docs("e")}); err != nil { // identical
+	if err := w.Apply(Snapshot{Version: 6, Data: docs("e")}); err != nil { // identical
 		t.Fatal(err)
 	}
-	if err := w.apply(Snapshot{Version: 7, Data: []byte("kind: Issuer\n")}); err == nil {
+	if err := w.Apply(Snapshot{Version: 7, Data: []byte("kind: Issuer\n")}); err == nil {
 		t.Fatal("an invalid snapshot was applied")
 	}
 	waitLoops(t, before+1)
-	if v := w.Load().version; v != 6 {
+	if v := w.Load().Version; v != 6 {
 		t.Errorf("version = %d, want 6", v)
 	}
 	cancel()

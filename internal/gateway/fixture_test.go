@@ -42,7 +42,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // edge is a Ward server, a gateway, an identity provider and two services
 // (orders, catalog) behind sidecars, all in this process on loopback.
 type edge struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	srv      *control.Server
 	operator *control.Client
@@ -162,12 +162,12 @@ spec:
       paths: ["/catalog/*", "/limited/*", "/limited"]
 `
 
-func newEdge(t *testing.T) *edge {
+func newEdge(t testing.TB) *edge {
 	t.Helper()
 	return newEdgeWith(t, nil)
 }
 
-func newEdgeWith(t *testing.T, mod func(*gateway.Config)) *edge {
+func newEdgeWith(t testing.TB, mod func(*gateway.Config)) *edge {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
@@ -336,7 +336,7 @@ type recorder struct {
 	seen []*http.Request
 }
 
-func newRecorder(t *testing.T) *recorder {
+func newRecorder(t testing.TB) *recorder {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -366,7 +366,7 @@ func (r *recorder) last() *http.Request {
 	return r.seen[len(r.seen)-1]
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -377,7 +377,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // selfSigned makes the gateway's edge certificate for localhost.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{

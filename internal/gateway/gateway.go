@@ -32,6 +32,7 @@ import (
 	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/mesh"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/resource"
@@ -140,7 +141,7 @@ type Gateway struct {
 	id       spiffeid.ID
 	lim      Limits
 	log      *slog.Logger
-	conf     *configWatcher
+	conf     *resource.Config[*snapshot]
 	mesh     *mesh.Client
 	keys     *authn.APIKeys
 	limiter  ratelimit.Limiter
@@ -153,8 +154,6 @@ type Gateway struct {
 	sources  *proxy.SourceCap
 	metrics  *metrics
 	registry *prometheus.Registry
-
-	records sync.WaitGroup // access records being written
 
 	https, http, admin net.Listener
 	conns              chan struct{} // semaphore of open client connections
@@ -210,16 +209,15 @@ func New(cfg Config) (_ *Gateway, err error) {
 		g.cfg.TokenTTL = 2 * time.Minute
 	}
 	g.conns = make(chan struct{}, g.lim.MaxConns)
-	if g.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.Initial, cfg.TrustDomain, cfg.IssuerClient, cfg.Log); err != nil {
+	if g.conf, err = newConfig(cfg, id.String()); err != nil {
 		return nil, err
 	}
-	g.conf.events, g.conf.subject = cfg.Events, id.String()
 	g.metrics = newMetrics(g.registry)
 	g.registry.MustRegister(bodyGauge(g.bodies))
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.guard = g.newGuard()
 	g.mesh = mesh.New(mesh.Config{
-		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: g.conf.endpoints,
+		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: g.endpoints,
 		ConnectTimeout: g.lim.ConnectTimeout, RequestTimeout: g.lim.RequestTimeout,
 		Resilience: cfg.Resilience, Log: cfg.Log,
 	})
@@ -259,10 +257,10 @@ func New(cfg Config) (_ *Gateway, err error) {
 // fields. Applying data identical to the running snapshot is a no-op that
 // returns nil and emits nothing (ConfigVersion then reports snap's
 // version). A gateway started with a ConfigFile refuses snapshots.
-func (g *Gateway) Apply(snap Snapshot) error { return g.conf.apply(snap) }
+func (g *Gateway) Apply(snap Snapshot) error { return g.conf.Apply(snap) }
 
 // ConfigVersion reports the version of the running snapshot (0 for a file).
-func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().version }
+func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().Version }
 
 // ID is the gateway's SPIFFE ID.
 func (g *Gateway) ID() spiffeid.ID { return g.id }
@@ -307,7 +305,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("gateway running", "id", g.id, "https", g.Addr(), "http", g.HTTPAddr(), "admin", g.AdminAddr())
 	err := eg.Wait()
-	g.records.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -338,7 +335,7 @@ func (g *Gateway) serveHTTPS(ctx context.Context) error {
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	}
 	srv := &http.Server{
-		Handler:           g.handler(),
+		Handler:           g.newPipeline(),
 		ReadHeaderTimeout: g.lim.ReadHeaderTimeout,
 		ReadTimeout:       g.lim.ReadTimeout,
 		IdleTimeout:       g.lim.IdleTimeout,
@@ -351,22 +348,31 @@ func (g *Gateway) serveHTTPS(ctx context.Context) error {
 			return proxy.ConnContext(ctx, c)
 		},
 	}
-	queue := proxy.NewConnQueue(g.https.Addr())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = proxy.Serve(ctx, srv, queue) }()
-	defer wg.Wait()
-	return proxy.AcceptLoop(ctx, g.https, func(c net.Conn) {
-		select {
-		case g.conns <- struct{}{}:
-		default: // at the connection limit: turn the newcomer away at once
-			g.metrics.refused.WithLabelValues("max_connections").Inc()
-			c.Close()
-			return
-		}
-		hc := &heldConn{Conn: c, release: func() { <-g.conns }}
-		g.handleConn(ctx, hc, tlsCfg, queue)
-	})
+	front := &pipeline.Front{
+		Listener: g.https, TLS: tlsCfg, Guard: g.guard, Server: srv, HandshakeTimeout: handshakeTimeout,
+		Admit: func(c net.Conn) (net.Conn, bool) {
+			select {
+			case g.conns <- struct{}{}:
+				return &heldConn{Conn: c, release: func() { <-g.conns }}, true
+			default: // at the connection limit: turn the newcomer away at once
+				g.metrics.refused.WithLabelValues("max_connections").Inc()
+				c.Close()
+				return nil, false
+			}
+		},
+		Refused: func(raw net.Conn, err error) {
+			g.metrics.refused.WithLabelValues("tls_handshake").Inc()
+			g.log.Debug("TLS handshake failed", "source", raw.RemoteAddr(), "err", err)
+		},
+		Serve: func(_ context.Context, tc *tls.Conn, c net.Conn) net.Conn {
+			if tc.ConnectionState().NegotiatedProtocol == "acme-tls/1" {
+				tc.Close() // an ACME CA validating tls-alpn-01: the handshake was all
+				return nil
+			}
+			return c
+		},
+	}
+	return front.Run(ctx)
 }
 
 // heldConn releases its connection slot when closed.
@@ -379,31 +385,6 @@ type heldConn struct {
 func (c *heldConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
-}
-
-func (g *Gateway) handleConn(ctx context.Context, raw net.Conn, cfg *tls.Config, queue *proxy.ConnQueue) {
-	tc := tls.Server(raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		g.metrics.refused.WithLabelValues("tls_handshake").Inc()
-		g.log.Debug("TLS handshake failed", "source", raw.RemoteAddr(), "err", err)
-		tc.Close()
-		return
-	}
-	var c net.Conn = tc
-	switch tc.ConnectionState().NegotiatedProtocol {
-	case "h2":
-	case "acme-tls/1": // an ACME CA validating tls-alpn-01: the handshake was all
-		tc.Close()
-		return
-	default:
-		c = g.guard.Conn(tc)
-	}
-	if !queue.Push(ctx, c) {
-		c.Close()
-	}
 }
 
 func (g *Gateway) close() {

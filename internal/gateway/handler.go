@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +13,7 @@ import (
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/authn"
 	"github.com/wardsec/ward/internal/idtoken"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/ratelimit"
@@ -27,148 +26,110 @@ const (
 	HeaderAPIKey = "X-Api-Key"
 	// HeaderRequestID is set on every response and sent upstream; it joins
 	// the gateway's access record to the sidecar's.
-	HeaderRequestID = "X-Ward-Request-Id"
+	HeaderRequestID = pipeline.HeaderRequestID
 	// HeaderClientIP carries the client's address to the service.
-	HeaderClientIP   = "X-Ward-Client-Ip"
-	headerDenyReason = "X-Ward-Deny-Reason"
+	HeaderClientIP = "X-Ward-Client-Ip"
 )
 
-// Reason codes of the gateway's own decisions (authentication failures use
-// authn's codes, policy decisions policy's).
+// Reason codes of the gateway's own decisions, for tests and callers that
+// name them; the registry in package pipeline holds their statuses.
 const (
-	ReasonAllowed           = "allowed"
-	ReasonNoRoute           = "no_route"
-	ReasonAmbiguousPath     = "ambiguous_path"
-	ReasonAPIKeyMissing     = "apikey_missing"
-	ReasonJWTMissing        = "jwt_missing"
-	ReasonCertMissing       = "client_cert_missing"
-	ReasonConditionFailed   = "route_condition_failed"
-	ReasonRateLimited       = "rate_limited"
-	ReasonLimiterDown       = "ratelimit_unavailable"
-	ReasonBodyTooLarge      = proxy.ReasonBodyTooLarge
-	ReasonBadBody           = proxy.ReasonBodyMalformed
-	ReasonIssuersNotDefined = "no_issuers"
-	ReasonTokenUnavailable  = "identity_token_unavailable"
-	ReasonAuditUnavailable  = "audit_unavailable"
+	ReasonAllowed         = "allowed"
+	ReasonConditionFailed = "route_condition_failed"
+	ReasonLimiterDown     = "ratelimit_unavailable"
 )
 
-// outcome is what the pipeline decided, for the client and the record.
-type outcome struct {
-	status int
-	reason string
-	msg    string // for the operator's record; never sent to the client
+// state is the gateway's part of an exchange.
+type state struct {
+	snap  *snapshot
+	route *route
+	p     authn.Principal
 }
 
-// exchange is one request passing through the gateway.
-type exchange struct {
-	id     string
-	start  time.Time
-	route  *route
-	p      authn.Principal
-	w      *recordingWriter
-	r      *http.Request
-	path   string
-	source string
-}
+type exchange = pipeline.Exchange[state]
 
-func newRequestID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-func (g *Gateway) handler() http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		x := &exchange{id: newRequestID(), start: time.Now(), r: r, w: &recordingWriter{ResponseWriter: rw}}
-		x.source, _, _ = net.SplitHostPort(r.RemoteAddr)
-		x.p.Source = x.source
-		x.p.AnonymousID = authn.AnonymousID(g.anon, x.source, r.UserAgent())
-		rw.Header().Set(HeaderRequestID, x.id)
-		out := g.serve(x)
-		if out.status != 0 {
-			g.refuse(x, out)
-		}
-		g.record(x, out)
+// newPipeline returns the gateway's request path: hygiene, admission,
+// routing, authentication, authorization, rate limit, forwarding; the
+// record is written once the response is over.
+func (g *Gateway) newPipeline() *pipeline.Pipeline[state] {
+	return pipeline.New(pipeline.Config[state]{
+		Stages: []pipeline.Stage[state]{
+			{Name: "hygiene", Run: g.hygiene},
+			{Name: "admit", Run: g.admit},
+			{Name: "route", Run: g.findRoute},
+			{Name: "authenticate", Run: g.authenticate},
+			{Name: "authorize", Run: g.authorize},
+			{Name: "limit", Run: g.rateLimit},
+			{Name: "forward", Run: g.forward},
+		},
+		Begin: func(x *exchange) {
+			x.State.snap = g.snap()
+			x.State.p.Source = x.Source
+			x.State.p.AnonymousID = authn.AnonymousID(g.anon, x.Source, x.R.UserAgent())
+		},
+		Record:   g.record,
+		OnHeader: secureHeaders,
 	})
 }
 
-// serve runs the pipeline. A zero outcome means the request was forwarded
-// (the status is the upstream's, in x.w).
-func (g *Gateway) serve(x *exchange) outcome {
-	r := x.r
-	snap := g.conf.Load()
-	if out := g.hygiene(r); out.status != 0 {
-		return out
-	}
-	release, out := g.admit(x)
-	if out.status != 0 {
-		return out
-	}
-	defer release()
-
+// findRoute normalizes the path and finds the request's Route.
+func (g *Gateway) findRoute(x *exchange) pipeline.Refusal {
+	r := x.R
 	path, err := policy.NormalizePath(r.URL.EscapedPath())
 	if err != nil {
-		return outcome{http.StatusBadRequest, ReasonAmbiguousPath, err.Error()}
+		return pipeline.Refuse(pipeline.AmbiguousPath, err.Error())
 	}
-	x.path = path
+	x.Path = path
 	host := strings.ToLower(r.Host)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(host, ".")
-	x.route = snap.match(host, path)
-	if x.route == nil {
-		return outcome{http.StatusNotFound, ReasonNoRoute, fmt.Sprintf("no route for host %q path %s", host, path)}
+	x.State.route = x.State.snap.match(host, path)
+	if x.State.route == nil {
+		return pipeline.Refuse(pipeline.NoRoute, fmt.Sprintf("no route for host %q path %s", host, path))
 	}
-	if out := g.authenticate(x, snap); out.status != 0 {
-		return out
-	}
-	if out := g.authorize(x, snap); out.status != 0 {
-		return out
-	}
-	if out := g.rateLimit(x); out.status != 0 {
-		return out
-	}
-	return g.forward(x)
+	return pipeline.Refusal{}
 }
 
 // authenticate builds the Principal the route asks for.
-func (g *Gateway) authenticate(x *exchange, snap *snapshot) outcome {
-	r, spec := x.r, &x.route.spec
+func (g *Gateway) authenticate(x *exchange) pipeline.Refusal {
+	r, spec, p := x.R, &x.State.route.spec, &x.State.p
 	key := r.Header.Get(HeaderAPIKey)
 	switch {
 	case key == "" && spec.Auth.APIKey == resource.APIKeyRequired:
-		return outcome{http.StatusUnauthorized, ReasonAPIKeyMissing, "no " + HeaderAPIKey + " header"}
+		return pipeline.Refuse(pipeline.APIKeyMissing, "no "+HeaderAPIKey+" header")
 	case key != "" && spec.Auth.APIKey != resource.APIKeyNone:
-		app, err := g.keys.Authenticate(r.Context(), key, x.route.name, time.Now())
+		app, err := g.keys.Authenticate(r.Context(), key, x.State.route.name, time.Now())
 		if err != nil {
 			return authFailure(err)
 		}
-		x.p.AppID, x.p.KeyPrefix, x.p.KeyScopes = app.AppID, app.KeyPrefix, app.KeyScopes
+		p.AppID, p.KeyPrefix, p.KeyScopes = app.AppID, app.KeyPrefix, app.KeyScopes
 	}
 	switch spec.Auth.User {
 	case resource.UserJWT:
 		tok, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
-			return outcome{http.StatusUnauthorized, ReasonJWTMissing, "no bearer token in Authorization"}
+			return pipeline.Refuse(pipeline.JWTMissing, "no bearer token in Authorization")
 		}
+		snap := x.State.snap
 		if snap.jwt == nil {
-			return outcome{http.StatusServiceUnavailable, ReasonIssuersNotDefined, "route needs a JWT but no Issuer is defined"}
+			return pipeline.Refuse(pipeline.IssuersNotDefined, "route needs a JWT but no Issuer is defined")
 		}
 		user, err := g.jwtCache.verify(r.Context(), snap.jwt, tok, spec.Auth.Issuers)
 		if err != nil {
 			return authFailure(err)
 		}
-		x.p.User, x.p.Issuer, x.p.Claims, x.p.Scopes = user.User, user.Issuer, user.Claims, user.Scopes
+		p.User, p.Issuer, p.Claims, p.Scopes = user.User, user.Issuer, user.Claims, user.Scopes
 	case resource.UserMTLS:
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-			return outcome{http.StatusUnauthorized, ReasonCertMissing, "no verified client certificate"}
+			return pipeline.Refuse(pipeline.CertMissing, "no verified client certificate")
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
-		x.p.User, x.p.Issuer = certUser(leaf.Subject.CommonName, leaf.EmailAddresses), "mtls"
-		x.p.Claims = map[string]any{"sub": x.p.User}
+		p.User, p.Issuer = certUser(leaf.Subject.CommonName, leaf.EmailAddresses), "mtls"
+		p.Claims = map[string]any{"sub": p.User}
 	}
-	return outcome{}
+	return pipeline.Refusal{}
 }
 
 func certUser(cn string, emails []string) string {
@@ -178,18 +139,11 @@ func certUser(cn string, emails []string) string {
 	return cn
 }
 
-// authFailure turns an authentication error into a 401, or a 503 when the
-// credential could not be checked at all.
-func authFailure(err error) outcome {
-	reason := authn.ReasonOf(err)
-	status := http.StatusUnauthorized
-	switch reason {
-	case authn.ReasonAPIKeyUnavailable, authn.ReasonJWTKeysUnavailable:
-		status = http.StatusServiceUnavailable
-	case authn.ReasonAPIKeyOutOfScope:
-		status = http.StatusForbidden
-	}
-	return outcome{status, reason, err.Error()}
+// authFailure turns an authentication error into its refusal: the
+// registry says which are 401, 403 (a key out of scope) or 503 (the
+// credential could not be checked at all).
+func authFailure(err error) pipeline.Refusal {
+	return pipeline.Refuse(pipeline.Lookup(authn.ReasonOf(err)), err.Error())
 }
 
 // bearer returns the token of an "Authorization: Bearer" header.
@@ -224,149 +178,114 @@ func userVars(p *authn.Principal) map[string]any {
 // caller, the AccessPolicies of the target service: the same decision the
 // service's sidecar will make, taken at the edge so a denial costs nothing
 // downstream and has its reason.
-func (g *Gateway) authorize(x *exchange, snap *snapshot) outcome {
-	req := policy.Request{Target: x.route.service, Peer: g.id, Method: x.r.Method, Path: x.path, Header: x.r.Header, Claims: userVars(&x.p)}
-	ok, err := snap.engine.RouteCondition(x.route.name, req)
+func (g *Gateway) authorize(x *exchange) pipeline.Refusal {
+	rt, snap := x.State.route, x.State.snap
+	req := policy.Request{Target: rt.service, Peer: g.id, Method: x.R.Method, Path: x.Path, Header: x.R.Header, Claims: userVars(&x.State.p)}
+	ok, err := snap.engine.RouteCondition(rt.name, req)
 	if err != nil {
-		return outcome{http.StatusForbidden, ReasonConditionFailed, "route condition: " + err.Error()}
+		return pipeline.Refuse(pipeline.ConditionFailed, "route condition: "+err.Error())
 	}
 	if !ok {
-		return outcome{http.StatusForbidden, ReasonConditionFailed, "route condition does not hold"}
+		return pipeline.Refuse(pipeline.ConditionFailed, "route condition does not hold")
 	}
 	dec := snap.engine.Decide(req)
 	if !dec.Allow {
-		status := http.StatusForbidden
-		if dec.Reason == policy.ReasonAmbiguousPath {
-			status = http.StatusBadRequest
-		}
-		return outcome{status, dec.Reason, dec.Message}
+		return pipeline.Refuse(pipeline.Lookup(dec.Reason), dec.Message)
 	}
-	return outcome{}
+	return pipeline.Refusal{}
 }
 
 // rateLimit applies the route's limit to the caller's key.
-func (g *Gateway) rateLimit(x *exchange) outcome {
-	rt := x.route
+func (g *Gateway) rateLimit(x *exchange) pipeline.Refusal {
+	rt := x.State.route
 	if rt.limit.Rate.Count == 0 {
-		return outcome{}
+		return pipeline.Refusal{}
 	}
 	key := "route:" + rt.name
 	for _, kind := range rt.keys {
-		key += "|" + x.p.LimitKey(kind)
+		key += "|" + x.State.p.LimitKey(kind)
 	}
-	res, err := g.limiter.Allow(x.r.Context(), key, rt.limit)
+	res, err := g.limiter.Allow(x.R.Context(), key, rt.limit)
 	if err != nil {
 		// Fail closed: a limit that cannot be counted is not enforced, and
 		// the point of a limit is that it is.
-		return outcome{http.StatusServiceUnavailable, ReasonLimiterDown, err.Error()}
+		return pipeline.Refuse(pipeline.LimiterDown, err.Error())
 	}
-	ratelimit.Headers(x.w.Header(), rt.limit, res)
+	ratelimit.Headers(x.W.Header(), rt.limit, res)
 	if !res.Allowed {
-		return outcome{http.StatusTooManyRequests, ReasonRateLimited, "limit " + rt.limit.Rate.String() + " for " + key}
+		return pipeline.Refuse(pipeline.RateLimited, "limit "+rt.limit.Rate.String()+" for "+key)
 	}
-	return outcome{}
+	return pipeline.Refusal{}
 }
 
 // forward sends the request into the mesh.
-func (g *Gateway) forward(x *exchange) outcome {
-	r, rt := x.r, x.route
+func (g *Gateway) forward(x *exchange) pipeline.Refusal {
+	r, rt := x.R, x.State.route
 	if err := audit.Ready(g.cfg.Events); err != nil {
 		// Fail closed: a request that cannot be recorded is not forwarded.
-		return outcome{http.StatusServiceUnavailable, ReasonAuditUnavailable, err.Error()}
+		return pipeline.Refuse(pipeline.AuditUnavailable, err.Error())
 	}
 	up, err := g.mesh.Upstream(rt.service)
 	if err != nil {
-		return outcome{http.StatusBadGateway, "unknown_service", err.Error()}
+		return pipeline.Refuse(pipeline.UnknownService, err.Error())
 	}
-	done, out := g.prepareBody(x)
-	if out.status != 0 {
-		return out
+	if ref := g.prepareBody(x); ref.Refused() {
+		return ref
 	}
-	defer done()
-	tok, err := g.tokens.get(g.cfg.Source.Current(), &x.p, up.ID().String(), g.cfg.TokenTTL)
+	tok, err := g.tokens.get(g.cfg.Source.Current(), &x.State.p, up.ID().String(), g.cfg.TokenTTL)
 	if err != nil {
-		return outcome{http.StatusServiceUnavailable, ReasonTokenUnavailable, err.Error()}
+		return pipeline.Refuse(pipeline.TokenUnavailable, err.Error())
 	}
 	if !rt.spec.ForwardCredentials {
 		r.Header.Del("Authorization")
 		r.Header.Del(HeaderAPIKey)
 	}
 	r.Header.Set(idtoken.Header, tok)
-	r.Header.Set(HeaderRequestID, x.id)
-	r.Header.Set(HeaderClientIP, x.source) // what the gateway saw, never the client's claim
-	proxy.SetPath(r.URL, x.path)           // the service sees the path that was authorized
-	up.ServeHTTP(x.w, r)
-	return outcome{}
+	r.Header.Set(HeaderRequestID, x.ID)
+	r.Header.Set(HeaderClientIP, x.Source) // what the gateway saw, never the client's claim
+	proxy.SetPath(r.URL, x.Path)           // the service sees the path that was authorized
+	up.ServeHTTP(&x.W, r)
+	return pipeline.Refusal{}
 }
 
-// refuse answers a request the gateway did not forward: the status, the
-// reason code (never the detail, which may quote credentials' metadata)
-// and the request id, as JSON.
-func (g *Gateway) refuse(x *exchange, out outcome) {
-	h := x.w.Header()
-	h.Set(headerDenyReason, out.reason)
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	switch out.reason {
-	case ReasonJWTMissing:
-		h.Set("WWW-Authenticate", `Bearer realm="ward"`)
-	case authn.ReasonJWTExpired, authn.ReasonJWTBadSignature, authn.ReasonJWTWrongAudience, authn.ReasonJWTWrongIssuer,
-		authn.ReasonJWTMalformed, authn.ReasonJWTAlgNotAllowed, authn.ReasonJWTUnknownKey, authn.ReasonJWTNotYetValid:
-		h.Set("WWW-Authenticate", `Bearer realm="ward", error="invalid_token"`)
-	}
-	if out.status == http.StatusServiceUnavailable {
-		h.Set("Retry-After", "1")
-	}
-	body, _ := json.Marshal(struct {
-		Error     string `json:"error"`
-		Reason    string `json:"reason"`
-		RequestID string `json:"request_id"`
-	}{strings.ToLower(http.StatusText(out.status)), out.reason, x.id})
-	x.w.WriteHeader(out.status)
-	_, _ = x.w.Write(append(body, '\n'))
-}
-
-// record emits the access record of the exchange.
-func (g *Gateway) record(x *exchange, out outcome) {
-	status := x.w.status
+// record emits the access record of the exchange, once the response is
+// over, from the request's own goroutine.
+func (g *Gateway) record(x *exchange) {
+	status := x.W.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	decision, reason := "allow", ReasonAllowed
-	if out.status != 0 {
-		decision, reason = "deny", out.reason
+	if x.Refusal.Refused() {
+		decision, reason = "deny", x.Refusal.Reason.Code
 	}
 	routeName, service := "", ""
-	if x.route != nil {
-		routeName, service = x.route.name, x.route.service
+	if x.State.route != nil {
+		routeName, service = x.State.route.name, x.State.route.service
 	}
-	elapsed := time.Since(x.start)
+	elapsed := time.Since(x.Start)
+	p, r := &x.State.p, x.R
 	ev := audit.Event{
-		Time: time.Now(), Type: "gateway.request", Actor: x.p.Key(authn.KeyKindUser), Subject: g.id.String(),
-		Decision: decision, Reason: reason, Source: x.r.RemoteAddr, Service: service, User: x.p.User, App: x.p.AppID,
-		RequestID: x.id, TraceID: traceID(x.r.Header.Get("Traceparent")), Result: strconv.Itoa(status),
+		Time: time.Now(), Type: "gateway.request", Actor: p.Key(authn.KeyKindUser), Subject: g.id.String(),
+		Decision: decision, Reason: reason, Source: r.RemoteAddr, Service: service, User: p.User, App: p.AppID,
+		RequestID: x.ID, TraceID: traceID(r.Header.Get("Traceparent")), Result: strconv.Itoa(status),
 		Fields: map[string]string{
-			"route": routeName, "method": x.r.Method, "host": x.r.Host, "path": x.r.URL.EscapedPath(),
-			"status": strconv.Itoa(status), "bytes_out": strconv.FormatInt(x.w.bytes, 10),
-			"bytes_in": strconv.FormatInt(max(x.r.ContentLength, 0), 10), "latency_us": strconv.FormatInt(elapsed.Microseconds(), 10),
-			"anonymous_id": x.p.AnonymousID, "key_prefix": x.p.KeyPrefix, "user_issuer": x.p.Issuer, "proto": x.r.Proto,
+			"route": routeName, "method": r.Method, "host": r.Host, "path": r.URL.EscapedPath(),
+			"status": strconv.Itoa(status), "bytes_out": strconv.FormatInt(x.W.Bytes, 10),
+			"bytes_in": strconv.FormatInt(max(r.ContentLength, 0), 10), "latency_us": strconv.FormatInt(elapsed.Microseconds(), 10),
+			"anonymous_id": p.AnonymousID, "key_prefix": p.KeyPrefix, "user_issuer": p.Issuer, "proto": r.Proto,
 		},
 	}
-	if out.msg != "" {
-		ev.Fields["message"] = out.msg
+	if x.Refusal.Detail != "" {
+		ev.Fields["message"] = x.Refusal.Detail
 	}
 	g.metrics.observe(routeName, decision, reason, status, elapsed)
-	// The record is written behind the response: with a durable log,
-	// waiting for its fsync would hold the end of every response. Whether
-	// the log can record was checked before the request was forwarded
-	// (fail closed), and the service's sidecar records its own decision
-	// before the app sees anything. Run waits for these on shutdown.
-	ctx := context.WithoutCancel(x.r.Context())
-	g.records.Go(func() {
-		if err := g.cfg.Events.Emit(ctx, ev); err != nil {
-			g.log.Error("access record not written", "request_id", x.id, "err", err)
-		}
-	})
+	// Written behind the response: whether the log can record was checked
+	// before the request was forwarded (fail closed), and the service's
+	// sidecar records its own decision before the app sees anything.
+	if err := g.cfg.Events.Emit(context.WithoutCancel(r.Context()), ev); err != nil {
+		g.log.Error("access record not written", "request_id", x.ID, "err", err)
+	}
 }
 
 // traceID returns the trace id of a W3C traceparent header, or "".
@@ -392,30 +311,3 @@ func secureHeaders(h http.Header) {
 		h.Set("X-Content-Type-Options", "nosniff")
 	}
 }
-
-// recordingWriter records the status and bytes of a response.
-type recordingWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *recordingWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-		secureHeaders(w.Header())
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *recordingWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-		secureHeaders(w.Header())
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,8 +1,7 @@
 package gateway
 
 import (
-	"net/http"
-
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -15,11 +14,12 @@ const ReasonMalformed = "malformed_request"
 // the guard applied to HTTP/1.x heads (names, limits); then nothing a
 // client sends may pose as Ward's own headers, in any spelling, or as the
 // app's proxy (httpoxy), before routes and conditions read the headers.
-func (g *Gateway) hygiene(r *http.Request) outcome {
+func (g *Gateway) hygiene(x *exchange) pipeline.Refusal {
+	r := x.R
 	if err := g.guard.Check(r); err != nil {
-		return outcome{err.Status, ReasonMalformed, err.Reason}
+		return pipeline.Refuse(pipeline.Malformed.WithStatus(err.Status), err.Reason)
 	}
 	proxy.StripWard(r.Header)
 	r.Header.Del("Proxy")
-	return outcome{}
+	return pipeline.Refusal{}
 }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,11 @@ import (
 
 // HandshakeTimeout bounds a TLS handshake with an upstream sidecar.
 const HandshakeTimeout = 10 * time.Second
+
+// defaultMaxConns bounds the connections of one protocol to one endpoint.
+// On the HTTP/1.1 pool it is also how many requests run at once there
+// (one per connection); more wait for a free connection.
+const defaultMaxConns = 256
 
 // Resilience configures how a client treats failing upstreams.
 type Resilience struct {
@@ -53,9 +59,11 @@ type Config struct {
 // service has its own connection pools; the server must present exactly
 // that service's SPIFFE ID.
 type Client struct {
-	cfg Config
-	mu  sync.RWMutex // guards ups and each Upstream's eps
-	ups map[string]*Upstream
+	cfg       Config
+	maxConns  int          // connections per endpoint and protocol (defaultMaxConns)
+	h1Callers bool         // HTTP/1.x callers get the HTTP/1.1 pool (hop)
+	mu        sync.RWMutex // guards ups and each Upstream's eps
+	ups       map[string]*Upstream
 }
 
 // New returns a client; connections are opened on first use.
@@ -69,7 +77,7 @@ func New(cfg Config) *Client {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Client{cfg: cfg, ups: map[string]*Upstream{}}
+	return &Client{cfg: cfg, maxConns: defaultMaxConns, h1Callers: hop == hopH1, ups: map[string]*Upstream{}}
 }
 
 // Upstream is one destination service.
@@ -77,7 +85,7 @@ type Upstream struct {
 	name    string
 	id      spiffeid.ID
 	c       *Client
-	h2, h1  *httputil.ReverseProxy // h1 for upgrades (WebSocket)
+	h2, h1  *httputil.ReverseProxy // h1: upgrades, and HTTP/1.x callers with hop h1
 	hosts   *proxy.Ejector         // round robin, outliers ejected
 	breaker *proxy.Breaker
 	budget  *proxy.RetryBudget
@@ -134,24 +142,53 @@ func (c *Client) Upstream(name string) (*Upstream, error) {
 		breaker: proxy.NewBreaker(res.Breaker),
 		budget:  proxy.NewRetryBudget(res.Retry),
 	}
-	u.t2 = c.transport(u, []string{"h2", "http/1.1"})
-	u.t1 = c.transport(u, []string{"http/1.1"})
+	u.t2, u.t1 = c.transport(u, true), c.transport(u, false)
 	u.h2, u.h1 = c.proxy(u, &resilient{u: u, rt: u.t2}), c.proxy(u, &resilient{u: u, rt: u.t1})
 	c.ups[name] = u
 	return u, nil
 }
 
-// ServeHTTP forwards r to the service over mutual TLS: HTTP/2 when the
-// sidecar offers it, HTTP/1.1 for upgrades (WebSocket). Failures are
-// answered with 502, or 503 when the breaker is open or every endpoint is
-// ejected.
+// ServeHTTP forwards r to the service over mutual TLS: over HTTP/2, or
+// over the HTTP/1.1 pool for upgrades (WebSocket), and for HTTP/1.x
+// callers when the client was built to (see hop). Failures are answered
+// with 502, or 503 when the breaker is open or every endpoint is ejected.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != "" {
-		u.h1.ServeHTTP(w, r)
-		return
-	}
-	u.h2.ServeHTTP(w, r)
+	u.pick(r).ServeHTTP(w, r)
 }
+
+// pick chooses the pool for r. HTTP/2 callers and gRPC always get HTTP/2.
+func (u *Upstream) pick(r *http.Request) *httputil.ReverseProxy {
+	switch {
+	case r.Header.Get("Upgrade") != "":
+		return u.h1
+	case u.c.h1Callers && r.ProtoMajor == 1 && !isGRPC(r.Header.Get("Content-Type")):
+		return u.h1
+	}
+	return u.h2
+}
+
+// isGRPC reports a gRPC content type (application/grpc, +proto, +json,
+// ...): gRPC needs HTTP/2 and its trailers whatever the caller spoke.
+func isGRPC(ct string) bool {
+	rest, ok := strings.CutPrefix(strings.ToLower(ct), "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
+// hop is the protocol HTTP/1.x callers get on the mesh hop: "" for HTTP/2,
+// the default, or "h1" for the HTTP/1.1 keep-alive pool. HTTP/2 is the
+// default because, with requests in flight, it measured cheaper on the
+// client side (BenchmarkHop with 16 callers on one core: about 37 against
+// 46 us of CPU per request; bench/mesh, the sidecar pair's A: 91 against
+// 113 and 101 against 110 us in two runs): it carries many requests per
+// write and read, where HTTP/1.1 pays its own system calls and goroutine
+// hand-offs for each. HTTP/1.1 is cheaper only one request at a time. See
+// bench/mesh/README.md. hop is set at build time, for side-by-side
+// benchmarks:
+//
+//	go build -ldflags '-X github.com/wardsec/ward/internal/mesh.hop=h1' ./cmd/ward
+var hop string
+
+const hopH1 = "h1"
 
 // DialStream opens an opaque stream (ALPN alpn) to one endpoint of the
 // service, for L4 traffic, and reports the outcome to the ejector.
@@ -236,7 +273,22 @@ func (c *Client) dialTLS(ctx context.Context, u *Upstream, host string, alpn []s
 	return tc, nil
 }
 
-func (c *Client) transport(u *Upstream, alpn []string) *http.Transport {
+// transport returns the pool of one protocol (h2 true: HTTP/2, false:
+// HTTP/1.1 keep-alive) to the endpoints of u. Every new connection is
+// dialed by dialTLS, which checks u's identity. Each endpoint has at most
+// maxConns connections per protocol; callers beyond wait for one. The
+// HTTP/1.1 pool keeps as many idle as it may open, so that a load within
+// the bound, once warm, never dials or handshakes again.
+func (c *Client) transport(u *Upstream, h2 bool) *http.Transport {
+	var protos http.Protocols
+	alpn := []string{"http/1.1"}
+	if h2 {
+		protos.SetHTTP2(true)
+		protos.SetHTTP1(true) // if a sidecar offers only http/1.1
+		alpn = []string{"h2", "http/1.1"}
+	} else {
+		protos.SetHTTP1(true)
+	}
 	return &http.Transport{
 		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			tc, err := c.dialTLS(ctx, u, addr, alpn)
@@ -245,9 +297,9 @@ func (c *Client) transport(u *Upstream, alpn []string) *http.Transport {
 			}
 			return tc, nil
 		},
-		ForceAttemptHTTP2:     len(alpn) > 1,
-		MaxIdleConnsPerHost:   64,
-		MaxConnsPerHost:       256, // per endpoint
+		Protocols:             &protos,
+		MaxIdleConnsPerHost:   c.maxConns,
+		MaxConnsPerHost:       c.maxConns,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: c.cfg.RequestTimeout,
 		DisableCompression:    true,

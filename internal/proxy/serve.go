@@ -28,6 +28,10 @@ func Serve(ctx context.Context, srv *http.Server, l net.Listener) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownGrace)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		// Shutdown lets HTTP/2 connections finish on their own; whatever
+		// is still open when it returns is closed, so that no connection
+		// (and no goroutine serving one) outlives Serve.
+		_ = srv.Close()
 		<-errc
 		return nil
 	}

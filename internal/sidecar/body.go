@@ -1,12 +1,9 @@
 package sidecar
 
 import (
-	"maps"
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -14,29 +11,21 @@ import (
 // (whole up to the buffer bound, under the minimum rate and the process
 // budget) before anything reaches the app, so that a slow or oversized
 // body never holds one of the app's connections; gRPC streams pass as
-// they come (they share multiplexed connections to the app). On refusal it
-// records ev again as a deny with the body's reason, answers and returns ok
-// false; otherwise done returns the buffers once the app has answered.
-func (s *Sidecar) prepareBody(w http.ResponseWriter, r *http.Request, ev *audit.Event) (done func(), ok bool) {
-	limit := s.conf.Load().services[s.cfg.Service].BodyLimit
-	done, err := s.bodies.Prepare(w, r, limit, isGRPC(r))
+// they come (they share multiplexed connections to the app). A refusal
+// here is recorded again as a deny with the body's reason; the buffers go
+// back once the app has answered.
+func (s *Sidecar) prepareBody(x *exchange) pipeline.Refusal {
+	limit := s.snap().services[s.cfg.Service].BodyLimit
+	done, err := s.bodies.Prepare(&x.W, x.R, limit, isGRPC(x.R))
+	x.Defer(done)
 	if err != nil {
-		ev.Decision, ev.Reason = "deny", err.Reason
-		ev.Fields = maps.Clone(ev.Fields) // the allow record keeps its own
-		ev.Fields["message"] = err.Error()
-		s.emit(r.Context(), *ev)
-		if r.ProtoMajor == 1 {
+		if x.R.ProtoMajor == 1 {
 			// net/http would otherwise read the unread body before answering.
-			w.Header().Set("Connection", "close")
+			x.W.Header().Set("Connection", "close")
 		}
-		w.Header().Set(headerDenyReason, err.Reason)
-		if err.Status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "1")
-		}
-		http.Error(w, "ward: "+err.Reason, err.Status)
-		return done, false
+		return pipeline.Refuse(pipeline.Lookup(err.Reason).WithStatus(err.Status), err.Error())
 	}
-	return done, true
+	return pipeline.Refusal{}
 }
 
 // bodyGauge reports the request body bytes the process holds in buffers.

@@ -30,7 +30,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // mesh is a Ward server plus sidecars, all in this process on loopback.
 type mesh struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *control.Server
 	operator *control.Client
 	config   string // resource file shared by the sidecars
@@ -38,10 +38,10 @@ type mesh struct {
 	wg       sync.WaitGroup
 }
 
-func newMesh(t *testing.T) *mesh { t.Helper(); return newMeshTTL(t, 0) }
+func newMesh(t testing.TB) *mesh { t.Helper(); return newMeshTTL(t, 0) }
 
 // newMeshTTL starts a mesh whose SVIDs live ttl (0: the default hour).
-func newMeshTTL(t *testing.T, ttl time.Duration) *mesh {
+func newMeshTTL(t testing.TB, ttl time.Duration) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
@@ -67,7 +67,7 @@ func newMeshTTL(t *testing.T, ttl time.Duration) *mesh {
 }
 
 // freeAddr reserves a loopback port.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -152,7 +152,7 @@ type recorder struct {
 	srv  *http.Server
 }
 
-func newRecorder(t *testing.T, h http.HandlerFunc) *recorder {
+func newRecorder(t testing.TB, h http.HandlerFunc) *recorder {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

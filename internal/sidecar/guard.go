@@ -15,7 +15,7 @@ import (
 // net/http parses anything, and each refusal is audited.
 func (s *Sidecar) newGuard() *proxy.Guard {
 	return &proxy.Guard{
-		Limits: proxy.Limits{MaxHeaderBytes: s.lim.MaxHeaderBytes, MaxBodyBytes: s.lim.MaxBodyBytes},
+		Limits: proxy.Limits{MaxHeaderBytes: s.lim.MaxHeaderBytes, MaxBodyBytes: s.lim.MaxBodyBytes, HeaderTimeout: s.lim.ReadHeaderTimeout},
 		Logger: s.log,
 		OnReject: func(c net.Conn, status int, reason string) {
 			actor := ""

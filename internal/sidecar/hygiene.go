@@ -1,10 +1,8 @@
 package sidecar
 
 import (
-	"net/http"
-	"strconv"
-
-	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/idtoken"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
 
@@ -19,18 +17,17 @@ type forwarded struct {
 	token, clientIP, requestID string
 }
 
-// refuseMalformed answers a request that broke request hygiene (an HTTP/2
-// request the guard's rules refuse; see proxy.Guard.Check) the way the
-// guard answers an HTTP/1.x one, and audits it alike.
-func (s *Sidecar) refuseMalformed(w http.ResponseWriter, r *http.Request, p peer, err *proxy.RequestError) {
-	actor := ""
-	if !p.id.IsZero() {
-		actor = p.id.String()
+// hygiene is the pipeline's first stage: an HTTP/2 request meets the rules
+// the guard applied to HTTP/1.x heads (see proxy.Guard.Check). What a
+// gateway vouches for is read once; then every header posing as Ward's, in
+// any spelling, goes before policy reads the headers.
+func (s *Sidecar) hygiene(x *exchange) pipeline.Refusal {
+	r := x.R
+	if err := s.guard.Check(r); err != nil {
+		return pipeline.Refuse(pipeline.Malformed.WithStatus(err.Status), err.Reason)
 	}
-	s.metrics.observe(actor, s.cfg.Service, "deny", err.Status, 0)
-	s.emit(r.Context(), audit.Event{Type: "sidecar.request", Actor: actor, Subject: s.id.String(), Decision: "deny",
-		Reason: reasonMalformed, Source: r.RemoteAddr, Service: s.cfg.Service,
-		Fields: map[string]string{"status": strconv.Itoa(err.Status), "message": err.Reason, "proto": r.Proto}})
-	w.Header().Set(headerDenyReason, reasonMalformed)
-	http.Error(w, err.Reason, err.Status)
+	x.State.fwd = forwarded{token: r.Header.Get(idtoken.Header), clientIP: r.Header.Get(headerClientIP), requestID: r.Header.Get(headerRequestID)}
+	proxy.StripWard(r.Header)
+	r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
+	return pipeline.Refusal{}
 }

@@ -2,17 +2,15 @@ package sidecar
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,6 +18,7 @@ import (
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/idtoken"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/proxy"
 )
@@ -66,10 +65,10 @@ func (s *Sidecar) inboundTLS() *tls.Config {
 // tcp service gets its bytes spliced to the app.
 func (s *Sidecar) serveInbound(ctx context.Context) error {
 	tlsCfg := s.inboundTLS()
-	handler := s.inboundHandler()
+	handler := s.newPipeline()
 	h1 := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.lim.ReadHeaderTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    s.lim.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -87,41 +86,26 @@ func (s *Sidecar) serveInbound(ctx context.Context) error {
 			return ctx
 		},
 	}
-	h1conns := proxy.NewConnQueue(s.inbound.Addr())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = proxy.Serve(ctx, h1, h1conns) }()
-	defer wg.Wait()
-	return proxy.AcceptLoop(ctx, s.inbound, func(c net.Conn) { s.handleInbound(ctx, c, tlsCfg, h1conns) })
-}
-
-func (s *Sidecar) handleInbound(ctx context.Context, raw net.Conn, cfg *tls.Config, conns *proxy.ConnQueue) {
-	tc := tls.Server(raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		s.refusedHandshake(raw, err)
-		tc.Close()
-		return
+	front := &pipeline.Front{
+		Listener: s.inbound, TLS: tlsCfg, Guard: s.guard, Server: h1, HandshakeTimeout: handshakeTimeout,
+		Refused: s.refusedHandshake,
+		Serve: func(ctx context.Context, tc *tls.Conn, c net.Conn) net.Conn {
+			p, err := peerOf(tc.ConnectionState())
+			if err != nil { // VerifyConnection already checked; belt and braces
+				tc.Close()
+				return nil
+			}
+			if s.snap().services[s.cfg.Service].Protocol == "tcp" {
+				s.serveL4Inbound(ctx, tc, p)
+				return nil
+			}
+			if c != net.Conn(tc) {
+				c = &meshConn{Conn: c, peer: p}
+			}
+			return c
+		},
 	}
-	st := tc.ConnectionState()
-	p, err := peerOf(st)
-	if err != nil { // VerifyConnection already checked; belt and braces
-		tc.Close()
-		return
-	}
-	if s.conf.Load().services[s.cfg.Service].Protocol == "tcp" {
-		s.serveL4Inbound(ctx, tc, p)
-		return
-	}
-	var c net.Conn = tc
-	if st.NegotiatedProtocol != "h2" {
-		c = &meshConn{Conn: s.guard.Conn(tc), peer: p}
-	}
-	if !conns.Push(ctx, c) {
-		c.Close()
-	}
+	return front.Run(ctx)
 }
 
 // peerOf returns the verified peer of a completed mTLS handshake.
@@ -165,123 +149,142 @@ func (s *Sidecar) emit(ctx context.Context, e audit.Event) error {
 	return err
 }
 
-func newRequestID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// state is the sidecar's part of an exchange.
+type state struct {
+	peer     peer
+	fwd      forwarded
+	user     *idtoken.Claims // the user a gateway vouched for, verified
+	token    string
+	clientIP string
+	dec      policy.Decision
 }
 
-// statusWriter records the status and bytes of a response.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
+type exchange = pipeline.Exchange[state]
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (s *Sidecar) inboundHandler() http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		w := &statusWriter{ResponseWriter: rw}
-		p, _ := r.Context().Value(peerKey{}).(peer)
-		reqID := newRequestID()
-		if err := s.guard.Check(r); err != nil {
-			s.refuseMalformed(w, r, p, err)
-			return
-		}
-		// What a gateway vouches for is read once; then every header posing
-		// as Ward's, in any spelling, goes before policy reads the headers.
-		fwd := forwarded{token: r.Header.Get(idtoken.Header), clientIP: r.Header.Get(headerClientIP), requestID: r.Header.Get(headerRequestID)}
-		proxy.StripWard(r.Header)
-		r.Header.Del("Proxy") // httpoxy: never let a caller set the app's proxy
-		user, token, dec := s.caller(fwd.token, p)
-		if dec.Reason == "" {
-			dec = s.authorize(r, p, user)
-		}
-		ev := audit.Event{Type: "sidecar.request", Actor: p.id.String(), Subject: s.id.String(), Decision: "allow", Reason: dec.Reason,
-			Source: r.RemoteAddr, Service: s.cfg.Service, RequestID: reqID,
-			Fields: map[string]string{"method": r.Method, "path": r.URL.EscapedPath(), "policy": dec.Policy, "message": dec.Message, "request_id": reqID}}
-		var clientIP string
-		if user != nil {
-			ev.User, ev.App = user.Subject, user.App
-			// The client address a gateway saw, kept for the app.
-			if a, err := netip.ParseAddr(fwd.clientIP); err == nil {
-				clientIP = a.String()
-			}
-			// A gateway's request id joins its access record to this one.
-			if id := fwd.requestID; validRequestID(id) {
-				ev.RequestID, reqID = id, id
-				ev.Fields["request_id"] = id
-			}
-		}
-		if dec.DryRun {
-			ev.Fields["dry_run"] = "true"
-		}
-		defer func() {
-			s.metrics.observe(p.id.String(), s.cfg.Service, ev.Decision, w.status, time.Since(start))
-		}()
-		if !dec.Allow {
-			ev.Decision = "deny"
-			s.emit(r.Context(), ev)
-			w.Header().Set(headerDenyReason, dec.Reason)
-			http.Error(w, denyBody(dec), denyStatus(dec.Reason))
-			return
-		}
-		if err := s.emit(r.Context(), ev); err != nil {
-			// Fail closed: what cannot be recorded does not reach the app.
-			w.Header().Set(headerDenyReason, "audit_unavailable")
-			http.Error(w, "ward: audit log unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		r.Header.Set(headerPeerID, p.id.String())
-		r.Header.Set(headerRequestID, reqID)
-		if user != nil {
-			// The verified identity, for the app; the token itself lets the
-			// app check it again.
-			r.Header.Set(idtoken.Header, token)
-			setIfNotEmpty(r.Header, headerUser, user.Subject)
-			setIfNotEmpty(r.Header, headerUserIssuer, user.UserIssuer)
-			setIfNotEmpty(r.Header, headerApp, user.App)
-			setIfNotEmpty(r.Header, headerAnonymous, user.Anonymous)
-			setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
-			setIfNotEmpty(r.Header, headerClientIP, clientIP)
-		}
-		done, ok := s.prepareBody(w, r, &ev)
-		defer done()
-		if !ok {
-			return
-		}
-		s.app.ServeHTTP(w, r)
+// newPipeline returns the sidecar's inbound request path: hygiene, the
+// caller's identity, policy, the record (written before the app sees
+// anything: what cannot be recorded is not forwarded), the body, the app.
+func (s *Sidecar) newPipeline() *pipeline.Pipeline[state] {
+	return pipeline.New(pipeline.Config[state]{
+		Stages: []pipeline.Stage[state]{
+			{Name: "hygiene", Run: s.hygiene},
+			{Name: "identify", Run: s.identify},
+			{Name: "authorize", Run: s.authorizeStage},
+			{Name: "record", Run: s.recordAllow},
+			{Name: "body", Run: s.prepareBody},
+			{Name: "forward", Run: s.forward},
+		},
+		Begin: func(x *exchange) {
+			x.State.peer, _ = x.R.Context().Value(peerKey{}).(peer)
+		},
+		Record:       s.record,
+		NoResponseID: true,
 	})
 }
 
-// validRequestID accepts what Ward's gateway generates: 1 to 64 letters,
-// digits and '-'.
-func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
+// identify verifies the identity token a gateway sent, and takes the
+// client address and request id it vouches for only with a valid one.
+func (s *Sidecar) identify(x *exchange) pipeline.Refusal {
+	st := &x.State
+	user, token, dec := s.caller(st.fwd.token, st.peer)
+	if dec.Reason != "" {
+		st.dec = dec
+		return pipeline.Refuse(pipeline.IdentityTokenInvalid, dec.Message)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-			return false
+	st.user, st.token = user, token
+	if user != nil {
+		// The client address a gateway saw, kept for the app.
+		if a, err := netip.ParseAddr(st.fwd.clientIP); err == nil {
+			st.clientIP = a.String()
+		}
+		// A gateway's request id joins its access record to this one.
+		if id := st.fwd.requestID; pipeline.ValidRequestID(id) {
+			x.ID = id
 		}
 	}
-	return true
+	return pipeline.Refusal{}
+}
+
+// authorizeStage asks policy (see authorize).
+func (s *Sidecar) authorizeStage(x *exchange) pipeline.Refusal {
+	st := &x.State
+	st.dec = s.authorize(x.R, st.peer, st.user)
+	if !st.dec.Allow {
+		return pipeline.Refuse(pipeline.Lookup(st.dec.Reason), st.dec.Message)
+	}
+	x.Path = x.R.URL.Path
+	return pipeline.Refusal{}
+}
+
+// recordAllow writes the allow record before the app sees anything.
+func (s *Sidecar) recordAllow(x *exchange) pipeline.Refusal {
+	ev := s.event(x)
+	if err := s.emit(x.R.Context(), ev); err != nil {
+		// Fail closed: what cannot be recorded does not reach the app.
+		return pipeline.Refuse(pipeline.AuditUnavailable, err.Error())
+	}
+	x.Recorded = true
+	return pipeline.Refusal{}
+}
+
+// forward sets the verified identity for the app and sends the request.
+func (s *Sidecar) forward(x *exchange) pipeline.Refusal {
+	r, st := x.R, &x.State
+	r.Header.Set(headerPeerID, st.peer.id.String())
+	r.Header.Set(headerRequestID, x.ID)
+	if user := st.user; user != nil {
+		// The verified identity, for the app; the token itself lets the
+		// app check it again.
+		r.Header.Set(idtoken.Header, st.token)
+		setIfNotEmpty(r.Header, headerUser, user.Subject)
+		setIfNotEmpty(r.Header, headerUserIssuer, user.UserIssuer)
+		setIfNotEmpty(r.Header, headerApp, user.App)
+		setIfNotEmpty(r.Header, headerAnonymous, user.Anonymous)
+		setIfNotEmpty(r.Header, headerScopes, strings.Join(user.Scopes, " "))
+		setIfNotEmpty(r.Header, headerClientIP, st.clientIP)
+	}
+	s.app.ServeHTTP(&x.W, r)
+	return pipeline.Refusal{}
+}
+
+// event is the request's record as of now.
+func (s *Sidecar) event(x *exchange) audit.Event {
+	st, r := &x.State, x.R
+	actor := ""
+	if !st.peer.id.IsZero() {
+		actor = st.peer.id.String()
+	}
+	ev := audit.Event{Time: time.Now(), Type: "sidecar.request", Actor: actor, Subject: s.id.String(), Decision: "allow", Reason: st.dec.Reason,
+		Source: r.RemoteAddr, Service: s.cfg.Service, RequestID: x.ID,
+		Fields: map[string]string{"method": r.Method, "path": r.URL.EscapedPath(), "policy": st.dec.Policy, "message": st.dec.Message,
+			"request_id": x.ID, "proto": r.Proto}}
+	if st.user != nil {
+		ev.User, ev.App = st.user.Subject, st.user.App
+	}
+	if st.dec.DryRun {
+		ev.Fields["dry_run"] = "true"
+	}
+	if x.Refusal.Refused() {
+		ev.Decision, ev.Reason = "deny", x.Refusal.Reason.Code
+		ev.Fields["message"] = x.Refusal.Detail
+		ev.Fields["status"] = strconv.Itoa(x.W.Status)
+	}
+	return ev
+}
+
+// record writes the record of a refused request (an allowed one was
+// written before forwarding) and the request's metrics.
+func (s *Sidecar) record(x *exchange) {
+	decision := "allow"
+	if x.Refusal.Refused() {
+		decision = "deny"
+		_ = s.emit(context.WithoutCancel(x.R.Context()), s.event(x))
+	}
+	actor := ""
+	if !x.State.peer.id.IsZero() {
+		actor = x.State.peer.id.String()
+	}
+	s.metrics.observe(actor, s.cfg.Service, decision, x.W.Status, time.Since(x.Start))
 }
 
 func setIfNotEmpty(h http.Header, k, v string) {
@@ -323,26 +326,5 @@ func (s *Sidecar) authorize(r *http.Request, p peer, user *idtoken.Claims) polic
 	if user != nil {
 		req.Claims = user.User()
 	}
-	return s.conf.Load().engine.Decide(req)
-}
-
-// denyBody is what the caller is told: the policy and the reason code.
-// The full message (which may quote a condition's error) goes to the audit
-// record only.
-func denyBody(d policy.Decision) string {
-	if d.Policy == "" {
-		return "ward: denied: " + d.Reason
-	}
-	return "ward: denied by " + d.Policy + ": " + d.Reason
-}
-
-func denyStatus(reason string) int {
-	switch reason {
-	case "ambiguous_path":
-		return http.StatusBadRequest
-	case "identity_token_invalid":
-		return http.StatusUnauthorized
-	default:
-		return http.StatusForbidden
-	}
+	return s.snap().engine.Decide(req)
 }

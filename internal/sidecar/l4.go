@@ -22,7 +22,7 @@ func (s *Sidecar) serveL4Inbound(ctx context.Context, tc *tls.Conn, p peer) {
 	if !s.cfg.Source.Revoked(p.serial) {
 		// A connection is authorized as a whole: rules of a tcp service name
 		// callers only, so it is asked as CONNECT to the root path.
-		dec = s.conf.Load().engine.Decide(policy.Request{Target: s.cfg.Service, Peer: p.id, Method: http.MethodConnect, Path: "/"})
+		dec = s.snap().engine.Decide(policy.Request{Target: s.cfg.Service, Peer: p.id, Method: http.MethodConnect, Path: "/"})
 	}
 	ev := audit.Event{Type: "sidecar.connection", Actor: p.id.String(), Subject: s.id.String(), Decision: "allow", Reason: dec.Reason,
 		Source: tc.RemoteAddr().String(), Fields: map[string]string{"policy": dec.Policy}}

@@ -97,3 +97,50 @@ func TestSlowBodyAtSidecarGets408(t *testing.T) {
 		t.Fatalf("the app saw %d requests", n)
 	}
 }
+
+// TestSlowHeadAtSidecarIsCut (issue 13: the sidecar's guard had no header
+// timeout, unlike the gateway's): a mesh peer that sends a request head
+// byte by byte is answered 408 and cut off once ReadHeaderTimeout passes,
+// and the app sees nothing.
+func TestSlowHeadAtSidecarIsCut(t *testing.T) {
+	ts := startLimited(t, func(c *sidecar.Config) { c.Limits.ReadHeaderTimeout = 300 * time.Millisecond })
+	cfg := ts.catalog.src.ClientTLSConfig(identity.AuthorizeID(ts.orders.src.Current().ID))
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", ts.orders.sc.InboundAddr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetDeadline(start.Add(5 * time.Second))
+	head := "GET /orders/1 HTTP/1.1\r\nHost: orders\r\nX-Slow: "
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // one byte every 50 ms, never finishing the head
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				if _, err := io.WriteString(c, "a"); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("after %v: %v, want a 408", took, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || took > 3*time.Second {
+		t.Fatalf("slow head: %s after %v, want 408 within about 300ms", resp.Status, took)
+	}
+	if n := ts.orders.app.count(); n != 0 {
+		t.Fatalf("the app saw %d requests", n)
+	}
+}

@@ -69,11 +69,12 @@ type Resilience = mesh.Resilience
 
 // Limits bound the work one request may cause.
 type Limits struct {
-	MaxHeaderBytes int
-	MaxBodyBytes   int64 // ceiling over every Service's limits.body; default 1 GiB
-	ConnectTimeout time.Duration
-	RequestTimeout time.Duration
-	MaxConnsPerApp int
+	MaxHeaderBytes    int
+	MaxBodyBytes      int64         // ceiling over every Service's limits.body; default 1 GiB
+	ReadHeaderTimeout time.Duration // a request head must arrive within it; default 10s
+	ConnectTimeout    time.Duration
+	RequestTimeout    time.Duration
+	MaxConnsPerApp    int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -82,6 +83,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxBodyBytes == 0 {
 		l.MaxBodyBytes = resource.MaxBodyLimit
+	}
+	if l.ReadHeaderTimeout == 0 {
+		l.ReadHeaderTimeout = 10 * time.Second
 	}
 	if l.ConnectTimeout == 0 {
 		l.ConnectTimeout = 3 * time.Second
@@ -102,7 +106,7 @@ type Sidecar struct {
 	lim      Limits
 	bodies   *proxy.Bodies
 	log      *slog.Logger
-	conf     *configWatcher
+	conf     *resource.Config[*snapshot]
 	metrics  *metrics
 	registry *prometheus.Registry
 	inbound  net.Listener
@@ -144,12 +148,11 @@ func New(cfg Config) (_ *Sidecar, err error) {
 			s.close()
 		}
 	}()
-	if s.conf, err = newConfigWatcher(cfg.ConfigFile, cfg.Initial, cfg.TrustDomain, cfg.Log); err != nil {
+	if s.conf, err = newConfig(cfg, id.String()); err != nil {
 		return nil, err
 	}
-	s.conf.events, s.conf.subject = cfg.Events, id.String()
-	if _, ok := s.conf.Load().services[cfg.Service]; !ok {
-		return nil, fmt.Errorf("%s declares no Service named %q", s.conf.Load().origin, cfg.Service)
+	if _, ok := s.snap().services[cfg.Service]; !ok {
+		return nil, fmt.Errorf("%s declares no Service named %q", s.conf.Load().Origin, cfg.Service)
 	}
 	s.metrics = newMetrics(s.registry)
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -161,7 +164,7 @@ func New(cfg Config) (_ *Sidecar, err error) {
 	s.guard = s.newGuard()
 	s.idtokens = &idtoken.Verifier{Audience: id, Bundle: cfg.Source.Bundle, Revoked: cfg.Source.Revoked}
 	s.mesh = mesh.New(mesh.Config{
-		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: s.conf.endpoints,
+		Source: cfg.Source, TrustDomain: cfg.TrustDomain, Resolve: s.endpoints,
 		ConnectTimeout: s.lim.ConnectTimeout, RequestTimeout: s.lim.RequestTimeout,
 		Resilience: cfg.Resilience, Log: cfg.Log,
 	})
@@ -181,8 +184,8 @@ func New(cfg Config) (_ *Sidecar, err error) {
 		if err := requireLoopback("--upstream "+name, addr); err != nil {
 			return nil, err
 		}
-		if _, ok := s.conf.Load().services[name]; !ok {
-			return nil, fmt.Errorf("--upstream %s: %s declares no Service named %q", name, s.conf.Load().origin, name)
+		if _, ok := s.snap().services[name]; !ok {
+			return nil, fmt.Errorf("--upstream %s: %s declares no Service named %q", name, s.conf.Load().Origin, name)
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -206,10 +209,10 @@ func New(cfg Config) (_ *Sidecar, err error) {
 // fields. Applying data identical to the running snapshot is a no-op that
 // returns nil and emits nothing (ConfigVersion then reports snap's
 // version). A sidecar started with a ConfigFile refuses snapshots.
-func (s *Sidecar) Apply(snap Snapshot) error { return s.conf.apply(snap) }
+func (s *Sidecar) Apply(snap Snapshot) error { return s.conf.Apply(snap) }
 
 // ConfigVersion reports the version of the running snapshot (0 for a file).
-func (s *Sidecar) ConfigVersion() int64 { return s.conf.Load().version }
+func (s *Sidecar) ConfigVersion() int64 { return s.conf.Load().Version }
 
 // requireLoopback refuses addresses that are not on this host's loopback:
 // the app side of a sidecar is plaintext and must never leave the host.
@@ -259,7 +262,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		g.Go(func() error { return s.serveHTTP(ctx, s.outbound, s.outboundHandler("")) })
 	}
 	for name, l := range s.ups {
-		switch s.conf.Load().services[name].Protocol {
+		switch s.snap().services[name].Protocol {
 		case "tcp":
 			g.Go(func() error { return s.serveL4Upstream(ctx, name, l) })
 		default:

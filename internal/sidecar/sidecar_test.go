@@ -15,7 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
+	"regexp"
 	"testing"
 	"time"
 
@@ -53,7 +53,7 @@ type twoServices struct {
 	orders, catalog *node
 }
 
-func startTwo(t *testing.T) *twoServices {
+func startTwo(t testing.TB) *twoServices {
 	t.Helper()
 	m := newMesh(t)
 	ordersAddr, catalogAddr := freeAddr(t), freeAddr(t)
@@ -102,7 +102,10 @@ func TestMeshCall(t *testing.T) {
 
 	before := ts.orders.app.count()
 	status, body, hdr := get(t, c, "POST", "http://orders/orders/42", nil)
-	if status != http.StatusForbidden || !strings.Contains(body, "orders-callers") || hdr.Get("X-Ward-Deny-Reason") != "no_rule_matches" {
+	// The same JSON refusal as the gateway's; the policy's name and its
+	// message stay in the record.
+	if status != http.StatusForbidden || !regexp.MustCompile(`^\{"error":"forbidden","reason":"no_rule_matches","request_id":"[0-9a-f]{24}"\}\n$`).MatchString(body) ||
+		hdr.Get("X-Ward-Deny-Reason") != "no_rule_matches" || hdr.Get("Content-Type") != "application/json" {
 		t.Fatalf("denied call: %d %q %v", status, body, hdr)
 	}
 	if ts.orders.app.count() != before {

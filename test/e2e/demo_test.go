@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -77,7 +78,13 @@ func TestDemo(t *testing.T) {
 		{regexp.MustCompile(`^for i in 1 2 3 4 5; do curl .*bob\.jwt.* https://localhost:8443/catalog/items .*; done$`),
 			regexp.MustCompile(`^(HTTP/2 200|HTTP/2 429\nretry-after: [1-9]\d*)(\n(HTTP/2 200|HTTP/2 429\nretry-after: [1-9]\d*)){4}$`)},
 		{regexp.MustCompile(`^curl .* -x http://127\.0\.0\.1:\d+ http://orders/orders/1$`),
-			regexp.MustCompile(`^ward: denied by orders-callers: no_rule_matches\nHTTP 403$`)},
+			regexp.MustCompile(`^\{"error":"forbidden","reason":"no_rule_matches","request_id":"\w+"\}\nHTTP 403$`)},
+		// The records of every request above, in the server's audit log
+		// (the shell's own requests may not have been shipped yet).
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --type gateway\.request$`),
+			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +gateway\.request +(allow|deny) .*){9,}\n\d+ records; read .*$`)},
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --type sidecar\.request$`),
+			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +sidecar\.request +(allow|deny) .*){6,}\n\d+ records; read .*$`)},
 	}
 	if len(cmds) != len(expects) {
 		t.Fatalf("tour has %d commands, want %d:\n%s", len(cmds), len(expects), tour)
@@ -87,10 +94,17 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("command %d is not the expected one (%s):\n%s", i, e.cmd, cmds[i])
 		}
 	}
-	// What the demo observed itself: a fresh limit lets exactly three pass.
+	// What the demo observed itself: a fresh limit lets exactly three
+	// pass, and the log holds exactly the tour's records: 9 requests at
+	// the gateway, 5 of them forwarded to a sidecar, and the lateral call.
 	for i, e := range expects {
-		if i == 5 {
+		switch i {
+		case 5:
 			e.resp = regexp.MustCompile(`^HTTP/2 200\nHTTP/2 200\nHTTP/2 200\nHTTP/2 429\nretry-after: [1-9]\d*\nHTTP/2 429\nretry-after: [1-9]\d*$`)
+		case 7:
+			e.resp = regexp.MustCompile(`^TIME .*(\n\S+ +\d+ +gateway\.request .*){9}\n9 records; read .*$`)
+		case 8:
+			e.resp = regexp.MustCompile(`^TIME .*(\n\S+ +\d+ +sidecar\.request .*){6}\n6 records; read .*$`)
 		}
 		if !e.resp.MatchString(observed[i]) {
 			t.Errorf("the demo printed under %q:\n%s\nwant %s", cmds[i], observed[i], e.resp)
@@ -112,7 +126,7 @@ func TestDemo(t *testing.T) {
 	}
 	sh := exec.Command("bash", "-c", script.String())
 	sh.Dir = t.TempDir()
-	sh.Env = noProxyEnv()
+	sh.Env = append(noProxyEnv(), "PATH="+filepath.Dir(wardBin)+string(os.PathListSeparator)+os.Getenv("PATH")) // ward as installed
 	got, err := sh.CombinedOutput()
 	if err != nil {
 		t.Fatalf("tour commands: %v\n%s", err, got)

@@ -468,8 +468,8 @@ var mutants = []Mutant{
 	// internal/gateway: the edge's fail-closed points and its own checks.
 	{
 		ID: "gateway/limiter-down-serves", Pkg: "internal/gateway", File: "handler.go",
-		From: "return outcome{http.StatusServiceUnavailable, ReasonLimiterDown, err.Error()}",
-		To:   "return outcome{}",
+		From: "return pipeline.Refuse(pipeline.LimiterDown, err.Error())",
+		To:   "return pipeline.Refusal{}",
 		Run:  "TestRateLimiterDownFailsClosed",
 		Why:  "a rate limiter that cannot count (Redis down) lets every request through (issue 19 item 6)",
 	},
@@ -496,15 +496,15 @@ var mutants = []Mutant{
 	},
 	{
 		ID: "gateway/route-condition-ignored", Pkg: "internal/gateway", File: "handler.go",
-		From: "\tif !ok {\n\t\treturn outcome{http.StatusForbidden, ReasonConditionFailed, \"route condition does not hold\"}",
-		To:   "\tif !ok && false {\n\t\treturn outcome{http.StatusForbidden, ReasonConditionFailed, \"route condition does not hold\"}",
+		From: "\tif !ok {\n\t\treturn pipeline.Refuse(pipeline.ConditionFailed, \"route condition does not hold\")",
+		To:   "\tif !ok && false {\n\t\treturn pipeline.Refuse(pipeline.ConditionFailed, \"route condition does not hold\")",
 		Run:  "TestRouteConditionAtTheEdge|TestGatewayStrips",
 		Why:  "a Route's condition that does not hold lets the request through",
 	},
 	{
 		ID: "gateway/source-cap-ignored", Pkg: "internal/gateway", File: "body.go",
-		From: "\trelease, ok := g.sources.Acquire(x.source)\n\tif !ok {",
-		To:   "\trelease, ok := g.sources.Acquire(x.source)\n\tif !ok && false {",
+		From: "\trelease, ok := g.sources.Acquire(x.Source)\n\tif !ok {",
+		To:   "\trelease, ok := g.sources.Acquire(x.Source)\n\tif !ok && false {",
 		Run:  "TestSlowBodiesCannotStarveAnotherSource",
 		Why:  "one source holds every concurrent-request slot (issue 12 finding 8)",
 	},
@@ -575,8 +575,8 @@ var mutants = []Mutant{
 	},
 	{
 		ID: "gateway/path-encoded-twice", Pkg: "internal/gateway", File: "handler.go",
-		From: "\tproxy.SetPath(r.URL, x.path)",
-		To:   "\tr.URL.Path, r.URL.RawPath = x.path, \"\"",
+		From: "\tproxy.SetPath(r.URL, x.Path)",
+		To:   "\t_ = proxy.SetPath\n\tr.URL.Path, r.URL.RawPath = x.Path, \"\"",
 		Run:  "TestAppReceivesTheAuthorizedPath|TestDenyPathEncodings",
 		Why:  "the service receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
 	},
@@ -721,14 +721,16 @@ var mutants = []Mutant{
 		Why:  "the server answers before its control-plane event is fsynced (issue 13 finding 2)",
 	},
 
-	// internal/cli: the proxies' audit spool and the credentials it writes.
+	// internal/role: the proxies' audit spool.
 	{
-		ID: "cli/spool-ready-always", Pkg: "internal/cli", File: "proxyaudit.go",
+		ID: "role/spool-ready-always", Pkg: "internal/role", File: "spool.go",
 		From: "func (s *spool) Ready() error { return s.w.Err() }",
 		To:   "func (s *spool) Ready() error { return nil }",
 		Run:  "Spool|Ready|ProxyAudit",
 		Why:  "the spool says it can record while its disk fails, so the gateway serves what it cannot record (issue 19 item 5)",
 	},
+
+	// internal/cli: the credentials it writes.
 	{
 		ID: "cli/admin-credential-mode", Pkg: "internal/cli", File: "admin.go",
 		From: "\t\t\tif err := atomicfile.Write(out, data, 0o600); err != nil {",
@@ -746,16 +748,16 @@ var mutants = []Mutant{
 		Why:  "a TCP stream reaches the app though its audit record could not be written (issue 12 finding 5)",
 	},
 	{
-		ID: "sidecar/http2-unchecked", Pkg: "internal/sidecar", File: "inbound.go",
-		From: "\t\tif err := s.guard.Check(r); err != nil {",
-		To:   "\t\tif err := s.guard.Check(r); err != nil && false {",
+		ID: "sidecar/http2-unchecked", Pkg: "internal/sidecar", File: "hygiene.go",
+		From: "\tif err := s.guard.Check(r); err != nil {",
+		To:   "\tif err := s.guard.Check(r); err != nil && false {",
 		Run:  sidecarTests,
 		Why:  "HTTP/2 requests between services skip the header rules (issue 12 finding 3)",
 	},
 	{
-		ID: "sidecar/strip-after-policy", Pkg: "internal/sidecar", File: "inbound.go",
-		From: "\t\tproxy.StripWard(r.Header)\n\t\tr.Header.Del(\"Proxy\")",
-		To:   "\t\tr.Header.Del(\"Proxy\")",
+		ID: "sidecar/strip-after-policy", Pkg: "internal/sidecar", File: "hygiene.go",
+		From: "\tproxy.StripWard(r.Header)\n\tr.Header.Del(\"Proxy\")",
+		To:   "\t_ = proxy.StripWard\n\tr.Header.Del(\"Proxy\")",
 		Run:  sidecarTests,
 		Why:  "a mesh caller's X-Ward-* headers reach policy conditions and the app (issue 12 finding 11)",
 	},
@@ -772,6 +774,36 @@ var mutants = []Mutant{
 		To:   "\tr.URL.Path, r.URL.RawPath = path, \"\"",
 		Run:  sidecarTests,
 		Why:  "the app receives /a%2520b where policy decided on /a%20b (issue 12 finding 10)",
+	},
+
+	// internal/pipeline: the one request path of gateway and sidecar.
+	{
+		ID: "pipeline/refusal-goes-on", Pkg: "internal/pipeline", File: "pipeline.go",
+		From: "\t\tif ref := p.cfg.Stages[i].Run(x); ref.Refused() {",
+		To:   "\t\tif ref := p.cfg.Stages[i].Run(x); ref.Refused() && i < 0 {",
+		Run:  "TestStagesRunInOrderAndStopAtARefusal",
+		Why:  "a stage's refusal is ignored and the request reaches the next stage and the app",
+	},
+	{
+		ID: "pipeline/unknown-reason-answers", Pkg: "internal/pipeline", File: "reason.go",
+		From: "\t\treturn r\n\t}\n\treturn Internal",
+		To:   "\t\treturn r\n\t}\n\treturn Reason{Code: code, Status: http.StatusOK}",
+		Run:  "TestEveryReasonIsRegistered",
+		Why:  "a refusal with an unregistered code answers 200 and echoes the code",
+	},
+	{
+		ID: "pipeline/detail-to-client", Pkg: "internal/pipeline", File: "pipeline.go",
+		From: "\t\t\t\tRender(&x.W, ref.Reason, x.ID)",
+		To:   "\t\t\t\tRender(&x.W, Reason{Code: ref.Detail, Status: ref.Reason.Status}, x.ID)",
+		Run:  "TestRenderSaysOnlyTheCode",
+		Why:  "the operator's detail (it may quote a user or a key) reaches the client",
+	},
+	{
+		ID: "sidecar/http-fails-open", Pkg: "internal/sidecar", File: "inbound.go",
+		From: "\tif err := s.emit(x.R.Context(), ev); err != nil {",
+		To:   "\tif err := s.emit(x.R.Context(), ev); err != nil && false {",
+		Run:  "FailClosed",
+		Why:  "a request reaches the app though its audit record could not be written",
 	},
 
 	// internal/mesh: the client to services' sidecars.

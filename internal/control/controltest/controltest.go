@@ -19,7 +19,7 @@ import (
 // Start runs a server for trust domain example.org on loopback ports with
 // a fresh data directory, after mod (if not nil) has adjusted its
 // configuration. The server stops when the test ends.
-func Start(t *testing.T, mod func(*control.ServerConfig)) *control.Server {
+func Start(t testing.TB, mod func(*control.ServerConfig)) *control.Server {
 	t.Helper()
 	srv, _ := StartStoppable(t, mod)
 	return srv
@@ -28,7 +28,7 @@ func Start(t *testing.T, mod func(*control.ServerConfig)) *control.Server {
 // StartStoppable is Start, and also returns stop, which shuts the server
 // down as its process would on SIGTERM and returns what Run returned. The
 // test's end stops it if stop was not called.
-func StartStoppable(t *testing.T, mod func(*control.ServerConfig)) (*control.Server, func() error) {
+func StartStoppable(t testing.TB, mod func(*control.ServerConfig)) (*control.Server, func() error) {
 	t.Helper()
 	cfg := control.ServerConfig{
 		DataDir: filepath.Join(t.TempDir(), "data"), TrustDomain: "example.org",
