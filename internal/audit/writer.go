@@ -179,7 +179,7 @@ type Writer struct {
 	// Guarded by sem.
 	f         segmentFile
 	segNum    uint64
-	segSize   int64 // bytes known good (durable) in the active segment
+	segSize   int64 // bytes known good (whole entries written) in the active segment
 	segStart  time.Time
 	segRecs   int
 	seq       uint64
@@ -341,8 +341,7 @@ func (w *Writer) submit(ctx context.Context, r *request) (uint64, error) {
 // Err reports whether the writer can record: ErrClosed once it is
 // closed, else the error of the last failed batch (for good after a
 // failed fsync), ErrStalled while a write hangs, nil while batches
-// succeed. Proxies use it to fail closed
-// before forwarding anything.
+// succeed. Proxies use it to fail closed before forwarding anything.
 func (w *Writer) Err() error {
 	if w.isClosed.Load() {
 		return ErrClosed
