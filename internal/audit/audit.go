@@ -7,6 +7,8 @@ package audit
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -33,6 +35,77 @@ type Event struct {
 	RequestID string
 	TraceID   string
 	Result    string
+
+	// HTTP holds a request record's members as values, so that recording
+	// a request builds no map. They are stored inside "fields", merged
+	// with Fields: the stored bytes are those of the same members put in
+	// Fields as strings. An empty member (a zero number, false) is left
+	// out; where a member and a Fields key share a name, the member wins.
+	HTTP HTTP
+}
+
+// HTTP is what a proxy knows about one request it served or refused. The
+// comment of each member names its key in the stored "fields".
+type HTTP struct {
+	Route       string // route: the gateway route that matched
+	Method      string // method
+	Host        string // host
+	Path        string // path, escaped as on the wire
+	Proto       string // proto, e.g. "HTTP/2.0"
+	Status      int    // status: the HTTP status answered
+	BytesIn     int64  // bytes_in: request body bytes
+	BytesOut    int64  // bytes_out: response body bytes
+	LatencyUS   int64  // latency_us: microseconds from arrival to the end of the answer
+	AnonymousID string // anonymous_id
+	KeyPrefix   string // key_prefix: the public prefix of the API key used
+	UserIssuer  string // user_issuer: the issuer of the user's token
+	Policy      string // policy: the AccessPolicy that decided
+	Message     string // message: why, in words
+	DryRun      bool   // dry_run: "true" when the policy only pretended to decide
+	Peer        string // peer: the caller's verified SPIFFE ID, when it is not the Actor
+	RequestID   string // request_id: as Event.RequestID, kept in fields as the sidecar stores it
+	Error       string // error
+}
+
+// Field returns the stored value of key in e's "fields": the HTTP member
+// of that name if it is set, else Fields[key].
+func (e *Event) Field(key string) string {
+	var v string
+	e.HTTP.each(func(k, s string, n int64, num bool) bool {
+		if k != key {
+			return true
+		}
+		switch {
+		case num:
+			v = strconv.FormatInt(n, 10)
+		default:
+			v = s
+		}
+		return false
+	})
+	if v != "" {
+		return v
+	}
+	return e.Fields[key]
+}
+
+// FieldMap returns e's "fields" as one map: Fields merged with the set
+// HTTP members. It allocates; the log's encoder does not use it.
+func (e *Event) FieldMap() map[string]string {
+	if e.HTTP == (HTTP{}) {
+		return e.Fields
+	}
+	m := make(map[string]string, len(e.Fields)+8)
+	maps.Copy(m, e.Fields)
+	e.HTTP.each(func(k, s string, n int64, num bool) bool {
+		if num {
+			m[k] = strconv.FormatInt(n, 10)
+		} else {
+			m[k] = s
+		}
+		return true
+	})
+	return m
 }
 
 // Sink records events. Emit must not block for long and must be safe for
@@ -58,7 +131,7 @@ func (s SlogSink) Emit(ctx context.Context, e Event) error {
 	if e.Source != "" {
 		attrs = append(attrs, slog.String("source", e.Source))
 	}
-	for k, v := range e.Fields {
+	for k, v := range e.FieldMap() {
 		attrs = append(attrs, slog.String(k, v))
 	}
 	s.Log.LogAttrs(ctx, slog.LevelInfo, "audit", attrs...)

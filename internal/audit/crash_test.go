@@ -16,7 +16,10 @@ import (
 	"time"
 )
 
-const envCrashDir = "WARD_AUDIT_TEST_CRASH_DIR"
+const (
+	envCrashDir    = "WARD_AUDIT_TEST_CRASH_DIR"
+	envCrashAlways = "WARD_AUDIT_TEST_CRASH_SYNC_ALWAYS" // the helper appends with SyncAlways
+)
 
 // crashHelper runs in a child process: it appends from several goroutines
 // as fast as it can and prints every acknowledged seq, until it is killed.
@@ -33,7 +36,11 @@ func crashHelper() {
 		println(err.Error())
 		os.Exit(2)
 	}
-	w, err := Open(dir, Options{Signer: key, MaxSegmentBytes: 1 << 20, CheckpointEvery: 50, Retention: -1})
+	var interval time.Duration // the default: written before Append returns, fsynced within 1s
+	if os.Getenv(envCrashAlways) != "" {
+		interval = SyncAlways
+	}
+	w, err := Open(dir, Options{Signer: key, MaxSegmentBytes: 1 << 20, CheckpointEvery: 50, Retention: -1, SyncInterval: interval})
 	if err != nil {
 		println("open:", err.Error())
 		os.Exit(3)
@@ -63,7 +70,8 @@ func crashHelper() {
 }
 
 // TestCrashLoop kills a process appending under load with SIGKILL at
-// random moments, at least 50 times, restarting it each time; then the
+// random moments, at least 50 times, restarting it each time (appending
+// with the default sync interval and with SyncAlways in turn); then the
 // log must verify and hold every seq the process acknowledged.
 func TestCrashLoop(t *testing.T) {
 	// 60 kills, or at least 50 when the machine is slow.
@@ -93,7 +101,7 @@ func TestCrashLoop(t *testing.T) {
 			t.Fatalf("only %d kills in %v", i, el)
 		}
 		done++
-		n, err := runAndKill(t, dir, rng, acked)
+		n, err := runAndKill(t, dir, rng, acked, i%2 == 1)
 		if err != nil {
 			t.Fatalf("run %d: %v", i, err)
 		}
@@ -142,9 +150,12 @@ func TestCrashLoop(t *testing.T) {
 // runAndKill starts the helper, lets it append for a random while after
 // its first acknowledgement, kills it with SIGKILL and collects the seqs
 // it printed.
-func runAndKill(t *testing.T, dir string, rng *rand.Rand, acked map[uint64]bool) (int, error) {
+func runAndKill(t *testing.T, dir string, rng *rand.Rand, acked map[uint64]bool, always bool) (int, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envCrashDir+"="+dir)
+	if always {
+		cmd.Env = append(cmd.Env, envCrashAlways+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

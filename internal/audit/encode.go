@@ -3,6 +3,7 @@ package audit
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -33,24 +34,116 @@ func appendEvent(buf []byte, e *Event) ([]byte, error) {
 			buf = appendJSONString(buf, f.v)
 		}
 	}
+	return append(appendFields(buf, e), '}'), nil
+}
+
+// httpMember is one member of HTTP with its stored key.
+type httpMember struct {
+	key string
+	s   string
+	n   int64
+	num bool
+}
+
+func (m *httpMember) set() bool {
+	if m.num {
+		return m.n != 0
+	}
+	return m.s != ""
+}
+
+// members lists h's members in the order of their keys.
+func (h *HTTP) members() [18]httpMember {
+	dry := ""
+	if h.DryRun {
+		dry = "true"
+	}
+	return [...]httpMember{
+		{key: "anonymous_id", s: h.AnonymousID},
+		{key: "bytes_in", n: h.BytesIn, num: true},
+		{key: "bytes_out", n: h.BytesOut, num: true},
+		{key: "dry_run", s: dry},
+		{key: "error", s: h.Error},
+		{key: "host", s: h.Host},
+		{key: "key_prefix", s: h.KeyPrefix},
+		{key: "latency_us", n: h.LatencyUS, num: true},
+		{key: "message", s: h.Message},
+		{key: "method", s: h.Method},
+		{key: "path", s: h.Path},
+		{key: "peer", s: h.Peer},
+		{key: "policy", s: h.Policy},
+		{key: "proto", s: h.Proto},
+		{key: "request_id", s: h.RequestID},
+		{key: "route", s: h.Route},
+		{key: "status", n: int64(h.Status), num: true},
+		{key: "user_issuer", s: h.UserIssuer},
+	}
+}
+
+// each calls f with each set member in key order until f returns false.
+func (h *HTTP) each(f func(key, s string, n int64, num bool) bool) {
+	ms := h.members()
+	for i := range ms {
+		if m := &ms[i]; m.set() && !f(m.key, m.s, m.n, m.num) {
+			return
+		}
+	}
+}
+
+// appendFields appends the "fields" member of e, if it has any: the set
+// HTTP members and Fields merged in key order (a member hides the Fields
+// entry of its name), as encoding/json writes a map.
+func appendFields(buf []byte, e *Event) []byte {
+	ms := e.HTTP.members()
+	var keys []string
 	if len(e.Fields) > 0 {
-		keys := make([]string, 0, len(e.Fields))
+		keys = make([]string, 0, len(e.Fields))
 		for k := range e.Fields {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
-		buf = append(buf, `,"fields":{`...)
-		for i, k := range keys {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = appendJSONString(buf, k)
-			buf = append(buf, ':')
-			buf = appendJSONString(buf, e.Fields[k])
+	}
+	n := 0
+	open := func(buf []byte, key string) []byte {
+		if n == 0 {
+			buf = append(buf, `,"fields":{`...)
+		} else {
+			buf = append(buf, ',')
 		}
+		n++
+		buf = appendJSONString(buf, key)
+		return append(buf, ':')
+	}
+	i, j := 0, 0
+	for i < len(ms) || j < len(keys) {
+		if i < len(ms) && !ms[i].set() {
+			i++
+			continue
+		}
+		if i < len(ms) && (j == len(keys) || ms[i].key <= keys[j]) {
+			m := &ms[i]
+			if j < len(keys) && m.key == keys[j] {
+				j++ // the member wins
+			}
+			buf = open(buf, m.key)
+			if m.num {
+				buf = append(buf, '"')
+				buf = strconv.AppendInt(buf, m.n, 10)
+				buf = append(buf, '"')
+			} else {
+				buf = appendJSONString(buf, m.s)
+			}
+			i++
+			continue
+		}
+		buf = open(buf, keys[j])
+		buf = appendJSONString(buf, e.Fields[keys[j]])
+		j++
+	}
+	if n > 0 {
 		buf = append(buf, '}')
 	}
-	return append(buf, '}'), nil
+	return buf
 }
 
 const hexDigits = "0123456789abcdef"

@@ -62,8 +62,8 @@ func ECS(r Record) map[string]any {
 			ward[k] = v
 		}
 	}
-	if len(e.Fields) > 0 {
-		ward["fields"] = e.Fields
+	if f := e.FieldMap(); len(f) > 0 {
+		ward["fields"] = f
 	}
 	doc["ward"] = ward
 	return doc

@@ -37,9 +37,12 @@ func (f *countingFile) Sync() error { f.c.n.Add(1); return f.File.Sync() }
 // faultFS injects disk failures: a full disk (writes stop half way with
 // ENOSPC), a failing fsync, or an fsync that blocks until released.
 type faultFS struct {
-	full      atomic.Bool
-	syncFails atomic.Bool
-	block     atomic.Pointer[chan struct{}]
+	full       atomic.Bool
+	readOnly   atomic.Bool // writes and truncates fail with EROFS, writing nothing
+	syncFails  atomic.Bool
+	block      atomic.Pointer[chan struct{}] // blocks fsync
+	writeBlock atomic.Pointer[chan struct{}] // blocks write
+	writing    atomic.Int32                  // writes in progress
 }
 
 func (ff *faultFS) open(path string) (segmentFile, error) {
@@ -56,11 +59,26 @@ type faultFile struct {
 }
 
 func (f *faultFile) Write(b []byte) (int, error) {
+	f.fs.writing.Add(1)
+	defer f.fs.writing.Add(-1)
+	if ch := f.fs.writeBlock.Load(); ch != nil {
+		<-*ch
+	}
+	if f.fs.readOnly.Load() {
+		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.EROFS}
+	}
 	if f.fs.full.Load() {
 		n, _ := f.File.Write(b[:len(b)/2]) // the disk fills up part way
 		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
 	}
 	return f.File.Write(b)
+}
+
+func (f *faultFile) Truncate(size int64) error {
+	if f.fs.readOnly.Load() {
+		return &os.PathError{Op: "truncate", Path: f.Name(), Err: syscall.EROFS}
+	}
+	return f.File.Truncate(size)
 }
 
 func (f *faultFile) Sync() error {
@@ -120,12 +138,13 @@ func TestDiskFull(t *testing.T) {
 }
 
 // TestFsyncFailureIsSticky: after a failed fsync the page cache state is
-// unknown, so the writer refuses every later append until reopened.
+// unknown, so the writer refuses every later append until reopened
+// (SyncAlways: the fsync is Append's own).
 func TestFsyncFailureIsSticky(t *testing.T) {
 	key := newKey(t)
 	dir := t.TempDir()
 	ff := &faultFS{}
-	w, err := Open(dir, Options{Signer: key, NoCompress: true, Retention: -1, openFile: ff.open})
+	w, err := Open(dir, Options{Signer: key, NoCompress: true, Retention: -1, SyncInterval: SyncAlways, openFile: ff.open})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,13 +178,13 @@ func TestFsyncFailureIsSticky(t *testing.T) {
 	}
 }
 
-// TestBlockedDiskHonoursDeadline: when the disk hangs, Append returns at
-// its context deadline (the proxy answers 503) instead of hanging the
+// TestBlockedDiskHonoursDeadline: when the disk hangs (SyncAlways), Append
+// returns at its context deadline (the proxy answers 503) instead of hanging the
 // request, both while waiting for fsync and when the queue is full.
 func TestBlockedDiskHonoursDeadline(t *testing.T) {
 	dir := t.TempDir()
 	ff := &faultFS{}
-	w, err := Open(dir, Options{NoCompress: true, Retention: -1, QueueSize: 1, openFile: ff.open})
+	w, err := Open(dir, Options{NoCompress: true, Retention: -1, QueueSize: 1, SyncInterval: SyncAlways, openFile: ff.open})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,7 +120,7 @@ type wireEvent struct {
 func toWire(e Event) wireEvent {
 	return wireEvent{Time: e.Time.UTC(), Type: e.Type, Actor: e.Actor, Subject: e.Subject, Decision: e.Decision,
 		Reason: e.Reason, Source: e.Source, Service: e.Service, User: e.User, App: e.App,
-		RequestID: e.RequestID, TraceID: e.TraceID, Result: e.Result, Fields: e.Fields}
+		RequestID: e.RequestID, TraceID: e.TraceID, Result: e.Result, Fields: e.FieldMap()}
 }
 
 func (w wireEvent) event() Event {

@@ -118,12 +118,21 @@ func (b *indexBuilder) add(seq uint64, t time.Time, actor, user, app, service st
 		b.keys = map[string]struct{}{}
 	}
 	for _, p := range [...]string{actor, user, app} {
-		if p != "" {
-			b.keys["p:"+p] = struct{}{}
-		}
+		b.key("p:", p)
 	}
-	if service != "" {
-		b.keys["s:"+service] = struct{}{}
+	b.key("s:", service)
+}
+
+// key adds prefix+v to the keys, allocating only for a key not seen yet
+// (a lookup by string(bytes) does not allocate): every request pays it.
+func (b *indexBuilder) key(prefix, v string) {
+	if v == "" {
+		return
+	}
+	var kb [128]byte
+	k := append(append(kb[:0], prefix...), v...)
+	if _, ok := b.keys[string(k)]; !ok {
+		b.keys[string(k)] = struct{}{}
 	}
 }
 

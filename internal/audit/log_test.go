@@ -390,7 +390,7 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	key := newKey(t)
 	dir := t.TempDir()
 	f := &countingFS{}
-	w, err := Open(dir, Options{Signer: key, MaxSegmentBytes: 64 << 10, openFile: f.open})
+	w, err := Open(dir, Options{Signer: key, MaxSegmentBytes: 64 << 10, SyncInterval: SyncAlways, openFile: f.open})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,10 @@ import (
 	"log/slog"
 )
 
-// LogSink records events in a Writer's durable log: Emit returns only once
-// the record is fsynced, and an error when it could not be (the caller
-// fails closed: a proxy answers 503 and forwards nothing).
+// LogSink records events in a Writer's durable log: Emit returns once the
+// record is written (fsynced, with SyncAlways), and an error when it could
+// not be (the caller fails closed: a proxy answers 503 and forwards
+// nothing).
 type LogSink struct{ W *Writer }
 
 var (

@@ -33,8 +33,9 @@ type Options struct {
 	// first, if records were written since (defaults 10,000 and 10s).
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
-	// QueueSize bounds the appends waiting to be written (default 16,384).
-	// When it is full, Append waits until its context is done.
+	// QueueSize bounds the appends waiting to be written with SyncAlways
+	// (default 16,384). When it is full, Append waits until its context is
+	// done.
 	QueueSize int
 	// Retention deletes sealed segments whose newest record is older than
 	// this (default 400 days; negative keeps everything).
@@ -45,6 +46,13 @@ type Options struct {
 	// records are kept past the retention period, logged and counted
 	// (ward_audit_unshipped_past_retention_records) instead.
 	Shipped func() uint64
+	// SyncInterval is how long a record written by Append may wait for
+	// its fsync (default DefaultSyncInterval). Append writes the record
+	// into the file before it returns, so it survives a crash of the
+	// process at once; a power loss may take what the last interval wrote.
+	// SyncAlways instead returns only once the record is fsynced (group
+	// commit): for events that must be on disk before the answer.
+	SyncInterval time.Duration
 	// NoCompress keeps sealed segments uncompressed.
 	NoCompress bool
 	Logger     *slog.Logger
@@ -77,6 +85,11 @@ func (o Options) withDefaults() Options {
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = 10 * time.Second
 	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = DefaultSyncInterval
+	} else if o.SyncInterval < 0 {
+		o.SyncInterval = SyncAlways
+	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 16384
 	}
@@ -97,6 +110,14 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// SyncAlways, as Options.SyncInterval, fsyncs every record before Append
+// returns.
+const SyncAlways time.Duration = -1
+
+// DefaultSyncInterval bounds what a power loss can take from a log that
+// does not sync always.
+const DefaultSyncInterval = time.Second
+
 // DefaultRetention is how long records are kept by default: intrusions are
 // often found long after they start.
 const DefaultRetention = 400 * 24 * time.Hour
@@ -108,16 +129,40 @@ const MaxEventBytes = maxLine - 1024
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("audit: log is closed")
 
+// ErrStalled is what Err reports while a write to the log (with
+// SyncAlways: a write and its fsync) has not returned for StallAfter: the
+// disk has stopped, and requests are refused at once rather than each
+// waiting for its deadline.
+var ErrStalled = errors.New("audit: the disk has not finished a write to the log for " + StallAfter.String())
+
+// StallAfter is how long a write may take before Err reports ErrStalled.
+const StallAfter = 2 * time.Second
+
 // maxBatch bounds one group commit.
 const maxBatch = 8192
 
-// Writer appends events to a hash-chained log directory with group
-// commit: concurrent appends share one write and one fsync, and each
-// Append returns only once its record is on disk.
+// Writer appends events to a hash-chained log directory. With SyncAlways
+// it commits in groups: concurrent appends share one write and one fsync,
+// and each Append returns only once its record is on disk. Otherwise each
+// Append writes its record into the active segment itself, without
+// handing it to another goroutine, and a background goroutine fsyncs at
+// most SyncInterval apart.
 type Writer struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
+
+	// sem is the lock on the segment file and the chain state: a 1-slot
+	// channel, so that an Append can give up waiting at its deadline when
+	// the disk stalls.
+	sem chan struct{}
+	// syncMu guards syncFile, the file the background fsync may sync;
+	// closing a segment file takes it, so no fsync runs on a closed file.
+	syncMu   sync.Mutex
+	syncFile segmentFile
+	dirty    atomic.Bool  // written since the last fsync
+	writing  atomic.Int64 // when the write in progress started (Unix ns), 0 when none
+	bufs     sync.Pool    // of *[]byte, to encode events into
 
 	mu     sync.RWMutex // held for reading while sending to reqs; Close takes it to stop senders
 	closed bool
@@ -131,10 +176,10 @@ type Writer struct {
 	isClosed  atomic.Bool           // closed, for Err without the lock
 	lastErr   atomic.Pointer[error] // the last failure, nil once a batch succeeds
 
-	// Owned by the loop goroutine.
+	// Guarded by sem.
 	f         segmentFile
 	segNum    uint64
-	segSize   int64 // bytes known good (durable) in the active segment
+	segSize   int64 // bytes known good (whole entries written) in the active segment
 	segStart  time.Time
 	segRecs   int
 	seq       uint64
@@ -180,7 +225,9 @@ func Open(dir string, opts Options) (*Writer, error) {
 		stop: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), mdone: make(chan struct{}),
 		built: make(chan segIndex, 64), pending: map[uint64]segIndex{},
+		sem: make(chan struct{}, 1),
 	}
+	w.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	if err := w.recover(); err != nil {
 		if w.f != nil {
 			w.f.Close()
@@ -195,13 +242,17 @@ func Open(dir string, opts Options) (*Writer, error) {
 // Dir returns the log directory.
 func (w *Writer) Dir() string { return w.dir }
 
-// Append records e and returns its sequence number once it is durably on
-// disk. It fails when the disk fails or ctx ends first; the caller must
-// then treat the event as not recorded (fail closed). A zero e.Time is set
-// to now.
+// Append records e and returns its sequence number once it is written:
+// fsynced with SyncAlways, else in the file (the kernel's page cache),
+// where a crash of the process cannot take it. It fails when the disk
+// fails or ctx ends first; the caller must then treat the event as not
+// recorded (fail closed). A zero e.Time is set to now.
 func (w *Writer) Append(ctx context.Context, e Event) (uint64, error) {
 	if e.Time.IsZero() {
 		e.Time = w.opts.Now()
+	}
+	if w.opts.SyncInterval != SyncAlways {
+		return w.appendBuffered(ctx, &e)
 	}
 	ev, err := appendEvent(make([]byte, 0, 512), &e)
 	if err != nil {
@@ -214,6 +265,54 @@ func (w *Writer) Append(ctx context.Context, e Event) (uint64, error) {
 	return w.submit(ctx, &request{ev: ev, res: make(chan result, 1),
 		t: e.Time, actor: e.Actor, user: e.User, app: e.App, service: e.Service})
 }
+
+// appendBuffered encodes e and writes it from the caller's goroutine;
+// the background fsync makes it durable.
+func (w *Writer) appendBuffered(ctx context.Context, e *Event) (uint64, error) {
+	bp := w.bufs.Get().(*[]byte)
+	defer w.bufs.Put(bp)
+	ev, err := appendEvent((*bp)[:0], e)
+	*bp = ev[:0]
+	if err != nil {
+		return 0, fmt.Errorf("audit: encode event: %w", err)
+	}
+	if len(ev) > MaxEventBytes {
+		w.opts.Metrics.failed("too_large", 1)
+		return 0, fmt.Errorf("audit: event of type %q is %d bytes encoded, more than %d", e.Type, len(ev), MaxEventBytes)
+	}
+	if err := w.lock(ctx); err != nil {
+		w.opts.Metrics.failed("timeout", 1)
+		return 0, fmt.Errorf("audit: log busy: %w", err)
+	}
+	defer w.unlock()
+	if w.isClosed.Load() {
+		w.opts.Metrics.failed("closed", 1)
+		return 0, ErrClosed
+	}
+	r := request{ev: ev, t: e.Time, actor: e.Actor, user: e.User, app: e.App, service: e.Service}
+	batch, seqs := [1]*request{&r}, [1]uint64{}
+	if err := w.write(batch[:], seqs[:], false); err != nil {
+		return 0, err
+	}
+	return seqs[0], nil
+}
+
+// lock takes sem, or gives up when ctx ends.
+func (w *Writer) lock(ctx context.Context) error {
+	select {
+	case w.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case w.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *Writer) unlock() { <-w.sem }
 
 func (w *Writer) submit(ctx context.Context, r *request) (uint64, error) {
 	w.mu.RLock()
@@ -241,14 +340,17 @@ func (w *Writer) submit(ctx context.Context, r *request) (uint64, error) {
 
 // Err reports whether the writer can record: ErrClosed once it is
 // closed, else the error of the last failed batch (for good after a
-// failed fsync), nil while batches succeed. Proxies use it to fail closed
-// before forwarding anything.
+// failed fsync), ErrStalled while a write hangs, nil while batches
+// succeed. Proxies use it to fail closed before forwarding anything.
 func (w *Writer) Err() error {
 	if w.isClosed.Load() {
 		return ErrClosed
 	}
 	if p := w.lastErr.Load(); p != nil {
 		return *p
+	}
+	if t := w.writing.Load(); t != 0 && time.Since(time.Unix(0, t)) >= StallAfter {
+		return ErrStalled
 	}
 	return nil
 }
@@ -273,6 +375,12 @@ func (w *Writer) loop() {
 	defer close(w.done)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var syncC <-chan time.Time
+	if w.opts.SyncInterval != SyncAlways {
+		st := time.NewTicker(w.opts.SyncInterval)
+		defer st.Stop()
+		syncC = st.C
+	}
 	batch := make([]*request, 0, 64)
 	for {
 		select {
@@ -280,8 +388,12 @@ func (w *Writer) loop() {
 			batch = append(batch[:0], r)
 			batch = w.drain(batch)
 			w.commit(batch)
+		case <-syncC:
+			w.syncWritten()
 		case <-tick.C:
+			_ = w.lock(context.Background())
 			w.idle()
+			w.unlock()
 		case <-w.stop:
 			for {
 				batch = w.drain(batch[:0])
@@ -290,17 +402,59 @@ func (w *Writer) loop() {
 				}
 				w.commit(batch)
 			}
+			_ = w.lock(context.Background())
+			defer w.unlock()
 			if w.failed == nil && w.sinceCkpt > 0 {
-				w.commit(nil) // final checkpoint
+				w.commitLocked(nil) // final checkpoint
+			}
+			if w.failed == nil && w.dirty.Load() {
+				if err := w.f.Sync(); err != nil {
+					w.failed = fmt.Errorf("fsync: %w", err)
+				}
 			}
 			if w.f != nil {
-				if err := w.f.Close(); err != nil && w.failed == nil {
+				if err := w.closeFile(); err != nil && w.failed == nil {
 					w.failed = err
 				}
 			}
 			return
 		}
 	}
+}
+
+// syncWritten fsyncs what Append wrote since the last fsync. It runs
+// without sem, so that appends go on while the disk syncs; a failure
+// stops the writer for good, as the page cache state is then unknown.
+func (w *Writer) syncWritten() {
+	if !w.dirty.Swap(false) {
+		return
+	}
+	w.syncMu.Lock()
+	t0 := time.Now()
+	var err error
+	if w.syncFile != nil {
+		err = w.syncFile.Sync()
+	}
+	w.syncMu.Unlock()
+	if err == nil {
+		w.opts.Metrics.synced(time.Since(t0))
+		return
+	}
+	_ = w.lock(context.Background())
+	defer w.unlock()
+	if w.failed == nil {
+		w.failed = fmt.Errorf("fsync: %w", err)
+	}
+	w.fail("fsync", err)
+}
+
+// closeFile closes the active segment file; the caller holds sem.
+func (w *Writer) closeFile() error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+	err := w.f.Close()
+	w.f, w.syncFile = nil, nil
+	return err
 }
 
 func (w *Writer) drain(batch []*request) []*request {
@@ -315,7 +469,8 @@ func (w *Writer) drain(batch []*request) []*request {
 	return batch
 }
 
-// idle runs on the ticker: time-based checkpoints and rotation.
+// idle runs on the ticker: time-based checkpoints and rotation. The
+// caller holds sem.
 func (w *Writer) idle() {
 	if w.failed != nil {
 		return
@@ -328,7 +483,7 @@ func (w *Writer) idle() {
 		return
 	}
 	if w.sinceCkpt > 0 && now.Sub(w.lastCkpt) >= w.opts.CheckpointInterval {
-		w.commit(nil)
+		_, _ = w.commitLocked(nil)
 	}
 }
 
@@ -341,32 +496,40 @@ func (w *Writer) fail(what string, err error) {
 // commit writes batch (nil: only a checkpoint) with one write and one
 // fsync and answers every request.
 func (w *Writer) commit(batch []*request) {
-	answer := func(err error, seqs []uint64) {
-		for i, r := range batch {
-			if err != nil {
-				r.res <- result{err: err}
-			} else {
-				r.res <- result{seq: seqs[i]}
-			}
+	_ = w.lock(context.Background())
+	seqs, err := w.commitLocked(batch)
+	w.unlock()
+	for i, r := range batch {
+		if err != nil {
+			r.res <- result{err: err}
+		} else {
+			r.res <- result{seq: seqs[i]}
 		}
 	}
+}
+
+func (w *Writer) commitLocked(batch []*request) ([]uint64, error) {
+	seqs := make([]uint64, len(batch))
+	return seqs, w.write(batch, seqs, true)
+}
+
+// write appends batch (nil: only a checkpoint) to the active segment with
+// one write, fsyncs if durable, and sets seqs. The caller holds sem.
+func (w *Writer) write(batch []*request, seqs []uint64, durable bool) error {
 	if w.failed != nil {
 		w.opts.Metrics.failed("disk", len(batch))
-		answer(fmt.Errorf("audit: log unusable after an earlier failure: %w", w.failed), nil)
-		return
+		return fmt.Errorf("audit: log unusable after an earlier failure: %w", w.failed)
 	}
 	now := w.opts.Now()
 	if w.segRecs > 0 && (w.segSize >= w.opts.MaxSegmentBytes || now.Sub(w.segStart) >= w.opts.MaxSegmentAge) {
 		if err := w.rotate(); err != nil {
 			w.fail("rotate", err)
 			w.opts.Metrics.failed("disk", len(batch))
-			answer(fmt.Errorf("audit: rotate segment: %w", err), nil)
-			return
+			return fmt.Errorf("audit: rotate segment: %w", err)
 		}
 	}
 	buf := w.buf[:0]
 	seq, last := w.seq, w.last
-	seqs := make([]uint64, len(batch))
 	recs := 0
 	var cut *Cut
 	for i, r := range batch {
@@ -389,17 +552,15 @@ func (w *Writer) commit(batch []*request) {
 		if buf, last, err = w.appendCheckpoint(buf, seq, last, false, cut, now); err != nil {
 			w.buf = buf
 			w.opts.Metrics.failed("sign", len(batch))
-			answer(fmt.Errorf("audit: sign checkpoint: %w", err), nil)
-			return
+			return fmt.Errorf("audit: sign checkpoint: %w", err)
 		}
 	}
 	t0 := time.Now()
-	if err := w.writeDurable(buf); err != nil {
+	if err := w.writeOut(buf, durable); err != nil {
 		w.buf = buf
 		w.fail("write", err)
 		w.opts.Metrics.failed("disk", len(batch))
-		answer(fmt.Errorf("audit: record not written: %w", err), nil)
-		return
+		return fmt.Errorf("audit: record not written: %w", err)
 	}
 	w.buf = buf
 	w.lastErr.Store(nil)
@@ -415,8 +576,12 @@ func (w *Writer) commit(batch []*request) {
 	} else {
 		w.sinceCkpt += recs
 	}
-	w.opts.Metrics.wrote(recs, time.Since(t0))
-	answer(nil, seqs)
+	if durable {
+		w.opts.Metrics.wrote(recs, time.Since(t0))
+	} else {
+		w.opts.Metrics.appended(recs)
+	}
+	return nil
 }
 
 func (w *Writer) appendCheckpoint(buf []byte, seq uint64, prev Hash, seal bool, cut *Cut, now time.Time) ([]byte, Hash, error) {
@@ -431,12 +596,21 @@ func (w *Writer) appendCheckpoint(buf []byte, seq uint64, prev Hash, seal bool, 
 	return appendEntry(buf, e)
 }
 
-// writeDurable appends buf to the active segment and fsyncs. On a write
-// error it cuts the file back to its last durable size, so a later batch
-// continues a clean chain; if that fails too, or fsync fails (the page
-// cache state is then unknown), the writer stops for good.
-func (w *Writer) writeDurable(buf []byte) error {
-	if _, err := w.f.Write(buf); err != nil {
+// writeDurable appends buf to the active segment and fsyncs.
+func (w *Writer) writeDurable(buf []byte) error { return w.writeOut(buf, true) }
+
+// writeOut appends buf to the active segment, and fsyncs if durable. On
+// a write error it cuts the file back to the end of the last good write,
+// so a later one continues a clean chain; if that fails too, or fsync
+// fails (the page cache state is then unknown), the writer stops for
+// good.
+func (w *Writer) writeOut(buf []byte, durable bool) error {
+	w.writing.Store(time.Now().UnixNano())
+	defer w.writing.Store(0)
+	if n, err := w.f.Write(buf); err != nil {
+		if n == 0 {
+			return err // nothing written, nothing to cut back
+		}
 		if terr := w.f.Truncate(w.segSize); terr != nil {
 			w.failed = fmt.Errorf("write: %w; and cutting back the partial write: %w", err, terr)
 		} else if serr := w.f.Sync(); serr != nil {
@@ -444,7 +618,9 @@ func (w *Writer) writeDurable(buf []byte) error {
 		}
 		return err
 	}
-	if err := w.f.Sync(); err != nil {
+	if !durable {
+		w.dirty.Store(true)
+	} else if err := w.f.Sync(); err != nil {
 		w.failed = fmt.Errorf("fsync: %w", err)
 		return err
 	}
@@ -464,11 +640,10 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	w.last = last
-	if err := w.f.Close(); err != nil {
+	if err := w.closeFile(); err != nil {
 		w.failed = err
 		return err
 	}
-	w.f = nil
 	sealed := w.segNum
 	select {
 	case w.built <- w.idx.finish(sealed):
@@ -494,6 +669,7 @@ func (w *Writer) startSegment(num uint64, now time.Time) error {
 		return err
 	}
 	w.f, w.segNum, w.segSize, w.segStart, w.segRecs = f, num, 0, now, 0
+	w.setSyncFile(f)
 	w.sinceCkpt, w.lastCkpt = 0, now
 	w.idx = indexBuilder{}
 	w.activeSeg.Store(num)
@@ -512,6 +688,12 @@ func (w *Writer) startSegment(num uint64, now time.Time) error {
 		return err
 	}
 	return nil
+}
+
+func (w *Writer) setSyncFile(f segmentFile) {
+	w.syncMu.Lock()
+	w.syncFile = f
+	w.syncMu.Unlock()
 }
 
 func syncDir(dir string) error {
@@ -572,6 +754,7 @@ func (w *Writer) recover() error {
 			}
 		}
 		w.f, w.segNum, w.segSize, w.segStart, w.segRecs = f, last.Num, st.good, st.start, st.recs
+		w.setSyncFile(f)
 		w.sinceCkpt, w.lastCkpt = st.sinceCkpt, now
 		w.idx = b
 		w.activeSeg.Store(last.Num)

@@ -28,6 +28,7 @@ type gatewayFlags struct {
 	connBurst                int
 	auditDir                 string
 	auditFailOpen            bool
+	auditSync                syncIntervalFlag
 	body                     bodyFlags
 }
 
@@ -85,7 +86,7 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 			}
 			gw := &role.Gateway{
 				Workload: role.Workload{Server: g.server, Bundle: bundle, Token: f.token, DataDir: f.dir,
-					AuditDir: f.auditDir, AuditFailOpen: f.auditFailOpen, Log: g.logger()},
+					AuditDir: f.auditDir, AuditSyncInterval: f.auditSync.duration(), AuditFailOpen: f.auditFailOpen, Log: g.logger()},
 				Proxy: cfg,
 				Edge: role.EdgeCert{CertFile: f.tlsCert, KeyFile: f.tlsKey,
 					ACMEDirectory: f.acmeDir, ACMEEmail: f.acmeEmail, ACMEDomains: f.acmeDomains, ACMECA: f.acmeCA,
@@ -117,6 +118,7 @@ expiry), or Ward's CA (--tls-ward-ca with --tls-names).`,
 	fl.StringVar(&f.connRate, "conn-rate", "100/s", "new connections one source address may open (COUNT/PERIOD)")
 	fl.IntVar(&f.connBurst, "conn-burst", 200, "connections one source address may open at once")
 	fl.StringVar(&f.auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
+	fl.Var(&f.auditSync, "audit-sync-interval", syncIntervalUsage)
 	fl.BoolVar(&f.auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	fl.IntVar(&cfg.Limits.MaxPerSource, "max-requests-per-source", proxy.DefaultMaxPerSource, "concurrent requests one source (IPv4 address, IPv6 /64) may have in flight; past it 429")
 	f.body.register(fl)

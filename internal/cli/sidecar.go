@@ -15,6 +15,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	var cfg sidecar.Config
 	var token, dir, auditDir string
 	var auditFailOpen bool
+	var auditSync syncIntervalFlag
 	var upstreams []string
 	var body bodyFlags
 	cmd := &cobra.Command{
@@ -62,7 +63,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 			}
 			sc := &role.Sidecar{
 				Workload: role.Workload{Server: g.server, Bundle: bundle, Token: token, DataDir: dir,
-					AuditDir: auditDir, AuditFailOpen: auditFailOpen, Log: g.logger()},
+					AuditDir: auditDir, AuditSyncInterval: auditSync.duration(), AuditFailOpen: auditFailOpen, Log: g.logger()},
 				Proxy: cfg,
 			}
 			return sc.Run(cmd.Context())
@@ -79,6 +80,7 @@ On first start the sidecar enrolls with --token and keeps its SVID in
 	f.StringVar(&token, "token", "", "one-time join token for the first start")
 	f.StringVar(&dir, "data-dir", "", "where the SVID is kept (default ./ward-sidecar-NAME)")
 	f.StringVar(&auditDir, "audit-dir", "", "local audit log, shipped to the server (default DATA_DIR/audit)")
+	f.Var(&auditSync, "audit-sync-interval", syncIntervalUsage)
 	f.BoolVar(&auditFailOpen, "audit-fail-open", false, "serve requests even when they cannot be recorded (a risk: the trail gets gaps)")
 	body.register(f)
 	return cmd

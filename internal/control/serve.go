@@ -152,7 +152,9 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		auditDir = filepath.Join(cfg.DataDir, DirAudit)
 	}
 	auditMetrics := audit.NewMetrics(s.registry)
-	if s.auditLog, err = audit.Open(auditDir, audit.Options{Signer: auditKey, Logger: cfg.Log, Metrics: auditMetrics}); err != nil {
+	// Control-plane events (and the records proxies ship, which they may
+	// delete once acknowledged) are fsynced before the answer.
+	if s.auditLog, err = audit.Open(auditDir, audit.Options{Signer: auditKey, SyncInterval: audit.SyncAlways, Logger: cfg.Log, Metrics: auditMetrics}); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	events := cfg.Events

@@ -19,7 +19,7 @@ func TestProxyAuditFailOpen(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, failOpen := range []bool{false, true} {
 		dir := t.TempDir()
-		sp, sink, err := proxyAudit(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), nil, prometheus.NewRegistry(), failOpen, log)
+		sp, sink, err := proxyAudit(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), 0, nil, prometheus.NewRegistry(), failOpen, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -150,7 +150,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	spool, events, err := proxyAudit(auditDir, cursor, client, cfg.Registry, g.AuditFailOpen, log)
+	spool, events, err := proxyAudit(auditDir, cursor, g.AuditSyncInterval, client, cfg.Registry, g.AuditFailOpen, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -40,6 +41,12 @@ type Workload struct {
 	DataDir string
 	// AuditDir is the local audit spool; default DataDir/audit.
 	AuditDir string
+	// AuditSyncInterval is how long a request record may wait for its
+	// fsync (0: audit.DefaultSyncInterval; audit.SyncAlways: fsynced before
+	// the request goes on). A record is in the spool file before the
+	// request is forwarded either way, so it survives a crash of the
+	// process; a power loss may take the last interval.
+	AuditSyncInterval time.Duration
 	// AuditFailOpen serves requests that cannot be recorded (a risk: the
 	// trail gets gaps). By default they fail.
 	AuditFailOpen bool

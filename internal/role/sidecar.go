@@ -46,7 +46,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	spool, events, err := proxyAudit(spoolDir, cursor, client, cfg.Registry, s.AuditFailOpen, log)
+	spool, events, err := proxyAudit(spoolDir, cursor, s.AuditSyncInterval, client, cfg.Registry, s.AuditFailOpen, log)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

@@ -70,7 +70,8 @@ type spool struct {
 }
 
 // openSpool opens a proxy's local audit log in dir, its cursor in cursor.
-func openSpool(dir, cursor string, client *control.Client, reg prometheus.Registerer, log *slog.Logger) (*spool, error) {
+// syncInterval is --audit-sync-interval (0: audit.DefaultSyncInterval).
+func openSpool(dir, cursor string, syncInterval time.Duration, client *control.Client, reg prometheus.Registerer, log *slog.Logger) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit spool: %w", err)
 	}
@@ -88,7 +89,7 @@ func openSpool(dir, cursor string, client *control.Client, reg prometheus.Regist
 	// Sealed segments stay uncompressed: the spool lives a week, and gzip
 	// would cost CPU on the request path's machine for little. Retention
 	// deletes only what the server acknowledged.
-	s.w, err = audit.Open(dir, audit.Options{Retention: spoolRetention, Shipped: s.shipped.Load, NoCompress: true, Logger: log, Metrics: m})
+	s.w, err = audit.Open(dir, audit.Options{Retention: spoolRetention, Shipped: s.shipped.Load, NoCompress: true, SyncInterval: syncInterval, Logger: log, Metrics: m})
 	if err != nil {
 		return nil, err
 	}
@@ -331,8 +332,8 @@ func (s *spool) requeue(recs []control.ShippedRecord) {
 // counting each lost record): a risk, chosen per role with
 // --audit-fail-open, for services whose availability matters more than a
 // complete trail.
-func proxyAudit(dir, cursor string, client *control.Client, reg prometheus.Registerer, failOpen bool, log *slog.Logger) (*spool, audit.Sink, error) {
-	sp, err := openSpool(dir, cursor, client, reg, log)
+func proxyAudit(dir, cursor string, syncInterval time.Duration, client *control.Client, reg prometheus.Registerer, failOpen bool, log *slog.Logger) (*spool, audit.Sink, error) {
+	sp, err := openSpool(dir, cursor, syncInterval, client, reg, log)
 	if err != nil {
 		return nil, nil, err
 	}

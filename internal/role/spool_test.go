@@ -35,7 +35,7 @@ func TestSpoolReadyFailsWhenLogCannotRecord(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := filepath.Join(t.TempDir(), "audit")
-	sp, sink, err := proxyAudit(dir, filepath.Join(t.TempDir(), "cursor"), nil, prometheus.NewRegistry(), false, log)
+	sp, sink, err := proxyAudit(dir, filepath.Join(t.TempDir(), "cursor"), 0, nil, prometheus.NewRegistry(), false, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestSpoolReadyFailsWhenLogCannotRecord(t *testing.T) {
 
 	// A closed spool is not ready either.
 	dir2 := filepath.Join(t.TempDir(), "audit")
-	sp2, sink2, err := proxyAudit(dir2, filepath.Join(t.TempDir(), "cursor"), nil, prometheus.NewRegistry(), false, log)
+	sp2, sink2, err := proxyAudit(dir2, filepath.Join(t.TempDir(), "cursor"), 0, nil, prometheus.NewRegistry(), false, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestSpoolReplicasAndRestartShipEveryRecord(t *testing.T) {
 		}
 		client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
 		dir := t.TempDir()
-		sp, err := openSpool(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), client, prometheus.NewRegistry(), log)
+		sp, err := openSpool(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), 0, client, prometheus.NewRegistry(), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestSpoolKeepsUnshippedPastRetention(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := filepath.Join(t.TempDir(), "audit")
 	reg := prometheus.NewRegistry()
-	sp, err := openSpool(dir, filepath.Join(t.TempDir(), "cursor"), nil, reg, log) // no server: nothing ships
+	sp, err := openSpool(dir, filepath.Join(t.TempDir(), "cursor"), 0, nil, reg, log) // no server: nothing ships
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestSpoolFromEarlierVersionShipsWhatItHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
-	sp, err := openSpool(spoolDir, cursor, client, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sp, err := openSpool(spoolDir, cursor, 0, client, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestSpoolReshipsWhenServerIsBehind(t *testing.T) {
 	}
 	client.FollowCredential(func() *tls.Certificate { return src.Current().TLSCertificate() })
 	dir := t.TempDir()
-	sp, err := openSpool(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), client, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sp, err := openSpool(filepath.Join(dir, "audit"), filepath.Join(dir, "cursor"), 0, client, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

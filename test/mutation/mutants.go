@@ -699,6 +699,27 @@ var mutants = []Mutant{
 		Run:  auditVerifyTests + "|Close|Err|Fail|Disk",
 		Why:  "a closed log says it can record, so a proxy forwards what nothing will record",
 	},
+	{
+		ID: "audit/sync-always-ignored", Pkg: "internal/audit", File: "writer.go",
+		From: "\tif w.opts.SyncInterval != SyncAlways {\n\t\treturn w.appendBuffered(ctx, &e)",
+		To:   "\tif true {\n\t\treturn w.appendBuffered(ctx, &e)",
+		Run:  "SyncAlways|Fsync|Blocked",
+		Why:  "a log asked to fsync every record returns before the fsync: a power loss takes acknowledged control-plane events (issue 13 finding 2)",
+	},
+	{
+		ID: "audit/no-background-fsync", Pkg: "internal/audit", File: "writer.go",
+		From: "\tif !w.dirty.Swap(false) {\n\t\treturn\n\t}",
+		To:   "\tif true {\n\t\treturn\n\t}",
+		Run:  "Interval",
+		Why:  "records appended with a sync interval are never fsynced until Close: a power loss takes far more than the interval (issue 13 finding 2)",
+	},
+	{
+		ID: "control/audit-log-not-synced", Pkg: "internal/control", File: "serve.go",
+		From: "SyncInterval: audit.SyncAlways, ",
+		To:   "",
+		Run:  "TestControlPlaneEventsFsyncedBeforeAnswer",
+		Why:  "the server answers before its control-plane event is fsynced (issue 13 finding 2)",
+	},
 
 	// internal/role: the proxies' audit spool.
 	{
