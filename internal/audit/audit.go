@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -117,8 +118,17 @@ type Sink interface {
 // SlogSink writes events as structured log lines.
 type SlogSink struct{ Log *slog.Logger }
 
-// Emit implements Sink.
+// Emit implements Sink. Request records (types ending in ".request" or
+// ".response": one per request) are logged at debug level, every other
+// event at info: at the default level a request costs no text line.
 func (s SlogSink) Emit(ctx context.Context, e Event) error {
+	level := slog.LevelInfo
+	if strings.HasSuffix(e.Type, ".request") || strings.HasSuffix(e.Type, ".response") {
+		level = slog.LevelDebug
+	}
+	if !s.Log.Enabled(ctx, level) {
+		return nil
+	}
 	attrs := []slog.Attr{
 		slog.String("type", e.Type),
 		slog.String("actor", e.Actor),
@@ -134,7 +144,7 @@ func (s SlogSink) Emit(ctx context.Context, e Event) error {
 	for k, v := range e.FieldMap() {
 		attrs = append(attrs, slog.String(k, v))
 	}
-	s.Log.LogAttrs(ctx, slog.LevelInfo, "audit", attrs...)
+	s.Log.LogAttrs(ctx, level, "audit", attrs...)
 	return nil
 }
 

@@ -2,7 +2,10 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -124,5 +127,33 @@ func BenchmarkAppendEventTyped(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf, _ = appendEvent(buf[:0], &e)
+	}
+}
+
+// TestSlogSinkLogsRequestsAtDebug (issue 13): at the default level a
+// proxied request costs no text line; control-plane events still log.
+func TestSlogSinkLogsRequestsAtDebug(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Level
+		typ   string
+		lines int
+	}{
+		{slog.LevelInfo, "gateway.request", 0},
+		{slog.LevelInfo, "gateway.response", 0},
+		{slog.LevelInfo, "sidecar.request", 0},
+		{slog.LevelInfo, "ca.issue", 1},
+		{slog.LevelDebug, "sidecar.request", 1},
+	} {
+		var buf bytes.Buffer
+		sink := SlogSink{Log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))}
+		if err := sink.Emit(context.Background(), Event{Type: tc.typ, HTTP: HTTP{Status: 200}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(buf.String(), "\n"); got != tc.lines {
+			t.Errorf("%s at %v: %d lines, want %d: %q", tc.typ, tc.level, got, tc.lines, buf.String())
+		}
+		if tc.lines == 1 && tc.typ == "sidecar.request" && !strings.Contains(buf.String(), "status=200") {
+			t.Errorf("the debug line lacks the typed fields: %q", buf.String())
+		}
 	}
 }

@@ -163,7 +163,7 @@ var logIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // then the shipper's SPIFFE ID). Anything else is refused.
 var proxyEvents = map[string]map[string]bool{
 	"svc":     {"sidecar.request": true, "sidecar.connection": true, "sidecar.handshake": true, "config.reload": false},
-	"gateway": {"gateway.request": true, "config.reload": false},
+	"gateway": {"gateway.request": true, "gateway.response": true, "config.reload": false},
 }
 
 // logLocks serializes the batches of one sending log, so that two

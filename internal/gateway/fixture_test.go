@@ -30,8 +30,8 @@ import (
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/gateway"
-	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/sidecar"
 )

@@ -55,9 +55,15 @@ func TestForwardsWithIdentity(t *testing.T) {
 	if resp.Header.Get("Strict-Transport-Security") != "max-age=63072000; includeSubDomains" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
 		t.Errorf("security headers: %v", resp.Header)
 	}
+	// The decision, recorded before the service saw the request, then
+	// the outcome, with the same request id.
 	gw := findEvent(t, e.events, reqID)
-	if gw.Decision != "allow" || gw.User != "alice" || gw.App != "shop" || gw.Service != "orders" || gw.Result != "200" || gw.Fields["route"] != "orders" {
+	if gw.Type != "gateway.request" || gw.Decision != "allow" || gw.User != "alice" || gw.App != "shop" || gw.Service != "orders" || gw.Field("route") != "orders" {
 		t.Errorf("access record %+v", gw)
+	}
+	out := findEventOfType(t, e.events, reqID, "gateway.response")
+	if out.Result != "200" || out.Field("status") != "200" || out.Field("route") != "orders" || out.User != "alice" {
+		t.Errorf("outcome record %+v", out)
 	}
 	sc := findEvent(t, e.orders.events, reqID)
 	if sc.Type != "sidecar.request" || sc.User != "alice" || sc.App != "shop" {
@@ -69,9 +75,15 @@ func TestForwardsWithIdentity(t *testing.T) {
 // the gateway writes its access record behind the response.
 func findEvent(t *testing.T, r *audit.Recorder, reqID string) audit.Event {
 	t.Helper()
+	return findEventOfType(t, r, reqID, "")
+}
+
+// findEventOfType waits for the first event of reqID of type typ ("": any).
+func findEventOfType(t *testing.T, r *audit.Recorder, reqID, typ string) audit.Event {
+	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		for _, ev := range r.Events() {
-			if ev.RequestID == reqID {
+			if ev.RequestID == reqID && (typ == "" || ev.Type == typ) {
 				return ev
 			}
 		}

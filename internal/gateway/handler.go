@@ -244,17 +244,31 @@ func (g *Gateway) forward(x *exchange) pipeline.Refusal {
 	r.Header.Set(HeaderRequestID, x.ID)
 	r.Header.Set(HeaderClientIP, x.Source) // what the gateway saw, never the client's claim
 	proxy.SetPath(r.URL, x.Path)           // the service sees the path that was authorized
+	// The decision is recorded before the service sees the request, so
+	// that a gateway killed mid-request leaves the record of every request
+	// that reached a service; what cannot be recorded is not forwarded.
+	// The outcome (status, size, latency) follows as gateway.response.
+	if err := g.cfg.Events.Emit(r.Context(), g.event(x, EventRequest)); err != nil {
+		return pipeline.Refuse(pipeline.AuditUnavailable, err.Error())
+	}
+	x.Recorded = true
 	up.ServeHTTP(&x.W, r)
 	return pipeline.Refusal{}
 }
 
-// record emits the access record of the exchange, once the response is
-// over, from the request's own goroutine.
-func (g *Gateway) record(x *exchange) {
-	status := x.W.Status
-	if status == 0 {
-		status = http.StatusOK
-	}
+// Event types of the gateway's access records.
+const (
+	// EventRequest is the decision on a request: written before a
+	// forwarded request reaches the service, or with the refusal.
+	EventRequest = "gateway.request"
+	// EventResponse is the outcome of a forwarded request (status, bytes,
+	// latency), written once the response is over; it shares the
+	// request's id.
+	EventResponse = "gateway.response"
+)
+
+// event is the exchange's access record as of now.
+func (g *Gateway) event(x *exchange, typ string) audit.Event {
 	decision, reason := "allow", ReasonAllowed
 	if x.Refusal.Refused() {
 		decision, reason = "deny", x.Refusal.Reason.Code
@@ -263,27 +277,36 @@ func (g *Gateway) record(x *exchange) {
 	if x.State.route != nil {
 		routeName, service = x.State.route.name, x.State.route.service
 	}
-	elapsed := time.Since(x.Start)
 	p, r := &x.State.p, x.R
-	ev := audit.Event{
-		Time: time.Now(), Type: "gateway.request", Actor: p.Key(authn.KeyKindUser), Subject: g.id.String(),
+	return audit.Event{
+		Time: time.Now(), Type: typ, Actor: p.Key(authn.KeyKindUser), Subject: g.id.String(),
 		Decision: decision, Reason: reason, Source: r.RemoteAddr, Service: service, User: p.User, App: p.AppID,
-		RequestID: x.ID, TraceID: traceID(r.Header.Get("Traceparent")), Result: strconv.Itoa(status),
-		Fields: map[string]string{
-			"route": routeName, "method": r.Method, "host": r.Host, "path": r.URL.EscapedPath(),
-			"status": strconv.Itoa(status), "bytes_out": strconv.FormatInt(x.W.Bytes, 10),
-			"bytes_in": strconv.FormatInt(max(r.ContentLength, 0), 10), "latency_us": strconv.FormatInt(elapsed.Microseconds(), 10),
-			"anonymous_id": p.AnonymousID, "key_prefix": p.KeyPrefix, "user_issuer": p.Issuer, "proto": r.Proto,
+		RequestID: x.ID, TraceID: traceID(r.Header.Get("Traceparent")),
+		HTTP: audit.HTTP{
+			Route: routeName, Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Proto: r.Proto,
+			BytesIn: max(r.ContentLength, 0), AnonymousID: p.AnonymousID, KeyPrefix: p.KeyPrefix, UserIssuer: p.Issuer,
+			Message: x.Refusal.Detail,
 		},
 	}
-	if x.Refusal.Detail != "" {
-		ev.Fields["message"] = x.Refusal.Detail
+}
+
+// record writes, once the response is over and from the request's own
+// goroutine, the refusal's record or the forwarded request's outcome.
+func (g *Gateway) record(x *exchange) {
+	status := x.W.Status
+	if status == 0 {
+		status = http.StatusOK
 	}
-	g.metrics.observe(routeName, decision, reason, status, elapsed)
-	// Written behind the response: whether the log can record was checked
-	// before the request was forwarded (fail closed), and the service's
-	// sidecar records its own decision before the app sees anything.
-	if err := g.cfg.Events.Emit(context.WithoutCancel(r.Context()), ev); err != nil {
+	elapsed := time.Since(x.Start)
+	typ := EventRequest
+	if x.Recorded && !x.Refusal.Refused() {
+		typ = EventResponse
+	}
+	ev := g.event(x, typ)
+	ev.Result = strconv.Itoa(status)
+	ev.HTTP.Status, ev.HTTP.BytesOut, ev.HTTP.LatencyUS = status, x.W.Bytes, elapsed.Microseconds()
+	g.metrics.observe(ev.HTTP.Route, ev.Decision, ev.Reason, status, elapsed)
+	if err := g.cfg.Events.Emit(context.WithoutCancel(x.R.Context()), ev); err != nil {
 		g.log.Error("access record not written", "request_id", x.ID, "err", err)
 	}
 }

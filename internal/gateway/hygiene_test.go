@@ -70,7 +70,7 @@ func TestHTTP2MeetsTheSameHygiene(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		refused = 0
 		for _, ev := range e.events.Events() {
-			if ev.Decision == "deny" && ev.Reason == "malformed_request" && ev.Fields["proto"] == "HTTP/2.0" {
+			if ev.Decision == "deny" && ev.Reason == "malformed_request" && ev.Field("proto") == "HTTP/2.0" {
 				refused++
 			}
 		}

@@ -36,7 +36,7 @@ func TestAnonymousLimitHoldsWhateverTheUserAgent(t *testing.T) {
 			t.Fatalf("request %d with a fresh User-Agent: status %d, want 429", i, resp.StatusCode)
 		}
 		ev := findEvent(t, e.events, resp.Header.Get("X-Ward-Request-Id"))
-		ids[ev.Fields["anonymous_id"]] = true
+		ids[ev.Field("anonymous_id")] = true
 	}
 	if len(ids) != 2 {
 		t.Fatalf("records should keep one anonymous id per User-Agent, got %v", ids)

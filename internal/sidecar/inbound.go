@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -256,18 +255,14 @@ func (s *Sidecar) event(x *exchange) audit.Event {
 	}
 	ev := audit.Event{Time: time.Now(), Type: "sidecar.request", Actor: actor, Subject: s.id.String(), Decision: "allow", Reason: st.dec.Reason,
 		Source: r.RemoteAddr, Service: s.cfg.Service, RequestID: x.ID,
-		Fields: map[string]string{"method": r.Method, "path": r.URL.EscapedPath(), "policy": st.dec.Policy, "message": st.dec.Message,
-			"request_id": x.ID, "proto": r.Proto}}
+		HTTP: audit.HTTP{Method: r.Method, Path: r.URL.EscapedPath(), Policy: st.dec.Policy, Message: st.dec.Message,
+			RequestID: x.ID, Proto: r.Proto, DryRun: st.dec.DryRun}}
 	if st.user != nil {
 		ev.User, ev.App = st.user.Subject, st.user.App
 	}
-	if st.dec.DryRun {
-		ev.Fields["dry_run"] = "true"
-	}
 	if x.Refusal.Refused() {
 		ev.Decision, ev.Reason = "deny", x.Refusal.Reason.Code
-		ev.Fields["message"] = x.Refusal.Detail
-		ev.Fields["status"] = strconv.Itoa(x.W.Status)
+		ev.HTTP.Message, ev.HTTP.Status = x.Refusal.Detail, x.W.Status
 	}
 	return ev
 }
