@@ -197,6 +197,44 @@ func TestFailClosedWithoutAudit(t *testing.T) {
 	}
 }
 
+// failingAppend says it is ready but cannot take a record: a disk that
+// fills between the readiness check and the append.
+type failingAppend struct{ audit.Recorder }
+
+func (b *failingAppend) Emit(ctx context.Context, e audit.Event) error {
+	_ = b.Recorder.Emit(ctx, e)
+	return errors.New("audit log: disk full")
+}
+
+// TestDecisionRecordedBeforeForwarding (issue 13): the decision is
+// appended before the service sees the request; an append that fails,
+// though the log looked ready, refuses the request and the service sees
+// nothing.
+func TestDecisionRecordedBeforeForwarding(t *testing.T) {
+	log := &failingAppend{}
+	e := newEdgeWith(t, func(c *gateway.Config) { c.Events = log })
+	before := e.catalog.app.count()
+	r := e.do("GET", "/catalog/x", "", "", nil)
+	if r.StatusCode != 503 || r.Header.Get("X-Ward-Deny-Reason") != "audit_unavailable" {
+		t.Fatalf("status %d %q, want 503 audit_unavailable", r.StatusCode, r.Header.Get("X-Ward-Deny-Reason"))
+	}
+	if e.catalog.app.count() != before {
+		t.Fatal("the service saw a request whose decision could not be recorded")
+	}
+	var allow, deny int
+	for _, ev := range log.Events() {
+		if ev.Type == "gateway.request" && ev.Decision == "allow" {
+			allow++
+		}
+		if ev.Type == "gateway.request" && ev.Decision == "deny" && ev.Reason == "audit_unavailable" {
+			deny++
+		}
+	}
+	if allow != 1 || deny != 1 {
+		t.Fatalf("records tried: %d allow, %d deny audit_unavailable; want the allow attempted first, then the refusal", allow, deny)
+	}
+}
+
 // TestDefaultDenyAtTheEdge: a Route to a service that no AccessPolicy
 // opens is refused (no_policy), whatever the caller presents.
 func TestDefaultDenyAtTheEdge(t *testing.T) {

@@ -502,6 +502,13 @@ var mutants = []Mutant{
 		Why:  "a Route's condition that does not hold lets the request through",
 	},
 	{
+		ID: "gateway/forwards-unrecorded", Pkg: "internal/gateway", File: "handler.go",
+		From: "\tif err := g.cfg.Events.Emit(r.Context(), g.event(x, EventRequest)); err != nil {",
+		To:   "\tif err := g.cfg.Events.Emit(r.Context(), g.event(x, EventRequest)); err != nil && false {",
+		Run:  "TestDecisionRecordedBeforeForwarding",
+		Why:  "a request reaches the service though its decision could not be recorded (issue 13)",
+	},
+	{
 		ID: "gateway/source-cap-ignored", Pkg: "internal/gateway", File: "body.go",
 		From: "\trelease, ok := g.sources.Acquire(x.Source)\n\tif !ok {",
 		To:   "\trelease, ok := g.sources.Acquire(x.Source)\n\tif !ok && false {",
