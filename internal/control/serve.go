@@ -32,6 +32,7 @@ import (
 	"github.com/wardsec/ward/internal/atomicfile"
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/ca"
+	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/store"
 )
 
@@ -44,7 +45,6 @@ const (
 	FileOperator   = "operator/admin.pem"
 	operatorTTL    = 30 * 24 * time.Hour
 	serverCertTTL  = 24 * time.Hour
-	shutdownGrace  = 10 * time.Second
 	BootstrapAdmin = "admin"
 	maintainEvery  = 5 * time.Second
 )
@@ -351,8 +351,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	api.RegisterOnShutdown(s.handler.StopPolls)
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve(ctx, api, tls.NewListener(s.api, api.TLSConfig)) })
-	g.Go(func() error { return serve(ctx, pub, s.pub) })
+	g.Go(func() error { return proxy.Serve(ctx, api, tls.NewListener(s.api, api.TLSConfig)) })
+	g.Go(func() error { return proxy.Serve(ctx, pub, s.pub) })
 	g.Go(func() error { return s.maintain(ctx) })
 	g.Go(func() error { return s.handler.WatchResources(ctx) })
 	g.Go(func() error { return s.lead(ctx) })
@@ -361,21 +361,6 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-func serve(ctx context.Context, srv *http.Server, l net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-errc
-		return ctx.Err()
-	}
 }
 
 // maintain renews the server certificate and the bootstrap credential at
