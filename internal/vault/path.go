@@ -85,8 +85,11 @@ func Owner(p string) string {
 // segments may also be "*" (exactly one segment) and whose last segment
 // may be "**" (one or more segments).
 func CheckPattern(p string) error {
-	if p == "" {
+	switch {
+	case p == "":
 		return &PathError{p, "empty pattern"}
+	case strings.HasPrefix(p, "/"):
+		return &PathError{p, "must not start with '/' (write orders/db/password)"}
 	}
 	segs := strings.Split(p, "/")
 	if len(segs) > MaxPathSegments || len(p) > MaxPathBytes {
@@ -130,4 +133,21 @@ func PatternOwner(pattern string) string {
 		return ""
 	}
 	return owner
+}
+
+// MatchID reports whether a SPIFFE ID path ("/svc/orders") matches a
+// reader pattern ("svc/orders", "svc/*"): segment by segment, "*"
+// matching exactly one.
+func MatchID(pattern, idPath string) bool {
+	ps := strings.Split(pattern, "/")
+	xs := strings.Split(strings.TrimPrefix(idPath, "/"), "/")
+	if len(ps) != len(xs) || !strings.HasPrefix(idPath, "/") {
+		return false
+	}
+	for i, s := range ps {
+		if s != "*" && s != xs[i] || xs[i] == "" {
+			return false
+		}
+	}
+	return true
 }
