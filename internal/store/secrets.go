@@ -106,28 +106,29 @@ func (s *SQL) PutSecretVersion(ctx context.Context, base int64, v SecretVersion)
 	return base + 1, nil
 }
 
-// GetSecretVersion implements Secrets.
+// GetSecretVersion implements Secrets, in one query.
 func (s *SQL) GetSecretVersion(ctx context.Context, path string, version int64) (v SecretVersion, err error) {
 	defer wrap(&err, "get version %d of secret %s", version, path)
-	info, err := s.GetSecretInfo(ctx, path)
-	if err != nil {
-		return v, err
-	}
-	if !info.DeletedAt.IsZero() {
-		return v, ErrDeleted
-	}
-	if version == 0 {
-		version = info.Latest
-	}
-	var at int64
-	err = s.r.QueryRowContext(ctx, s.q(`SELECT path, version, ciphertext, wrapped_key, created_by, created_at
-		FROM secret_versions WHERE path = ? AND version = ?`), path, version).
-		Scan(&v.Path, &v.Version, &v.Ciphertext, &v.WrappedKey, &v.CreatedBy, &at)
-	if errors.Is(err, sql.ErrNoRows) {
+	var deleted, at sql.NullInt64
+	var vpath, by sql.NullString
+	var n sql.NullInt64
+	err = s.r.QueryRowContext(ctx, s.q(`SELECT s.deleted_at, v.path, v.version, v.ciphertext, v.wrapped_key, v.created_by, v.created_at
+		FROM secrets s LEFT JOIN secret_versions v
+		ON v.path = s.path AND v.version = (CASE WHEN ? = 0 THEN s.latest ELSE ? END)
+		WHERE s.path = ?`), version, version, path).
+		Scan(&deleted, &vpath, &n, &v.Ciphertext, &v.WrappedKey, &by, &at)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return SecretVersion{}, ErrNotFound
+	case err != nil:
+		return SecretVersion{}, err
+	case deleted.Valid:
+		return SecretVersion{}, ErrDeleted
+	case !vpath.Valid:
 		return SecretVersion{}, ErrNotFound
 	}
-	v.CreatedAt = fromMicros(at)
-	return v, err
+	v.Path, v.Version, v.CreatedBy, v.CreatedAt = vpath.String, n.Int64, by.String, fromMicros(at.Int64)
+	return v, nil
 }
 
 const secretColumns = `path, latest, created_at, updated_at, deleted_at, deleted_by`
