@@ -294,3 +294,86 @@ func TestSecretsDocWalkthrough(t *testing.T) {
 		t.Errorf("files of the data directory hold the secret: %v", files)
 	}
 }
+
+// waitContent waits until the file at path holds want.
+func waitContent(t *testing.T, path, want string) {
+	t.Helper()
+	var data []byte
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		data, _ = os.ReadFile(path)
+		if string(data) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %q, want %q", filepath.Base(path), data, want)
+		}
+	}
+}
+
+// TestRunWatchFollowsNewVersions: with --watch, a new version of a
+// secret restarts an app that has it in its environment, and rewrites
+// the file and signals an app that reads it from a file.
+func TestRunWatchFollowsNewVersions(t *testing.T) {
+	need(t, "sh")
+	v := newVaultSetup(t)
+	rotate := func(value string) {
+		t.Helper()
+		cmd := exec.Command(wardBin, "secret", "rotate", "orders/db/password", "--data-dir", v.srv.dataDir)
+		cmd.Stdin = strings.NewReader(value)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("secret rotate: %v\n%s", err, out)
+		}
+	}
+	for _, tt := range []struct {
+		name, secret, app string
+		extra             []string
+	}{
+		{"restart", " DB_PASSWORD=orders/db/password",
+			`trap 'exit 0' TERM; printf '%s\n' "$DB_PASSWORD" >> seen; while :; do sleep 0.05; done`, nil},
+		{"signal", "-file DB_PASSWORD=orders/db/password",
+			`trap 'exit 0' TERM; trap '{ cat "$DB_PASSWORD"; echo; } >> seen' HUP; { cat "$DB_PASSWORD"; echo; } >> seen; while :; do sleep 0.05; done`,
+			[]string{"--watch-signal", "HUP"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			seen := filepath.Join(v.dir, "seen")
+			os.Remove(seen)
+			args := append(v.runArgs("orders"+tt.name, tt.secret), "--watch", "--watch-interval", "200ms")
+			args = append(append(args, tt.extra...), "--", "sh", "-c", tt.app)
+			// orders<name> reads orders' secrets too.
+			policy := strings.Replace(secretsPolicy, "[svc/orders]", "[svc/orders, svc/orders"+tt.name+"]", 1)
+			if err := os.WriteFile(filepath.Join(v.dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			v.ward("apply", "-f", "policy.yaml")
+			if _, err := os.Stat(seen); err == nil {
+				t.Fatal("seen exists before the app started")
+			}
+			run := exec.Command(wardBin, args...)
+			run.Dir = v.dir
+			var logs bytes.Buffer
+			run.Stdout, run.Stderr = &logs, &logs
+			if err := run.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if t.Failed() {
+					t.Logf("ward run:\n%s", logs.String())
+				}
+			}()
+			old := v.value
+			waitContent(t, seen, old+"\n")
+			v.value = "new-" + tt.name + "-" + old
+			rotate(v.value)
+			waitContent(t, seen, old+"\n"+v.value+"\n")
+			if err := run.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := run.Wait(); err != nil {
+				t.Fatalf("ward run after SIGTERM: %v, want the app's status 0", err)
+			}
+			if strings.Contains(logs.String(), v.value) || strings.Contains(logs.String(), old) {
+				t.Fatal("ward run's output holds a secret")
+			}
+		})
+	}
+}
