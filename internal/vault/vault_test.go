@@ -209,7 +209,7 @@ func TestTamperedCiphertextFailsAndIsAudited(t *testing.T) {
 				before := len(rec.Events())
 				sec, err := v.Get(t.Context(), "orders/db", 0)
 				if !errors.Is(err, vault.ErrIntegrity) || sec != nil {
-					t.Fatalf("get of a tampered %s = %v, %v; want no secret and ErrIntegrity", tt.name, sec, err)
+					t.Fatalf("get of a tampered %s: released=%v, %v; want no secret and ErrIntegrity", tt.name, sec != nil, err)
 				}
 				ev := rec.Events()[before:]
 				if len(ev) != 1 || ev[0].Type != "vault.integrity" || ev[0].Subject != "orders/db" || ev[0].Decision != "deny" {
@@ -232,13 +232,13 @@ func TestMovedCiphertextFails(t *testing.T) {
 		exec(t, db, `UPDATE secret_versions SET ciphertext = (SELECT ciphertext FROM secret_versions WHERE path = 'orders/db'),
 			wrapped_key = (SELECT wrapped_key FROM secret_versions WHERE path = 'orders/db') WHERE path = 'catalog/db'`)
 		if sec, err := v.Get(t.Context(), "catalog/db", 0); !errors.Is(err, vault.ErrIntegrity) {
-			t.Fatalf("get of a ciphertext moved to another path = %v, %v; want ErrIntegrity", sec, err)
+			t.Fatalf("get of a ciphertext moved to another path: released=%v, %v; want ErrIntegrity", sec != nil, err)
 		}
 		// Version 1 copied over version 2 (a rollback of the value).
 		exec(t, db, `UPDATE secret_versions SET ciphertext = (SELECT ciphertext FROM secret_versions WHERE path = 'orders/api' AND version = 1),
 			wrapped_key = (SELECT wrapped_key FROM secret_versions WHERE path = 'orders/api' AND version = 1) WHERE path = 'orders/api' AND version = 2`)
 		if sec, err := v.Get(t.Context(), "orders/api", 2); !errors.Is(err, vault.ErrIntegrity) {
-			t.Fatalf("get of a ciphertext moved to another version = %v, %v; want ErrIntegrity", sec, err)
+			t.Fatalf("get of a ciphertext moved to another version: released=%v, %v; want ErrIntegrity", sec != nil, err)
 		}
 		wantValue(t, v, "orders/db", 0, "orders-secret")
 		wantValue(t, v, "orders/api", 1, "v1")
