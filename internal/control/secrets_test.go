@@ -1,8 +1,10 @@
 package control_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -293,4 +295,31 @@ func TestVaultSealedStartAndUnseal(t *testing.T) {
 	if err != nil || string(sec.Value) != secretValue {
 		t.Fatalf("read after unseal: %v", err)
 	}
+}
+
+// failingReads is a sink that cannot record secret reads.
+type failingReads struct{ audit.Recorder }
+
+func (f *failingReads) Emit(ctx context.Context, e audit.Event) error {
+	if e.Type == "secret.read" {
+		return errors.New("disk full")
+	}
+	return f.Recorder.Emit(ctx, e)
+}
+
+// TestSecretReadNotReleasedWhenAuditFails: a read the audit log cannot
+// record releases nothing (invariant 6).
+func TestSecretReadNotReleasedWhenAuditFails(t *testing.T) {
+	ts := startServer(t, func(c *control.ServerConfig) { c.Events = &failingReads{} })
+	if _, err := ts.operator.Apply(t.Context(), files(teams, ordersSecrets)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.operator.PutSecret(t.Context(), "orders/db/password", []byte(secretValue), false); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := ts.svcClient(t, "orders").GetSecret(t.Context(), "orders/db/password", 0)
+	if sec != nil {
+		t.Fatal("a read that could not be audited released the value")
+	}
+	wantRefused(t, "read while the audit log fails", err, http.StatusServiceUnavailable, "audit_unavailable")
 }
