@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/control"
+	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/vault"
 )
 
@@ -175,6 +176,7 @@ func runApp(ctx context.Context, g *globals, f runFlags, args []string) error {
 	if err != nil {
 		return fmt.Errorf("the app was not started: %w", err)
 	}
+	freshen(ctx, src, log)
 	sec, err := fetchSecrets(ctx, client, refs)
 	if err != nil {
 		return fmt.Errorf("the app was not started: %w", err)
@@ -211,6 +213,29 @@ func runApp(ctx context.Context, g *globals, f runFlags, args []string) error {
 	}
 	os.Exit(code) // the app's status is run's
 	return nil
+}
+
+// freshen renews a kept SVID past its half-life before run uses it, so
+// that an app started again and again by a supervisor keeps an identity
+// without a new join token. A renewal that does not come within a few
+// seconds leaves the SVID as it is (still valid: LoadOrEnroll checked).
+func freshen(ctx context.Context, src *identity.Source, log *slog.Logger) {
+	leaf := src.Current().Leaf()
+	if time.Until(leaf.NotAfter) > leaf.NotAfter.Sub(leaf.NotBefore)/2 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = src.Run(rctx) }()
+	for src.Current().Leaf() == leaf && rctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if src.Current().Leaf() == leaf {
+		log.Warn("the kept svid is past its half-life and could not be renewed now; using it", "expires", leaf.NotAfter)
+	}
 }
 
 func parseWatchSignal(s string) (syscall.Signal, error) {

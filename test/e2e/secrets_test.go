@@ -377,3 +377,60 @@ func TestRunWatchFollowsNewVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestRunRenewsAKeptSVIDPastHalfLife: `ward run` started again after its
+// SVID passed half its life renews it, without a join token, before it
+// reads its secrets.
+func TestRunRenewsAKeptSVIDPastHalfLife(t *testing.T) {
+	need(t, "true")
+	dir := t.TempDir()
+	// SVIDs of 40s, backdated 30s by the CA: half-life 5s after issuance.
+	s := &serverProc{t: t, dataDir: filepath.Join(dir, "data"), logs: new(bytes.Buffer)}
+	s.args = []string{"server", "--data-dir", s.dataDir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0", "--svid-ttl", "40s"}
+	t.Cleanup(s.stop)
+	s.start()
+	v := &vaultSetup{t: t, srv: s, dir: t.TempDir(), value: "renewal-test-value"}
+	var info struct{ Server string }
+	data, _ := os.ReadFile(filepath.Join(s.dataDir, "client.json"))
+	if err := json.Unmarshal(data, &info); err != nil {
+		t.Fatal(err)
+	}
+	v.server = info.Server
+	if err := os.WriteFile(filepath.Join(v.dir, "policy.yaml"), []byte(secretsPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v.ward("apply", "-f", "policy.yaml")
+	put := exec.Command(wardBin, "secret", "put", "orders/db/password", "--data-dir", s.dataDir)
+	put.Stdin = strings.NewReader(v.value)
+	if out, err := put.CombinedOutput(); err != nil {
+		t.Fatalf("secret put: %v\n%s", err, out)
+	}
+	args := v.runArgs("orders", " DB_PASSWORD=orders/db/password")
+	if out, err := ward(t, v.dir, append(args, "--", "true")...); err != nil {
+		t.Fatalf("first ward run: %v\n%s", err, out)
+	}
+	svidFile := filepath.Join(v.dir, "orders-id", "svid.pem")
+	first, err := os.ReadFile(svidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second) // let the SVID pass its half-life
+	var noToken []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--token" {
+			i++
+			continue
+		}
+		noToken = append(noToken, args[i])
+	}
+	if out, err := ward(t, v.dir, append(noToken, "--", "true")...); err != nil {
+		t.Fatalf("ward run on the kept SVID: %v\n%s", err, out)
+	}
+	second, err := os.ReadFile(svidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(first, second) {
+		t.Fatal("the kept SVID past its half-life was not renewed")
+	}
+}
