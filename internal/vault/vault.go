@@ -335,9 +335,13 @@ func (v *Vault) Get(ctx context.Context, path string, version int64) (*Secret, e
 	if version < 0 {
 		return nil, fmt.Errorf("version %d: versions start at 1 (0 is the newest)", version)
 	}
-	kek, err := v.currentKEK()
-	if err != nil {
-		return nil, err
+	// Held to the end, so that a KEK rotation never commits between
+	// reading the wrapped key and unwrapping it with the old KEK.
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	kek := v.kek
+	if kek == nil {
+		return nil, ErrSealed
 	}
 	sv, err := v.cfg.Store.GetSecretVersion(ctx, path, version)
 	if err != nil {
