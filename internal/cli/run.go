@@ -18,6 +18,7 @@ import (
 
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/identity"
+	"github.com/wardsec/ward/internal/role"
 	"github.com/wardsec/ward/internal/vault"
 )
 
@@ -166,16 +167,22 @@ func runApp(ctx context.Context, g *globals, f runFlags, args []string) error {
 		f.dir = "ward-run-" + f.service
 	}
 	log := g.logger().With("role", "run", "service", f.service)
-	src, client, err := workloadSource(ctx, g, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
+	bundle, err := loadBundle(g.bundle, "")
+	if err != nil {
+		return fmt.Errorf("the app was not started: %w", err)
+	}
+	w := role.Workload{Server: g.server, Bundle: bundle, Token: f.token, DataDir: f.dir, Log: log}
+	src, client, err := w.Identity(ctx, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
 		id, err := spiffeid.FromSegments(td, "svc", f.service)
 		if err != nil {
 			return id, fmt.Errorf("--service %q: %w", f.service, err)
 		}
 		return id, nil
-	}, f.token, f.dir, log)
+	})
 	if err != nil {
 		return fmt.Errorf("the app was not started: %w", err)
 	}
+	defer client.CloseIdleConnections()
 	freshen(ctx, src, log)
 	sec, err := fetchSecrets(ctx, client, refs)
 	if err != nil {
