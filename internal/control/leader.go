@@ -30,6 +30,7 @@ func (s *Server) lead(ctx context.Context) error {
 		defer t.Stop()
 		for {
 			s.sweep(ctx)
+			s.purgeSecrets(ctx)
 			select {
 			case <-ctx.Done():
 				s.cfg.Log.Info("no longer leading")

@@ -170,6 +170,9 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, err
 	}
 	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: events, EdgeNames: cfg.EdgeNames, AuditLog: s.auditLog}
+	if s.handler.Vault, err = openVault(ctx, s.store, kek, events, cfg.Log); err != nil {
+		return nil, err
+	}
 	s.leader, s.sweeps = leaderMetrics(s.registry)
 	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.refreshServerCert(ctx); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
+	"github.com/wardsec/ward/internal/vault"
 )
 
 // Limits on what the API reads.
@@ -47,6 +48,9 @@ type Handler struct {
 	// AuditLog receives the audit records gateways and sidecars ship
 	// (POST /v1/audit); nil refuses them.
 	AuditLog *audit.Writer
+	// Vault keeps the secrets (see secrets.go); nil: every vault endpoint
+	// answers that the vault is sealed.
+	Vault *vault.Vault
 
 	apiKeys   feedSignal
 	resources versionFeed   // the newest resource version known
@@ -140,8 +144,9 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("GET "+PathAPIKeyFeed, h.gateway(h.apiKeyFeed))
 	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
+	h.vaultRoutes(mux)
 	h.public(mux)
-	return h.recorded(mux)
+	return h.recorded(h.secretPaths(mux))
 }
 
 // recorded fails closed: while the audit log cannot record, every request

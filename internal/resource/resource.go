@@ -22,6 +22,7 @@ var kinds = map[string]func() Spec{
 	KindAccessPolicy: func() Spec { return new(AccessPolicySpec) },
 	KindRoute:        func() Spec { return new(RouteSpec) },
 	KindIssuer:       func() Spec { return new(IssuerSpec) },
+	KindSecretPolicy: func() Spec { return new(SecretPolicySpec) },
 }
 
 // knownKinds lists the kinds for error messages.

@@ -21,7 +21,7 @@ import (
 // kindOrder is the order of kinds in canonical output: what is referred to
 // before what refers to it. Unknown kinds (only in objects built in code)
 // come last, by name.
-var kindOrder = []string{KindService, KindAccessPolicy, KindRoute, KindIssuer}
+var kindOrder = []string{KindService, KindAccessPolicy, KindRoute, KindIssuer, KindSecretPolicy}
 
 // Key is "Kind/name".
 func Key(o *Object) string { return o.Kind + "/" + o.Metadata.Name }
@@ -377,8 +377,10 @@ func diffLines(a, z []string) []diffOp {
 }
 
 // Concerns returns the services an object is about: a Service its name, an
-// AccessPolicy its target, a Route its service. An Issuer concerns no single
-// service (nil): only admins may change it.
+// AccessPolicy its target, a Route its service, a SecretPolicy the services
+// owning its paths (the first segment of each). An Issuer, or a SecretPolicy
+// with a wildcard first segment, concerns no single service (nil): only
+// admins may change it.
 func Concerns(o *Object) []string {
 	switch s := o.Spec.(type) {
 	case *ServiceSpec:
@@ -392,6 +394,10 @@ func Concerns(o *Object) []string {
 	case *RouteSpec:
 		if o.Kind == KindRoute {
 			return []string{s.Service}
+		}
+	case *SecretPolicySpec:
+		if o.Kind == KindSecretPolicy {
+			return s.secretOwners()
 		}
 	}
 	return nil

@@ -97,6 +97,13 @@ func (w Workload) source(ctx context.Context, id func(spiffeid.TrustDomain) (spi
 	return src, client, nil
 }
 
+// Identity is source for a process that runs no proxy role (`ward run`):
+// the workload identity id, enrolled with Token or reloaded from DataDir
+// as a sidecar's is, and a server client that presents it.
+func (w Workload) Identity(ctx context.Context, id func(spiffeid.TrustDomain) (spiffeid.ID, error)) (*identity.Source, *control.Client, error) {
+	return w.source(ctx, id, w.logger())
+}
+
 // ignoreCanceled is nil for the clean exit of a part whose ctx ended.
 func ignoreCanceled(err error) error {
 	if errors.Is(err, context.Canceled) {

@@ -100,6 +100,26 @@ CREATE TABLE operators (
 	created_at BIGINT NOT NULL
 );
 `},
+	{4, `
+CREATE TABLE secrets (
+	path       TEXT PRIMARY KEY,
+	latest     BIGINT NOT NULL,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	deleted_at BIGINT,
+	deleted_by TEXT
+);
+
+CREATE TABLE secret_versions (
+	path        TEXT NOT NULL,
+	version     BIGINT NOT NULL,
+	ciphertext  BLOB NOT NULL,
+	wrapped_key BLOB NOT NULL,
+	created_by  TEXT NOT NULL,
+	created_at  BIGINT NOT NULL,
+	PRIMARY KEY (path, version)
+);
+`},
 }
 
 // latestVersion is the schema version this code writes.

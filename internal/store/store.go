@@ -162,6 +162,7 @@ type Store interface {
 	SetMeta(ctx context.Context, key, value string) error
 
 	Resources
+	Secrets
 
 	Close() error
 }

@@ -45,6 +45,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentResourceVersions", testConcurrentResourceVersions},
 		{"EmptyResourceSet", testEmptyResourceSet},
 		{"Operators", testOperators},
+		{"Secrets", testSecrets},
+		{"SecretTombstones", testSecretTombstones},
+		{"RewrapSecrets", testRewrapSecrets},
+		{"ConcurrentSecretVersions", testConcurrentSecretVersions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
