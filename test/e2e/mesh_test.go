@@ -73,6 +73,12 @@ type meshPair struct {
 
 func startMeshPair(t *testing.T, app http.Handler) meshPair {
 	t.Helper()
+	return startMeshPairWith(t, app)
+}
+
+// startMeshPairWith is startMeshPair with extra flags for orders' sidecar.
+func startMeshPairWith(t *testing.T, app http.Handler, ordersFlags ...string) meshPair {
+	t.Helper()
 	data := startServer(t)
 	dir := filepath.Dir(data)
 	var info struct{ Server string }
@@ -121,7 +127,7 @@ spec:
 	}
 	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem"), "--config", cfg}
 	startProcess(t, dir, append([]string{"sidecar", "--service", "orders", "--listen", ordersIn, "--app", appLn.Addr().String(),
-		"--outbound", "", "--token", token("orders"), "--data-dir", filepath.Join(dir, "orders")}, common...)...)
+		"--outbound", "", "--token", token("orders"), "--data-dir", filepath.Join(dir, "orders")}, append(common, ordersFlags...)...)...)
 	startProcess(t, dir, append([]string{"sidecar", "--service", "catalog", "--listen", catalogIn, "--app", freeAddr(t),
 		"--outbound", catalogOut, "--token", token("catalog"), "--data-dir", filepath.Join(dir, "catalog")}, common...)...)
 	waitListening(t, ordersIn)
