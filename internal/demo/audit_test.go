@@ -88,9 +88,10 @@ func TestDemoRecordsEveryRequest(t *testing.T) {
 
 	// What the server's log must hold: type and request id -> decision.
 	want := map[[2]string]string{
-		{"gateway.request", allowed}: "allow",
-		{"sidecar.request", allowed}: "allow",
-		{"gateway.request", denied}:  "deny",
+		{"gateway.request", allowed}:  "allow",
+		{"gateway.response", allowed}: "allow", // the outcome, once the response is over
+		{"sidecar.request", allowed}:  "allow",
+		{"gateway.request", denied}:   "deny",
 	}
 	serverLog := filepath.Join(dir, "server", control.DirAudit)
 	var got map[[2]string]string

@@ -92,8 +92,9 @@ func TestTourAndShutdown(t *testing.T) {
 			t.Errorf("tour lacks %s:\n%s", want, text)
 		}
 	}
-	// Every request id the tour's answers show is on a gateway.request line.
-	gatewayLines := regexp.MustCompile(`(?m)^  \S+ +\d+ +gateway\.request .*$`).FindAllString(text, -1)
+	// Every request id the tour's answers show is on a gateway.request
+	// line, or, for the refusal by orders' sidecar, a sidecar.request one.
+	gatewayLines := regexp.MustCompile(`(?m)^  \S+ +\d+ +(gateway|sidecar)\.request .*$`).FindAllString(text, -1)
 	for _, m := range regexp.MustCompile(`"request_id":"(\w+)"`).FindAllStringSubmatch(text, -1) {
 		found := false
 		for _, l := range gatewayLines {
