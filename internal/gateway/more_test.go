@@ -206,6 +206,29 @@ func (b *failingAppend) Emit(ctx context.Context, e audit.Event) error {
 	return errors.New("audit log: disk full")
 }
 
+// stalledLog reports a stalled disk (audit.ErrStalled: a write has hung)
+// though an append might still get through.
+type stalledLog struct{ audit.Recorder }
+
+func (*stalledLog) Ready() error { return audit.ErrStalled }
+
+// TestStalledLogRefusesAtOnce (issue 13): while the log reports a stalled
+// write, requests are refused 503 audit_unavailable before their body is
+// read or a record is queued behind the stuck write, and the service sees
+// nothing.
+func TestStalledLogRefusesAtOnce(t *testing.T) {
+	log := &stalledLog{}
+	e := newEdgeWith(t, func(c *gateway.Config) { c.Events = log })
+	before := e.catalog.app.count()
+	r := e.do("GET", "/catalog/x", "", "", nil)
+	if r.StatusCode != 503 || r.Header.Get("X-Ward-Deny-Reason") != "audit_unavailable" {
+		t.Fatalf("status %d %q, want 503 audit_unavailable", r.StatusCode, r.Header.Get("X-Ward-Deny-Reason"))
+	}
+	if e.catalog.app.count() != before {
+		t.Fatal("the service saw a request while the log was stalled")
+	}
+}
+
 // TestDecisionRecordedBeforeForwarding (issue 13): the decision is
 // appended before the service sees the request; an append that fails,
 // though the log looked ready, refuses the request and the service sees

@@ -163,7 +163,7 @@ func TestMeshWithSidecars(t *testing.T) {
 	if got := <-seen; got != "GET /orders/7" {
 		t.Fatalf("app saw %q", got)
 	}
-	if status, body := call("DELETE", "http://orders/orders/7"); status != 403 || !strings.Contains(body, "denied by orders-callers: no_rule_matches") {
+	if status, body := call("DELETE", "http://orders/orders/7"); status != 403 || !strings.HasPrefix(body, `{"error":"forbidden","reason":"no_rule_matches","request_id":"`) {
 		t.Fatalf("denied: %d %q", status, body)
 	}
 	select {
