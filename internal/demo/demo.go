@@ -13,8 +13,6 @@ package demo
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +33,7 @@ import (
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/role"
 	"github.com/wardsec/ward/internal/sidecar"
+	"github.com/wardsec/ward/internal/vault"
 )
 
 // DefaultGatewayAddr is where the demo's gateway listens, the address
@@ -452,12 +451,10 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 // client, as `ward secret rotate --generate 24` does: 24 random bytes,
 // base64url, never printed.
 func storeRandomSecret(ctx context.Context, op *control.Client, path string) error {
-	raw := make([]byte, 24)
-	if _, err := rand.Read(raw); err != nil {
+	value, err := vault.Generate(24)
+	if err != nil {
 		return err
 	}
-	value := []byte(base64.RawURLEncoding.EncodeToString(raw))
-	clear(raw)
 	defer clear(value)
 	if _, err := op.PutSecret(ctx, path, value, false); err != nil {
 		return fmt.Errorf("store %s: %w", path, err)
