@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/identity"
@@ -122,29 +121,14 @@ func isEnvName(s string) bool {
 	return true
 }
 
-// fetched is the secrets read for one start of the app.
-type fetched struct {
-	values   map[string][]byte // by env name
-	versions map[string]int64
-}
-
-func (f *fetched) wipe() {
-	for _, v := range f.values {
-		clear(v)
+// fetchSecrets reads refs with the workload's client, as the demo's
+// orders app gets its password: role.FetchSecrets.
+func fetchSecrets(ctx context.Context, c *control.Client, refs []secretRef) (*role.Secrets, error) {
+	paths := make([]role.SecretRef, len(refs))
+	for i, r := range refs {
+		paths[i] = role.SecretRef{Env: r.env, Path: r.path}
 	}
-}
-
-func fetchSecrets(ctx context.Context, c *control.Client, refs []secretRef) (*fetched, error) {
-	out := &fetched{values: map[string][]byte{}, versions: map[string]int64{}}
-	for _, r := range refs {
-		sec, err := c.GetSecret(ctx, r.path, 0)
-		if err != nil {
-			out.wipe()
-			return nil, fmt.Errorf("secret %s (%s): %w", r.env, r.path, err)
-		}
-		out.values[r.env], out.versions[r.env] = sec.Value, sec.Version.Version
-	}
-	return out, nil
+	return role.FetchSecrets(ctx, c, paths)
 }
 
 func runApp(ctx context.Context, g *globals, f runFlags, args []string) error {
@@ -172,13 +156,7 @@ func runApp(ctx context.Context, g *globals, f runFlags, args []string) error {
 		return fmt.Errorf("the app was not started: %w", err)
 	}
 	w := role.Workload{Server: g.server, Bundle: bundle, Token: f.token, DataDir: f.dir, Log: log}
-	src, client, err := w.Identity(ctx, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
-		id, err := spiffeid.FromSegments(td, "svc", f.service)
-		if err != nil {
-			return id, fmt.Errorf("--service %q: %w", f.service, err)
-		}
-		return id, nil
-	})
+	src, client, err := w.Identity(ctx, role.ServiceID(f.service))
 	if err != nil {
 		return fmt.Errorf("the app was not started: %w", err)
 	}
@@ -191,19 +169,19 @@ func runApp(ctx context.Context, g *globals, f runFlags, args []string) error {
 	hasFiles := len(f.secretFiles) > 0
 	if !f.watch && !hasFiles {
 		env := appEnv(refs, sec, "")
-		sec.wipe()
+		sec.Wipe()
 		// exec: the app takes over this process, its pid, signals and exit status.
 		return syscall.Exec(app, args, env)
 	}
 	var filesDir string
 	if hasFiles {
 		if filesDir, err = privateDir(f.filesDir); err != nil {
-			sec.wipe()
+			sec.Wipe()
 			return fmt.Errorf("the app was not started: %w", err)
 		}
 		defer os.RemoveAll(filesDir)
 		if err := writeSecretFiles(filesDir, refs, sec); err != nil {
-			sec.wipe()
+			sec.Wipe()
 			return fmt.Errorf("the app was not started: %w", err)
 		}
 	}
@@ -261,7 +239,7 @@ func parseWatchSignal(s string) (syscall.Signal, error) {
 
 // appEnv is run's environment, without any variable a secret sets, plus
 // the secrets (values, or file paths under filesDir).
-func appEnv(refs []secretRef, sec *fetched, filesDir string) []string {
+func appEnv(refs []secretRef, sec *role.Secrets, filesDir string) []string {
 	names := map[string]bool{}
 	for _, r := range refs {
 		names[r.env] = true
@@ -276,7 +254,7 @@ func appEnv(refs []secretRef, sec *fetched, filesDir string) []string {
 		if r.file {
 			env = append(env, r.env+"="+filepath.Join(filesDir, r.env))
 		} else {
-			env = append(env, r.env+"="+string(sec.values[r.env]))
+			env = append(env, r.env+"="+string(sec.Values[r.env]))
 		}
 	}
 	return env
@@ -301,7 +279,7 @@ func privateDir(parent string) (string, error) {
 
 // writeSecretFiles writes each file secret, mode 0600, replacing the old
 // file atomically.
-func writeSecretFiles(dir string, refs []secretRef, sec *fetched) error {
+func writeSecretFiles(dir string, refs []secretRef, sec *role.Secrets) error {
 	for _, r := range refs {
 		if !r.file {
 			continue
@@ -314,7 +292,7 @@ func writeSecretFiles(dir string, refs []secretRef, sec *fetched) error {
 			tmp.Close()
 			return err
 		}
-		_, err = tmp.Write(sec.values[r.env])
+		_, err = tmp.Write(sec.Values[r.env])
 		if cerr := tmp.Close(); err == nil {
 			err = cerr
 		}
@@ -339,7 +317,7 @@ type supervisor struct {
 	signalOnChange syscall.Signal
 }
 
-func (s *supervisor) start(sec *fetched) (*exec.Cmd, <-chan int, error) {
+func (s *supervisor) start(sec *role.Secrets) (*exec.Cmd, <-chan int, error) {
 	cmd := &exec.Cmd{Path: s.app, Args: s.args, Env: appEnv(s.refs, sec, s.filesDir),
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if err := cmd.Start(); err != nil {
@@ -367,17 +345,17 @@ func (s *supervisor) start(sec *fetched) (*exec.Cmd, <-chan int, error) {
 
 // run starts the app, forwards signals to it, and with watch restarts or
 // signals it when a secret changes. It returns the app's exit status.
-func (s *supervisor) run(ctx context.Context, c *control.Client, sec *fetched, watch bool, every time.Duration) int {
+func (s *supervisor) run(ctx context.Context, c *control.Client, sec *role.Secrets, watch bool, every time.Duration) int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	cmd, done, err := s.start(sec)
-	versions := sec.versions
+	versions := sec.Versions
 	envHasSecrets := false
 	for _, r := range s.refs {
 		envHasSecrets = envHasSecrets || !r.file
 	}
-	sec.wipe()
+	sec.Wipe()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ward: the app was not started:", err)
 		return 1
@@ -400,11 +378,11 @@ func (s *supervisor) run(ctx context.Context, c *control.Client, sec *fetched, w
 				s.log.Warn("cannot read the secrets again; the app keeps the ones it has", "err", err)
 				continue
 			}
-			if !changed(versions, next.versions) {
-				next.wipe()
+			if !changed(versions, next.Versions) {
+				next.Wipe()
 				continue
 			}
-			versions = next.versions
+			versions = next.Versions
 			if s.filesDir != "" {
 				if err := writeSecretFiles(s.filesDir, s.refs, next); err != nil {
 					s.log.Warn("cannot rewrite the secret files", "err", err)
@@ -413,7 +391,7 @@ func (s *supervisor) run(ctx context.Context, c *control.Client, sec *fetched, w
 			if s.signalOnChange != 0 && !envHasSecrets {
 				s.log.Info("a secret has a new version; signalling the app", "signal", s.signalOnChange.String())
 				_ = cmd.Process.Signal(s.signalOnChange)
-				next.wipe()
+				next.Wipe()
 				continue
 			}
 			s.log.Info("a secret has a new version; restarting the app")
@@ -425,7 +403,7 @@ func (s *supervisor) run(ctx context.Context, c *control.Client, sec *fetched, w
 				<-done
 			}
 			cmd, done, err = s.start(next)
-			next.wipe()
+			next.Wipe()
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "ward: the app could not be restarted:", err)
 				return 1

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -67,14 +65,7 @@ func readValue(cmd *cobra.Command, file string, generate int) ([]byte, error) {
 		if generate > vault.MaxValueBytes/2 {
 			return nil, fmt.Errorf("--generate %d: at most %d bytes", generate, vault.MaxValueBytes/2)
 		}
-		raw := make([]byte, generate)
-		defer clear(raw)
-		if _, err := rand.Read(raw); err != nil {
-			return nil, err
-		}
-		out := make([]byte, base64.RawURLEncoding.EncodedLen(generate))
-		base64.RawURLEncoding.Encode(out, raw)
-		return out, nil
+		return vault.Generate(generate)
 	}
 	var r io.Reader = cmd.InOrStdin()
 	if file != "" {

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -58,17 +59,24 @@ func catalogHandler() http.Handler {
 	})
 }
 
-// ordersHandler returns the order named in the path.
-func ordersHandler() http.Handler {
+// ordersHandler returns the order named in the path. Like an app that
+// `ward run --secret DB_PASSWORD=db/orders/password` starts, it needs its
+// database password and does not start without it; it tells its callers
+// that it has one, never what it is.
+func ordersHandler(dbPassword []byte) (http.Handler, error) {
+	if len(dbPassword) == 0 {
+		return nil, errors.New("orders: no database password (" + envDBPassword + ")")
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct {
-			ID     string   `json:"id"`
-			Items  []string `json:"items"`
-			Total  string   `json:"total"`
-			Status string   `json:"status"`
-			Caller caller   `json:"caller"`
-		}{r.PathValue("id"), []string{"tea-01", "cup-02"}, "11.50", "shipped", callerOf(r)})
+			ID         string   `json:"id"`
+			Items      []string `json:"items"`
+			Total      string   `json:"total"`
+			Status     string   `json:"status"`
+			DBPassword string   `json:"db_password"`
+			Caller     caller   `json:"caller"`
+		}{r.PathValue("id"), []string{"tea-01", "cup-02"}, "11.50", "shipped", "set", callerOf(r)})
 	})
-	return mux
+	return mux, nil
 }

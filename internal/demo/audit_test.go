@@ -23,8 +23,8 @@ import (
 // sidecars record every request as they do in production, into their
 // spools, shipped to the demo server's log. Requests made through the
 // demo's gateway are found there, by request id, with the query `ward
-// audit query` runs: the gateway's record of each, and the sidecar's of
-// the one the gateway let through.
+// audit query` runs: the gateway's record of each, and the gateway's
+// outcome and the sidecar's record of the one the gateway let through.
 func TestDemoRecordsEveryRequest(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,9 +87,11 @@ func TestDemoRecordsEveryRequest(t *testing.T) {
 	denied := call("/orders/7", "bob.jwt", http.StatusForbidden)
 
 	// What the server's log must hold: type and request id -> decision.
+	// The gateway records its decision before forwarding and, for a
+	// request it forwarded, the outcome as gateway.response.
 	want := map[[2]string]string{
 		{"gateway.request", allowed}:  "allow",
-		{"gateway.response", allowed}: "allow", // the outcome, once the response is over
+		{"gateway.response", allowed}: "allow",
 		{"sidecar.request", allowed}:  "allow",
 		{"gateway.request", denied}:   "deny",
 	}

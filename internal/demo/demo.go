@@ -3,9 +3,12 @@
 // directory, an edge gateway on https://127.0.0.1:8443 with a certificate
 // from that CA, a small OpenID Connect provider, and two sample services,
 // catalog and orders, each behind its sidecar, under one resource file of
-// routes and policies. It then runs a short tour of curl commands itself
-// (allowed, denied with its reason, rate limited, a lateral call refused),
-// prints each command with what it observed, and serves until Ctrl-C.
+// routes and policies. Orders starts with a database password from the
+// server's vault, read with orders' identity as `ward run` reads it. It
+// then runs a short tour of curl and ward commands itself (allowed, denied
+// with its reason, rate limited, a lateral call refused, catalog refused
+// orders' secret, the audit trail), prints each command with what it
+// observed, and serves until Ctrl-C.
 package demo
 
 import (
@@ -30,6 +33,7 @@ import (
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/role"
 	"github.com/wardsec/ward/internal/sidecar"
+	"github.com/wardsec/ward/internal/vault"
 )
 
 // DefaultGatewayAddr is where the demo's gateway listens, the address
@@ -118,6 +122,15 @@ spec:
       methods: [GET]
       paths: ["/orders/*"]
       when: '"orders:read" in user.scopes'
+---
+# Only orders may read its database password, which the demo stores at
+# start and hands to the orders app as ward run does.
+apiVersion: ward/v1
+kind: SecretPolicy
+metadata: {name: orders-db}
+spec:
+  readers: [svc/orders]
+  paths: ["db/orders/*"]
 `
 
 // Files of the demo directory that the tour's commands read.
@@ -126,6 +139,16 @@ const (
 	fileAPIKey    = "apikey"
 	fileAlice     = "alice.jwt"
 	fileBob       = "bob.jwt"
+	// dirRunOrders keeps the identity the orders app's secrets are read
+	// with, as `ward run --data-dir` does.
+	dirRunOrders = "run-orders"
+)
+
+// The orders app's database password: where the vault keeps it and the
+// environment variable `ward run` would put it in.
+const (
+	ordersDBPassword = "db/orders/password"
+	envDBPassword    = "DB_PASSWORD"
 )
 
 // Run starts everything, walks through the tour, then serves until ctx is
@@ -257,11 +280,6 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		return err
 	}
 	g.Go(func() error { return catalogApp.Run(gctx) })
-	ordersApp, err := newApp(ordersHandler())
-	if err != nil {
-		return err
-	}
-	g.Go(func() error { return ordersApp.Run(gctx) })
 	catalogAddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -280,6 +298,32 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if _, err := op.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: config, Data: string(docs)}}}); err != nil {
 		return fmt.Errorf("apply the demo's resources: %w", err)
 	}
+
+	// Orders' database password: a random value stored by the admin, read
+	// with orders' own identity as `ward run --service orders --secret
+	// DB_PASSWORD=db/orders/password` reads it, and given to the app,
+	// which does not start without it. Nobody prints it.
+	if err := storeRandomSecret(ctx, op, ordersDBPassword); err != nil {
+		return err
+	}
+	w, err := workload(spiffeid.RequireFromSegments(td, "svc", "orders"), dirRunOrders)
+	if err != nil {
+		return fmt.Errorf("orders' secrets: %w", err)
+	}
+	dbPassword, err := runSecret(ctx, w, "orders", role.SecretRef{Env: envDBPassword, Path: ordersDBPassword})
+	if err != nil {
+		return fmt.Errorf("the orders app was not started: %w", err)
+	}
+	ordersHandler, err := ordersHandler(dbPassword)
+	clear(dbPassword) // the sample app has no database to open with it
+	if err != nil {
+		return err
+	}
+	ordersApp, err := newApp(ordersHandler)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return ordersApp.Run(gctx) })
 
 	bodies := proxy.NewBodies(proxy.BodyConfig{}) // one body budget for the whole process
 	sidecars := map[string]*sidecar.Sidecar{}
@@ -310,7 +354,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 
 	// The gateway: an edge certificate for localhost from Ward's CA, and
 	// the API key table from the server's key feed.
-	w, err := workload(spiffeid.RequireFromSegments(td, "gateway", "edge"), "gateway")
+	w, err = workload(spiffeid.RequireFromSegments(td, "gateway", "edge"), "gateway")
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -361,10 +405,11 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	d.say("  server    %-25s CA of trust domain %s, data in %s", srv.URL(), td.Name(), serverDir)
 	d.say("  gateway   %-25s %s, certificate from Ward's CA", t.gateway, gw.ID())
 	d.say("  catalog   app %s behind its sidecar %s; the app's outbound proxy is %s", catalogApp.addr(), catalogAddr, t.outbound)
-	d.say("  orders    app %s behind its sidecar %s", ordersApp.addr(), ordersAddr)
+	d.say("  orders    app %s behind its sidecar %s, started with its database password %s,", ordersApp.addr(), ordersAddr, ordersDBPassword)
+	d.say("            read from the vault with orders' identity as ward run reads it (identity in %s)", filepath.Join(dir, dirRunOrders))
 	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
 	d.say("  policies  %s: the gateway may read catalog, and orders only for users with orders:read;", filepath.Join(dir, fileResources))
-	d.say("            catalog may not call orders (no rule for svc/catalog)")
+	d.say("            catalog may not call orders (no rule for svc/catalog); only svc/orders may read db/orders/*")
 	d.say("  audit     every request recorded in its proxy's spool (%s/{gateway,sidecar-catalog,sidecar-orders}/audit),", dir)
 	d.say("            shipped to the server's log %s", filepath.Join(serverDir, control.DirAudit))
 	d.say("")
@@ -400,6 +445,38 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// storeRandomSecret stores a new random value at path with the admin's
+// client, as `ward secret rotate --generate 24` does: 24 random bytes,
+// base64url, never printed.
+func storeRandomSecret(ctx context.Context, op *control.Client, path string) error {
+	value, err := vault.Generate(24)
+	if err != nil {
+		return err
+	}
+	defer clear(value)
+	if _, err := op.PutSecret(ctx, path, value, false); err != nil {
+		return fmt.Errorf("store %s: %w", path, err)
+	}
+	return nil
+}
+
+// runSecret is what `ward run --service NAME --secret ENV=PATH` does
+// before it starts an app, in process: the identity spiffe://TD/svc/NAME,
+// enrolled with w's token and kept in w's data directory, reads the
+// secret. The value is the caller's to wipe.
+func runSecret(ctx context.Context, w role.Workload, service string, ref role.SecretRef) ([]byte, error) {
+	_, client, err := w.Identity(ctx, role.ServiceID(service))
+	if err != nil {
+		return nil, err
+	}
+	defer client.CloseIdleConnections()
+	sec, err := role.FetchSecrets(ctx, client, []role.SecretRef{ref})
+	if err != nil {
+		return nil, err
+	}
+	return sec.Values[ref.Env], nil
 }
 
 func (d *Demo) say(format string, a ...any) { fmt.Fprintf(d.Out, format+"\n", a...) }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -68,8 +69,9 @@ func TestTourAndShutdown(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []*regexp.Regexp{
-		// 1: alice reads the order and the catalog; the apps see her.
-		regexp.MustCompile(`orders/1\n  \{"id":"1".*"caller":\{"user":"alice","app":"shop","peer":"spiffe://demo.ward.local/gateway/edge"\}\}\n  HTTP 200\n`),
+		// 1: alice reads the order and the catalog; the apps see her. Orders
+		// started with its database password (issue 16 item 4).
+		regexp.MustCompile(`orders/1\n  \{"id":"1".*"db_password":"set".*"caller":\{"user":"alice","app":"shop","peer":"spiffe://demo.ward.local/gateway/edge"\}\}\n  HTTP 200\n`),
 		regexp.MustCompile(`catalog/items\n  \{"items":.*"user":"alice".*\n  HTTP 200\n`),
 		// 2: bob is refused by the orders policy, a caller without a key by the gateway.
 		regexp.MustCompile(`bob.jwt"\)" https://localhost:\d+/orders/1\n  \{"error":"forbidden","reason":"no_rule_matches".*\n  HTTP 403\n`),
@@ -78,7 +80,11 @@ func TestTourAndShutdown(t *testing.T) {
 		regexp.MustCompile(`done\n  HTTP/2 200\n  HTTP/2 200\n  HTTP/2 200\n  HTTP/2 429\n  retry-after: \d+\n  HTTP/2 429\n  retry-after: \d+\n`),
 		// 4: orders' sidecar refuses catalog.
 		regexp.MustCompile(`http://orders/orders/1\n  \{"error":"forbidden","reason":"no_rule_matches","request_id":"\w+"\}\n  HTTP 403\n`),
-		// 5 (issue 13 item 3): the tour's own records, in the server's log:
+		// 5 (issue 16 item 4): orders got its password through ward run;
+		// catalog's identity is refused it, and no value is printed.
+		regexp.MustCompile(`orders got its database password \(db/orders/password\) through ward run`),
+		regexp.MustCompile(`\n\$ ward --data-dir "\$D/server" secret get db/orders/password --identity-dir "\$D/sidecar-catalog"\n  ward: .*403 secret_denied.*spiffe://demo\.ward\.local/svc/catalog.*\n\n`),
+		// 6 (issue 13 item 3): the tour's own records, in the server's log:
 		// the gateway's of its 9 requests, the sidecars' of the 5 it let
 		// through (alice's 2, bob's 3 catalog reads) and of the lateral call.
 		regexp.MustCompile(`\$ ward --data-dir "\$D/server" audit query --type gateway.request\n  TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST\n(  \S+ +\d+ +gateway\.request +(allow|deny) .*\n){9}  9 records;`),
@@ -92,21 +98,32 @@ func TestTourAndShutdown(t *testing.T) {
 			t.Errorf("tour lacks %s:\n%s", want, text)
 		}
 	}
-	// Every request id the tour's answers show is on a gateway.request
-	// line, or, for the refusal by orders' sidecar, a sidecar.request one.
-	gatewayLines := regexp.MustCompile(`(?m)^  \S+ +\d+ +(gateway|sidecar)\.request .*$`).FindAllString(text, -1)
+	// Every request id the tour's answers show is on a record of the
+	// proxy that answered: the gateway's, or for the lateral call (which
+	// no gateway sees) orders' sidecar's.
+	recordLines := regexp.MustCompile(`(?m)^  \S+ +\d+ +(gateway|sidecar)\.request .*$`).FindAllString(text, -1)
 	for _, m := range regexp.MustCompile(`"request_id":"(\w+)"`).FindAllStringSubmatch(text, -1) {
 		found := false
-		for _, l := range gatewayLines {
+		for _, l := range recordLines {
 			found = found || strings.HasSuffix(l, " "+m[1])
 		}
 		if !found {
-			t.Errorf("request %s of the tour is not among its records:\n%s", m[1], strings.Join(gatewayLines, "\n"))
+			t.Errorf("request %s of the tour is not among its records:\n%s", m[1], strings.Join(recordLines, "\n"))
 		}
 	}
 	dir := strings.TrimPrefix(regexp.MustCompile(`(?m)^\$ D=(.*)$`).FindString(text), "$ D=")
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("demo directory %q: %v", dir, err)
+	}
+	// Orders' identity, kept where the demo's ward run keeps it, reads the
+	// password; its value is nowhere in what the demo printed.
+	var pw bytes.Buffer
+	if err := cli.Run(ctx, &pw, "--data-dir", filepath.Join(dir, "server"), "secret", "get", "db/orders/password",
+		"--identity-dir", filepath.Join(dir, "run-orders")); err != nil || pw.Len() < 16 {
+		t.Fatalf("orders' identity reads db/orders/password: %v (%d bytes)", err, pw.Len())
+	}
+	if strings.Contains(out.String(), pw.String()) {
+		t.Errorf("the demo printed the orders database password:\n%s", out)
 	}
 
 	cancel()
