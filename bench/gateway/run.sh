@@ -14,7 +14,10 @@
 #            rate limit → Service app = a ward sidecar → the app
 #   ward-b   the same with apiKey required + a JWT (ES256, bench/gateway/idp)
 #            + rateLimit apikey+user (1e6/s, never limits) + the access
-#            record (--log-level info, stderr to a file)
+#            records (decision and outcome) in the audit spool, fsynced at
+#            most 1s apart (--audit-sync-interval 1s, the default)
+#   ward-bs  ward-b with --audit-sync-interval always on gateway and
+#            sidecar: every record fsynced before the request goes on
 #   app      an nginx: return 200 "ok", plain HTTP/1.1 for the proxies and
 #            TLS 1.3 + h2 for direct, the same worker for every set-up
 #
@@ -33,7 +36,7 @@
 #   LAT_ROUNDS [4] x LAT_SECONDS [2]   fixed-rate rounds per set-up
 #   RATE [1000], LAT_CONNS [10]        the fixed rate, over that many connections
 #   IDLE_CONNS [1000]                  idle client connections for the RSS figure
-#   SETUPS ["direct nginx haproxy caddy ward-a ward-b", plus ward-h1 with
+#   SETUPS ["direct nginx haproxy caddy ward-a ward-b ward-bs", plus ward-h1 with
 #                       WARD_HOPS "h2 h1"]
 #   EDGE_PROTO [h2]     what h2load speaks to every set-up over TLS 1.3: h2,
 #                       or h1 (h2load --h1, HTTP/1.1 keep-alive)
@@ -70,8 +73,8 @@ LAT_CONNS=${LAT_CONNS:-10}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 WARD_HOPS=${WARD_HOPS:-h2}
 case " $WARD_HOPS " in
-" h2 ") SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-b} ;;
-" h2 h1 " | " h1 h2 ") SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-h1 ward-b} ;;
+" h2 ") SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-b ward-bs} ;;
+" h2 h1 " | " h1 h2 ") SETUPS=${SETUPS:-direct nginx haproxy caddy ward-a ward-h1 ward-b ward-bs} ;;
 *) echo "WARD_HOPS must be \"h2\" or \"h2 h1\", not \"$WARD_HOPS\"" >&2; exit 2 ;;
 esac
 EDGE_PROTO=${EDGE_PROTO:-h2}
@@ -291,8 +294,9 @@ token() { "$WARD" token create --id "spiffe://$TD/$1" --data-dir "$DATA" 2>/dev/
 # With SIDECAR_ADDR, only a gateway (of ward-b's kind) in front of that
 # sidecar: the profiling run.
 start_ward() {
-	local s=$1 bin=$2 pprof=${3:-} sidecar=${4:-} kind=a level=warn gport name gpid spid=""
-	[[ $s == ward-b || -n $sidecar ]] && kind=b level=$WARD_LOG_LEVEL
+	local s=$1 bin=$2 pprof=${3:-} sidecar=${4:-} kind=a level=warn gport name gpid spid="" sync=1s
+	[[ $s == ward-b || $s == ward-bs || -n $sidecar ]] && kind=b level=$WARD_LOG_LEVEL
+	[[ $s == ward-bs ]] && sync=always
 	ward_server
 	gport=$(free_port)
 	[[ -n $sidecar ]] || sidecar="127.0.0.1:$(free_port)"
@@ -346,13 +350,13 @@ EOF
 	if [[ -z ${4:-} ]]; then
 		GOMAXPROCS=1 "${PIN_PROXY[@]}" "$WARD" sidecar --service app --listen "$sidecar" --app "127.0.0.1:$APP_PORT" \
 			--outbound "" --config "$T/$s.yaml" --token "$(token svc/app)" --data-dir "$T/$s-sidecar" \
-			--server "$SERVER" --bundle "$BUNDLE" --log-level warn >"$T/$s-sidecar.log" 2>&1 &
+			--server "$SERVER" --bundle "$BUNDLE" --log-level warn --audit-sync-interval "$sync" >"$T/$s-sidecar.log" 2>&1 &
 		PIDS+=($!)
 		spid=$!
 	fi
 	GOMAXPROCS=1 WARD_PPROF=$pprof "${PIN_PROXY[@]}" "$bin" gateway --name "$name" --listen "127.0.0.1:$gport" \
 		--config "$T/$s.yaml" --tls-cert "$CERT" --tls-key "$KEY" --token "$(token "gateway/$name")" \
-		--data-dir "$T/$s-gateway" --server "$SERVER" --bundle "$BUNDLE" --log-level "$level" >"$T/$s-gateway.log" 2>&1 &
+		--data-dir "$T/$s-gateway" --server "$SERVER" --bundle "$BUNDLE" --log-level "$level" --audit-sync-interval "$sync" >"$T/$s-gateway.log" 2>&1 &
 	PIDS+=($!)
 	gpid=$!
 	URL[$s]="https://127.0.0.1:$gport/"
@@ -370,6 +374,7 @@ EOF
 start_ward-a() { start_ward ward-a "$WARD"; }
 start_ward-h1() { start_ward ward-h1 "$T/ward-h1"; }
 start_ward-b() { start_ward ward-b "$WARD"; }
+start_ward-bs() { start_ward ward-bs "$WARD"; }
 
 # ---------------------------------------------------------------- measuring
 declare -A NREQ REQS TICKG TICKS TICKK WALL RPSLIST CPULIST BUSY0 BUSY0T BUSY1 BUSY1T RSSG RSSS ANONG IDLEG IDLES TLSINFO
