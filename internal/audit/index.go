@@ -352,7 +352,11 @@ func (w *Writer) prune(segs []segFile, active uint64) error {
 		w.log.Warn("audit retention: records past the retention period are kept because they are not shipped yet",
 			"records", held, "shipped_up_to", shipped, "horizon", horizon)
 	}
-	if n == 0 {
+	// The newest segment listed stays, whatever its age: its header
+	// carries the cut. (A rotation between listing the segments and
+	// reading the active one leaves the active segment out of segs.)
+	n = min(n, len(segs)-1)
+	if n <= 0 {
 		return nil
 	}
 	keep := segs[n]
