@@ -63,7 +63,7 @@ type ServerConfig struct {
 	// <data-dir>/kek are then not looked at, and nothing is written there.
 	// A key that does not open the server's keys fails NewServer with an
 	// error matching ca.ErrWrongKEK, and changes nothing.
-	KEK *ca.KEK
+	KEK          *ca.KEK
 	SVIDTTL      time.Duration
 	MaxSVIDTTL   time.Duration
 	PublishDelay time.Duration // see ca.Config.PublishDelay
