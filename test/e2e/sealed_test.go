@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wardsec/ward/internal/store/pgtest"
 )
 
 // eventually polls cond until it holds or 30s pass.
@@ -59,10 +61,28 @@ func serverStatus(public string) (sealed string, health int) {
 // has; a wrong key leaves it sealed; the right key opens it and the secret
 // stored before reads back unchanged.
 func TestSealedServerStartsOnKEKFromStdin(t *testing.T) {
+	testSealedStart(t)
+}
+
+// TestSealedServerStartsOnKEKFromStdinPostgres is the same with the store
+// on a real PostgreSQL.
+func TestSealedServerStartsOnKEKFromStdinPostgres(t *testing.T) {
+	testSealedStart(t, "--store", pgURL(t, pgtest.Start(t)))
+}
+
+func testSealedStart(t *testing.T, storeArgs ...string) {
 	api, public := freeAddr(t), freeAddr(t)
-	srv := startServerProc(t, api, public)
-	data := srv.dataDir
-	dir := filepath.Dir(data)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	srv := &serverProc{t: t, dataDir: data, logs: new(bytes.Buffer)}
+	srv.args = append([]string{"server", "--data-dir", data, "--trust-domain", "example.org", "--listen", api, "--public-listen", public}, storeArgs...)
+	t.Cleanup(func() {
+		srv.stop()
+		if t.Failed() {
+			t.Logf("server log:\n%s", srv.logs.String())
+		}
+	})
+	srv.start()
 	run := func(stdin string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(wardBin, append(args, "--data-dir", data)...)
