@@ -176,3 +176,51 @@ func TestSealedServerEndsOnEOF(t *testing.T) {
 		t.Fatal("Run did not end on EOF")
 	}
 }
+
+// TestSealedServerKeepsItsPublicPort (issue 16 item 1): given port 0, a
+// sealed server answers once unsealed on the port it answered sealed.
+func TestSealedServerKeepsItsPublicPort(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	key := make([]byte, 32)
+	var logs logBuffer
+	stdin, keys := io.Pipe()
+	defer keys.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan *control.Server, 1)
+	done := make(chan error, 1)
+	s := &Server{Config: control.ServerConfig{DataDir: filepath.Join(t.TempDir(), "server"), TrustDomain: "roles.test",
+		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: slog.New(slog.NewTextHandler(&logs, nil))},
+		KEK: stdin, Ready: func(srv *control.Server) { ready <- srv }}
+	go func() { done <- s.Run(ctx) }()
+	var sealedAt string
+	waitFor(t, "the sealed log line", func() bool {
+		_, after, ok := strings.Cut(logs.String(), "the server is sealed")
+		if !ok {
+			return false
+		}
+		_, after, ok = strings.Cut(after, " public=")
+		sealedAt, _, _ = strings.Cut(after, "\n")
+		return ok
+	})
+	if st, _ := sealedStatus(t, sealedAt); st["sealed"] != true {
+		t.Fatalf("sealed at %s: %v", sealedAt, st)
+	}
+	if _, err := io.WriteString(keys, base64.StdEncoding.EncodeToString(key)+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case srv := <-ready:
+		if srv.PublicAddr() != sealedAt {
+			t.Fatalf("unsealed on %s, sealed on %s", srv.PublicAddr(), sealedAt)
+		}
+	case err := <-done:
+		t.Fatalf("Run ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not unsealed")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

@@ -48,13 +48,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	lines := newLineReader(s.KEK)
 	defer lines.stop()
+	cfg := s.Config
 	for {
-		kek, err := s.sealed(ctx, log, lines)
+		kek, public, err := s.sealed(ctx, log, lines, cfg.PublicListen)
 		if err != nil {
 			return err
 		}
-		cfg := s.Config
-		cfg.KEK = kek
+		// The server answers where it answered sealed (the port it was
+		// given, when it was given port 0).
+		cfg.PublicListen, cfg.KEK = public, kek
 		srv, err := control.NewServer(ctx, cfg)
 		if errors.Is(err, ca.ErrWrongKEK) {
 			log.Warn("the server stays sealed: the key-encryption key read on standard input does not open its keys; give the right one")
@@ -87,12 +89,14 @@ func (s *Server) serve(ctx context.Context, srv *control.Server) error {
 
 // sealed serves control.SealedPublic on the public listener until a line
 // parses as a key, then closes that listener and returns the key (whether
-// it opens the server is NewServer's to find).
-func (s *Server) sealed(ctx context.Context, log *slog.Logger, lines *lineReader) (*ca.KEK, error) {
-	l, err := net.Listen("tcp", s.Config.PublicListen)
+// it opens the server is NewServer's to find) and the address it was
+// bound to.
+func (s *Server) sealed(ctx context.Context, log *slog.Logger, lines *lineReader, public string) (*ca.KEK, string, error) {
+	l, err := net.Listen("tcp", public)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", s.Config.PublicListen, err)
+		return nil, "", fmt.Errorf("listen %s: %w", public, err)
 	}
+	public = l.Addr().String()
 	hs := &http.Server{
 		Handler:           control.SealedPublic(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -109,9 +113,9 @@ func (s *Server) sealed(ctx context.Context, log *slog.Logger, lines *lineReader
 		line, err := lines.next(ctx)
 		switch {
 		case errors.Is(err, io.EOF):
-			return nil, errors.New("standard input ended while the server is sealed: no key-encryption key was given")
+			return nil, "", errors.New("standard input ended while the server is sealed: no key-encryption key was given")
 		case err != nil:
-			return nil, err
+			return nil, "", err
 		}
 		kek, err := ca.ParseKEK(strings.TrimSpace(string(line)))
 		clear(line)
@@ -119,7 +123,7 @@ func (s *Server) sealed(ctx context.Context, log *slog.Logger, lines *lineReader
 			log.Warn("the server stays sealed: the line read on standard input is not a key-encryption key (base64 of 32 bytes)")
 			continue
 		}
-		return kek, nil
+		return kek, public, nil
 	}
 }
 
