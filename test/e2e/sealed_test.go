@@ -257,3 +257,20 @@ spec:
 		t.Fatalf("the mesh after unsealing: %d %q", code, body)
 	}
 }
+
+// TestSealedServerDocWalkthrough runs docs/secrets.md's sealed-server
+// example as written.
+func TestSealedServerDocWalkthrough(t *testing.T) {
+	need(t, "curl", "mkfifo")
+	out := runWalkthrough(t, t.TempDir(), docBlock(t, "docs/secrets.md", "## Sealed server"))
+	sealed, unsealed := strings.Index(out, `{"sealed":true}`), strings.LastIndex(out, `{"sealed":false}`)
+	if sealed < 0 || unsealed < sealed || strings.Count(out, `{"sealed":true}`) != 2 {
+		t.Fatalf("want sealed twice, then unsealed:\n%s", out)
+	}
+	if !strings.Contains(out, "sealed\n503") {
+		t.Fatalf("/healthz while sealed is not 503 sealed:\n%s", out)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(out), "unsealed") {
+		t.Fatalf("the vault is not unsealed after the server is:\n%s", out)
+	}
+}
