@@ -141,6 +141,11 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	// A key that does not open the CA's keys is refused before anything
+	// is sealed with it (the audit key, on a data directory without one).
+	if err := ca.CheckKEK(ctx, s.store, kek); err != nil {
+		return nil, err
+	}
 	if s.api, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}

@@ -384,3 +384,33 @@ func TestNewServerRefusesWrongKEK(t *testing.T) {
 	}
 	srv.Close()
 }
+
+// A wrong KEK changes nothing even where NewServer would write with it: a
+// data directory without its audit signing key (as an earlier version
+// left it) does not get one sealed with the wrong key.
+func TestNewServerWrongKEKWritesNothing(t *testing.T) {
+	right, wrong := make([]byte, 32), make([]byte, 32)
+	wrong[0] = 1
+	rightKEK, _ := ca.NewKEK(right)
+	wrongKEK, _ := ca.NewKEK(wrong)
+	cfg := control.ServerConfig{
+		DataDir: t.TempDir(), TrustDomain: "example.org", Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0",
+		KEK: rightKEK, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	srv, err := control.NewServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	keyFile := filepath.Join(cfg.DataDir, control.FileAuditKey)
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg.KEK = wrongKEK
+	if _, err := control.NewServer(context.Background(), cfg); !errors.Is(err, ca.ErrWrongKEK) {
+		t.Fatalf("wrong KEK: err = %v, want ca.ErrWrongKEK", err)
+	}
+	if _, err := os.Stat(keyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a wrong KEK sealed a new audit key: %v", err)
+	}
+}
