@@ -224,3 +224,27 @@ func TestSealedServerKeepsItsPublicPort(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestSealedServerStopsCleanly (issue 16 item 1): a sealed server whose
+// context ends returns no error and leaves no goroutine behind.
+func TestSealedServerStopsCleanly(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var logs logBuffer
+	stdin, keys := io.Pipe()
+	defer keys.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Config: control.ServerConfig{DataDir: filepath.Join(t.TempDir(), "server"), TrustDomain: "roles.test",
+		Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0", Log: slog.New(slog.NewTextHandler(&logs, nil))}, KEK: stdin}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "the sealed log line", func() bool { return strings.Contains(logs.String(), "the server is sealed") })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil on a stop while sealed", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not end with its context")
+	}
+}

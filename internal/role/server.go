@@ -51,6 +51,9 @@ func (s *Server) Run(ctx context.Context) error {
 	cfg := s.Config
 	for {
 		kek, public, err := s.sealed(ctx, log, lines, cfg.PublicListen)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return nil // stopped while sealed: a clean exit, as when serving
+		}
 		if err != nil {
 			return err
 		}
