@@ -216,6 +216,30 @@ func (c *CA) Reload(ctx context.Context) error {
 	return nil
 }
 
+// CheckKEK reports whether kek opens the newest authority key kept in st,
+// without changing anything: nil when it does (or when no key is kept
+// yet, on first start), an error matching ErrWrongKEK when it does not.
+// A server checks its KEK so before it writes anything sealed with it.
+func CheckKEK(ctx context.Context, st store.Store, kek *KEK) error {
+	auths, err := st.ListAuthorities(ctx)
+	if err != nil {
+		return err
+	}
+	for i := len(auths) - 1; i >= 0; i-- {
+		a := auths[i]
+		if len(a.SealedKey) == 0 {
+			continue
+		}
+		pt, err := kek.Open(a.SealedKey, []byte(a.ID))
+		if err != nil {
+			return fmt.Errorf("authority %s: %w", a.ID, err)
+		}
+		clear(pt)
+		return nil
+	}
+	return nil
+}
+
 func (c *CA) openSigner(a store.Authority) (*signer, error) {
 	cert, err := x509.ParseCertificate(a.CertDER)
 	if err != nil {

@@ -17,6 +17,11 @@ const KEKEnv = "WARD_KEK"
 
 const sealVersion = 1
 
+// ErrWrongKEK is Open's error for a key that does not open what was
+// sealed: the wrong key-encryption key, or tampered data (AES-GCM cannot
+// tell the two apart).
+var ErrWrongKEK = errors.New("wrong key-encryption key or tampered data")
+
 // KEK is the key-encryption key that seals CA private keys at rest with
 // AES-256-GCM. Its ID is stored in each sealed blob so a wrong key is
 // reported as such rather than as corrupt data.
@@ -114,7 +119,7 @@ func (k *KEK) Open(sealed, aad []byte) ([]byte, error) {
 	}
 	pt, err := k.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], aad)
 	if err != nil {
-		return nil, errors.New("cannot decrypt CA key: wrong key-encryption key or tampered data")
+		return nil, fmt.Errorf("cannot decrypt CA key: %w", ErrWrongKEK)
 	}
 	return pt, nil
 }

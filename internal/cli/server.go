@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 func serverCmd(g *globals) *cobra.Command {
 	var cfg control.ServerConfig
 	var rootCert, rootKey, interCert, interKey string
+	var kekStdin bool
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane: CA, enrollment, revocation (CRL, OCSP, feed)",
@@ -24,7 +26,14 @@ operator credential.
 
 The key-encryption key comes from --kek-file, else $WARD_KEK (base64 of 32
 bytes), else <data-dir>/kek, created on first start with mode 0600. Keep it
-apart from the data directory in production.`,
+apart from the data directory in production.
+
+With --kek-stdin the server starts sealed and reads the key from standard
+input, one line (base64 of 32 bytes) at a time: until a line opens its keys
+it serves only GET /v1/status ({"sealed":true}) and /healthz (503) on its
+public listener, and its API listener is closed. A malformed or wrong key is
+refused and the next line read; standard input ending while sealed is an
+error. On first start the key given becomes the key-encryption key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.DataDir = g.dataDir
@@ -38,7 +47,12 @@ apart from the data directory in production.`,
 			} else if rootKey+interCert+interKey != "" {
 				return fmt.Errorf("--import-root-cert is required to import a CA")
 			}
-			return (&role.Server{Config: cfg}).Run(cmd.Context())
+			srv := &role.Server{Config: cfg}
+			if kekStdin {
+				// Only a Reader: os.Stdin's Close cannot end a read in progress.
+				srv.KEK = struct{ io.Reader }{cmd.InOrStdin()}
+			}
+			return srv.Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
@@ -48,6 +62,8 @@ apart from the data directory in production.`,
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL written into certificates for CRL and OCSP (default http://<public-listen>)")
 	f.StringVar(&cfg.StoreDSN, "store", "", "postgres://... to share state between servers (default SQLite in the data directory)")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")
+	f.BoolVar(&kekStdin, "kek-stdin", false, "start sealed and read the key-encryption key from standard input (one line, base64 of 32 bytes)")
+	cmd.MarkFlagsMutuallyExclusive("kek-file", "kek-stdin")
 	f.StringVar(&cfg.AuditDir, "audit-dir", "", "the hash-chained audit log (default DATA_DIR/audit); checkpoints signed with DATA_DIR/audit-key.pem")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
 	f.DurationVar(&cfg.MaxSVIDTTL, "max-svid-ttl", ca.DefaultMaxSVIDTTL, "upper bound on SVID lifetimes")

@@ -26,7 +26,14 @@ const (
 	PathCRL          = "/crl/"              // GET /crl/<authority-id>.crl, DER
 	PathCACert       = "/ca/"               // GET /ca/<authority-id>.crt, DER: the AIA caIssuers URL
 	PathOCSP         = "/ocsp"              // RFC 6960, GET and POST
+	PathStatus       = "/v1/status"         // GET ServerStatus, public listener only
 )
+
+// ServerStatus says whether the server is sealed: started with its
+// key-encryption key to come on standard input, and not yet given it.
+type ServerStatus struct {
+	Sealed bool `json:"sealed"`
+}
 
 // EnrollRequest trades a join token and a CSR for an X.509-SVID.
 type EnrollRequest struct {

@@ -58,6 +58,12 @@ type ServerConfig struct {
 	PublicURL    string // written into certificates; default http://<PublicListen>
 	StoreDSN     string // "" for SQLite in DataDir, or postgres://...
 	KEKFile      string
+	// KEK, when set, is the key-encryption key, given by the caller (read
+	// from standard input by a sealed server); KEKFile, $WARD_KEK and
+	// <data-dir>/kek are then not looked at, and nothing is written there.
+	// A key that does not open the server's keys fails NewServer with an
+	// error matching ca.ErrWrongKEK, and changes nothing.
+	KEK          *ca.KEK
 	SVIDTTL      time.Duration
 	MaxSVIDTTL   time.Duration
 	PublishDelay time.Duration // see ca.Config.PublishDelay
@@ -129,8 +135,15 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	kek, kekFrom, err := ca.LoadKEK(cfg.KEKFile, filepath.Join(cfg.DataDir, FileKEK))
-	if err != nil {
+	kek, kekFrom := cfg.KEK, "given"
+	if kek == nil {
+		if kek, kekFrom, err = ca.LoadKEK(cfg.KEKFile, filepath.Join(cfg.DataDir, FileKEK)); err != nil {
+			return nil, err
+		}
+	}
+	// A key that does not open the CA's keys is refused before anything
+	// is sealed with it (the audit key, on a data directory without one).
+	if err := ca.CheckKEK(ctx, s.store, kek); err != nil {
 		return nil, err
 	}
 	if s.api, err = net.Listen("tcp", cfg.Listen); err != nil {

@@ -182,6 +182,27 @@ func (h *Handler) public(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathOCSP, h.ocspPost)
 	mux.HandleFunc("GET "+PathOCSP+"/{req...}", h.ocspGet)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, ServerStatus{}) })
+}
+
+// SealedPublic is all a sealed server serves, on its public listener:
+// PathStatus says it is sealed, /healthz answers 503 "sealed", and
+// everything else 503 with the same reason.
+func SealedPublic() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, ServerStatus{Sealed: true})
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "sealed\n")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusServiceUnavailable, Error{Code: "sealed",
+			Message: "the server is sealed: it waits for its key-encryption key on standard input"})
+	})
+	return mux
 }
 
 // httpError is what a client is told; the cause is only logged.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/identity"
@@ -344,5 +345,72 @@ func TestSecretsNeverLogged(t *testing.T) {
 		if strings.Contains(text, secret) {
 			t.Errorf("%s found in the log", name)
 		}
+	}
+}
+
+// A key-encryption key that does not open the server's keys is refused
+// with ca.ErrWrongKEK (so a sealed server can ask for another) and
+// changes nothing: the right key still opens the same data directory.
+func TestNewServerRefusesWrongKEK(t *testing.T) {
+	right, wrong := make([]byte, 32), make([]byte, 32)
+	wrong[0] = 1
+	kek := func(b []byte) *ca.KEK {
+		k, err := ca.NewKEK(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	cfg := control.ServerConfig{
+		DataDir: t.TempDir(), TrustDomain: "example.org", Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0",
+		KEK: kek(right), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	srv, err := control.NewServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, control.FileKEK)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a given KEK was written to the data directory: %v", err)
+	}
+	cfg.KEK = kek(wrong)
+	if _, err := control.NewServer(context.Background(), cfg); !errors.Is(err, ca.ErrWrongKEK) {
+		t.Fatalf("wrong KEK: err = %v, want ca.ErrWrongKEK", err)
+	}
+	cfg.KEK = kek(right)
+	srv, err = control.NewServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("the right KEK after a wrong one: %v", err)
+	}
+	srv.Close()
+}
+
+// A wrong KEK changes nothing even where NewServer would write with it: a
+// data directory without its audit signing key (as an earlier version
+// left it) does not get one sealed with the wrong key.
+func TestNewServerWrongKEKWritesNothing(t *testing.T) {
+	right, wrong := make([]byte, 32), make([]byte, 32)
+	wrong[0] = 1
+	rightKEK, _ := ca.NewKEK(right)
+	wrongKEK, _ := ca.NewKEK(wrong)
+	cfg := control.ServerConfig{
+		DataDir: t.TempDir(), TrustDomain: "example.org", Listen: "127.0.0.1:0", PublicListen: "127.0.0.1:0",
+		KEK: rightKEK, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	srv, err := control.NewServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	keyFile := filepath.Join(cfg.DataDir, control.FileAuditKey)
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg.KEK = wrongKEK
+	if _, err := control.NewServer(context.Background(), cfg); !errors.Is(err, ca.ErrWrongKEK) {
+		t.Fatalf("wrong KEK: err = %v, want ca.ErrWrongKEK", err)
+	}
+	if _, err := os.Stat(keyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a wrong KEK sealed a new audit key: %v", err)
 	}
 }
