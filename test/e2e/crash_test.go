@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -53,7 +52,7 @@ type crashable struct {
 	dir  string
 	args []string
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *lockedBuffer
 }
 
 func (p *crashable) start(extra ...string) {
@@ -150,7 +149,7 @@ spec:
 	}
 	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem"), "--config", cfg}
 	ordersData := filepath.Join(dir, "orders")
-	orders := &crashable{t: t, dir: dir, logs: new(bytes.Buffer),
+	orders := &crashable{t: t, dir: dir, logs: new(lockedBuffer),
 		args: append([]string{"sidecar", "--service", "orders", "--listen", ordersIn, "--app", appLn.Addr().String(),
 			"--outbound", "", "--data-dir", ordersData}, common...)}
 	t.Cleanup(func() {
@@ -319,7 +318,7 @@ func TestGatewayKill9KeepsEveryRecord(t *testing.T) {
 	bearer := e.jwt("alice", "orders:read", 10*time.Minute)
 	addr := freeAddr(t)
 	gwData := filepath.Join(e.dir, "edge1")
-	gw := &crashable{t: t, dir: e.dir, logs: new(bytes.Buffer),
+	gw := &crashable{t: t, dir: e.dir, logs: new(lockedBuffer),
 		args: []string{"gateway", "--name", "edge1", "--listen", addr, "--config", e.config, "--tls-ward-ca", "--conn-rate", "100000/s",
 			"--data-dir", gwData, "--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem")}}
 	t.Cleanup(func() {

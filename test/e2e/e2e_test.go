@@ -217,7 +217,7 @@ type serverProc struct {
 	dataDir string
 	args    []string
 	cmd     *exec.Cmd
-	logs    *bytes.Buffer
+	logs    *lockedBuffer // written by the process's output copier, read by the test
 }
 
 // startServerProc runs `ward server` listening on listen and public and
@@ -225,7 +225,7 @@ type serverProc struct {
 func startServerProc(t *testing.T, listen, public string) *serverProc {
 	t.Helper()
 	dir := t.TempDir()
-	s := &serverProc{t: t, dataDir: filepath.Join(dir, "data"), logs: new(bytes.Buffer)}
+	s := &serverProc{t: t, dataDir: filepath.Join(dir, "data"), logs: new(lockedBuffer)}
 	s.args = []string{"server", "--data-dir", s.dataDir, "--trust-domain", "example.org", "--listen", listen, "--public-listen", public}
 	t.Cleanup(func() {
 		s.stop()

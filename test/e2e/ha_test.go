@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,7 +24,7 @@ func TestTwoServersOnPostgres(t *testing.T) {
 	dir := t.TempDir()
 	newServer := func(name string, extra ...string) (*serverProc, string, string) {
 		api, pub := freeAddr(t), freeAddr(t)
-		s := &serverProc{t: t, dataDir: filepath.Join(dir, name), logs: new(bytes.Buffer)}
+		s := &serverProc{t: t, dataDir: filepath.Join(dir, name), logs: new(lockedBuffer)}
 		s.args = append([]string{"server", "--data-dir", s.dataDir, "--trust-domain", "example.org", "--listen", api, "--public-listen", pub, "--store", dsn}, extra...)
 		t.Cleanup(func() {
 			s.stop()

@@ -74,7 +74,7 @@ func testSealedStart(t *testing.T, storeArgs ...string) {
 	api, public := freeAddr(t), freeAddr(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	srv := &serverProc{t: t, dataDir: data, logs: new(bytes.Buffer)}
+	srv := &serverProc{t: t, dataDir: data, logs: new(lockedBuffer)}
 	srv.args = append([]string{"server", "--data-dir", data, "--trust-domain", "example.org", "--listen", api, "--public-listen", public}, storeArgs...)
 	t.Cleanup(func() {
 		srv.stop()

@@ -385,7 +385,7 @@ func TestRunRenewsAKeptSVIDPastHalfLife(t *testing.T) {
 	need(t, "true")
 	dir := t.TempDir()
 	// SVIDs of 40s, backdated 30s by the CA: half-life 5s after issuance.
-	s := &serverProc{t: t, dataDir: filepath.Join(dir, "data"), logs: new(bytes.Buffer)}
+	s := &serverProc{t: t, dataDir: filepath.Join(dir, "data"), logs: new(lockedBuffer)}
 	s.args = []string{"server", "--data-dir", s.dataDir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0", "--svid-ttl", "40s"}
 	t.Cleanup(s.stop)
 	s.start()
