@@ -376,7 +376,7 @@ EOF
 	pa=$!
 	wait_http "http://127.0.0.1:$aup/" 200 || die "ward pair does not answer 200: $(tail -2 "$T/$s-a.log") $(tail -2 "$T/$s-b.log")"
 	expect "$s pair GET" 200 ok "http://127.0.0.1:$aup/"
-	expect "$s pair DELETE refused" 403 "denied by orders-callers" -X DELETE "http://127.0.0.1:$aup/"
+	expect "$s pair DELETE refused" 403 '"reason":"no_rule_matches"' -X DELETE "http://127.0.0.1:$aup/"
 	if curl -sk --max-time 5 -o /dev/null "https://127.0.0.1:$bport/"; then die "$s B accepted a client without certificate"; fi
 	log "check ok: $s B without client certificate (handshake refused)"
 	URL[$s]="http://127.0.0.1:$aup/"
