@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/wardsec/ward/internal/audit"
@@ -52,34 +51,20 @@ func (s *Sidecar) serveL4Inbound(ctx context.Context, tc *tls.Conn, p peer) {
 // serveL4Upstream accepts plaintext TCP from the app on loopback and
 // carries each connection over mutual TLS to the named service.
 func (s *Sidecar) serveL4Upstream(ctx context.Context, name string, l net.Listener) error {
-	go func() { <-ctx.Done(); l.Close() }()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := l.Accept()
+	return proxy.AcceptLoop(ctx, l, func(c net.Conn) {
+		defer c.Close()
+		u, err := s.mesh.Upstream(name)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			s.log.Warn("L4 upstream", "service", name, "err", err)
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			u, err := s.mesh.Upstream(name)
-			if err != nil {
-				s.log.Warn("L4 upstream", "service", name, "err", err)
-				return
-			}
-			tc, err := u.DialStream(ctx, alpnL4)
-			if err != nil {
-				s.log.Warn("L4 upstream", "service", name, "err", err)
-				return
-			}
-			splice(ctx, c, tc)
-		}()
-	}
+		tc, err := u.DialStream(ctx, alpnL4)
+		if err != nil {
+			s.log.Warn("L4 upstream", "service", name, "err", err)
+			return
+		}
+		splice(ctx, c, tc)
+	})
 }
 
 // closeWriter is a connection that can half-close.
