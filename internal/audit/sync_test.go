@@ -332,6 +332,16 @@ func TestStalledWriteHonoursDeadline(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			if interval != SyncAlways {
+				// A caller with no deadline of its own (a proxy's request
+				// context) gives up after StallAfter, not when the disk
+				// moves.
+				start := time.Now()
+				_, err := w.Append(context.Background(), testEvent(9))
+				if d := time.Since(start); !errors.Is(err, ErrStalled) || d > StallAfter+2*time.Second {
+					t.Errorf("append without a deadline behind a stalled write: %v after %v, want ErrStalled after about %v", err, d, StallAfter)
+				}
+			}
 			// Once the write has hung for StallAfter, Err says so: a proxy
 			// refuses at once instead of waiting for each deadline.
 			poll(t, StallAfter+5*time.Second, "Err does not report the stalled write", func() bool { return errors.Is(w.Err(), ErrStalled) })

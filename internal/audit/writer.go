@@ -297,18 +297,25 @@ func (w *Writer) appendBuffered(ctx context.Context, e *Event) (uint64, error) {
 	return seqs[0], nil
 }
 
-// lock takes sem, or gives up when ctx ends.
+// lock takes sem, or gives up when ctx ends or after StallAfter with
+// ErrStalled: a caller whose context has no deadline (a proxy's request)
+// never waits longer than that behind a write the disk does not finish.
+// The timer exists only when sem is taken.
 func (w *Writer) lock(ctx context.Context) error {
 	select {
 	case w.sem <- struct{}{}:
 		return nil
 	default:
 	}
+	stall := time.NewTimer(StallAfter)
+	defer stall.Stop()
 	select {
 	case w.sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-stall.C:
+		return ErrStalled
 	}
 }
 
