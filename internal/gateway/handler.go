@@ -44,6 +44,7 @@ type state struct {
 	snap  *snapshot
 	route *route
 	p     authn.Principal
+	rec   audit.Event // the decision recorded before forwarding; the outcome reuses it
 }
 
 type exchange = pipeline.Exchange[state]
@@ -248,7 +249,8 @@ func (g *Gateway) forward(x *exchange) pipeline.Refusal {
 	// that a gateway killed mid-request leaves the record of every request
 	// that reached a service; what cannot be recorded is not forwarded.
 	// The outcome (status, size, latency) follows as gateway.response.
-	if err := g.cfg.Events.Emit(r.Context(), g.event(x, EventRequest)); err != nil {
+	x.State.rec = g.event(x, EventRequest)
+	if err := g.cfg.Events.Emit(r.Context(), x.State.rec); err != nil {
 		return pipeline.Refuse(pipeline.AuditUnavailable, err.Error())
 	}
 	x.Recorded = true
@@ -298,11 +300,13 @@ func (g *Gateway) record(x *exchange) {
 		status = http.StatusOK
 	}
 	elapsed := time.Since(x.Start)
-	typ := EventRequest
+	var ev audit.Event
 	if x.Recorded && !x.Refusal.Refused() {
-		typ = EventResponse
+		ev = x.State.rec // the decision's record, built once
+		ev.Time, ev.Type = time.Now(), EventResponse
+	} else {
+		ev = g.event(x, EventRequest)
 	}
-	ev := g.event(x, typ)
 	ev.Result = strconv.Itoa(status)
 	ev.HTTP.Status, ev.HTTP.BytesOut, ev.HTTP.LatencyUS = status, x.W.Bytes, elapsed.Microseconds()
 	g.metrics.observe(ev.HTTP.Route, ev.Decision, ev.Reason, status, elapsed)

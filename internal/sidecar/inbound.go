@@ -211,7 +211,6 @@ func (s *Sidecar) authorizeStage(x *exchange) pipeline.Refusal {
 	if !st.dec.Allow {
 		return pipeline.Refuse(pipeline.Lookup(st.dec.Reason), st.dec.Message)
 	}
-	x.Path = x.R.URL.Path
 	return pipeline.Refusal{}
 }
 

@@ -503,8 +503,8 @@ var mutants = []Mutant{
 	},
 	{
 		ID: "gateway/forwards-unrecorded", Pkg: "internal/gateway", File: "handler.go",
-		From: "\tif err := g.cfg.Events.Emit(r.Context(), g.event(x, EventRequest)); err != nil {",
-		To:   "\tif err := g.cfg.Events.Emit(r.Context(), g.event(x, EventRequest)); err != nil && false {",
+		From: "\tif err := g.cfg.Events.Emit(r.Context(), x.State.rec); err != nil {",
+		To:   "\tif err := g.cfg.Events.Emit(r.Context(), x.State.rec); err != nil && false {",
 		Run:  "TestDecisionRecordedBeforeForwarding",
 		Why:  "a request reaches the service though its decision could not be recorded (issue 13)",
 	},
