@@ -83,22 +83,33 @@ func LoadKEK(file, defaultFile string) (*KEK, string, error) {
 }
 
 func readKEKFile(path string) (*KEK, string, error) {
-	fi, err := os.Stat(path)
+	text, err := ReadKEKText(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("key-encryption key: %w", err)
+		return nil, "", err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, "", fmt.Errorf("key-encryption key %s is readable by group or others (mode %v); chmod 600 it", path, fi.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, "", fmt.Errorf("key-encryption key: %w", err)
-	}
-	k, err := ParseKEK(string(data))
+	k, err := ParseKEK(text)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	return k, path, nil
+}
+
+// ReadKEKText reads the text of a key-encryption key file (base64 of 32
+// bytes), refusing a file group or others may read.
+func ReadKEKText(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("key-encryption key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("key-encryption key %s is readable by group or others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("key-encryption key: %w", err)
+	}
+	defer clear(data)
+	return string(data), nil
 }
 
 // Seal encrypts plaintext; aad binds the blob to its purpose (e.g. the authority ID).

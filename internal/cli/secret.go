@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/vault"
@@ -310,29 +310,30 @@ func secretStatusCmd(g *globals) *cobra.Command {
 }
 
 // readKEK reads a key-encryption key from file (which must be 0600) or
-// standard input.
+// standard input, and checks its form here, before the server sees it.
 func readKEK(cmd *cobra.Command, file string) (string, error) {
-	var data []byte
-	var err error
+	source := "standard input"
+	var text string
 	if file != "" {
-		fi, serr := os.Stat(file)
-		if serr != nil {
-			return "", serr
+		source = file
+		var err error
+		if text, err = ca.ReadKEKText(file); err != nil {
+			return "", err
 		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return "", fmt.Errorf("%s is readable by group or others (mode %v); chmod 600 it", file, fi.Mode().Perm())
-		}
-		data, err = os.ReadFile(filepath.Clean(file))
 	} else {
-		data, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<10))
+		data, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<10))
+		if err != nil {
+			return "", err
+		}
+		defer clear(data)
+		text = string(data)
 	}
-	if err != nil {
-		return "", err
-	}
-	defer clear(data)
-	text := strings.TrimSpace(string(data))
+	text = strings.TrimSpace(text)
 	if text == "" {
-		return "", errors.New("no key-encryption key on standard input (base64 of 32 bytes)")
+		return "", fmt.Errorf("no key-encryption key in %s (want base64 of 32 bytes)", source)
+	}
+	if _, err := ca.ParseKEK(text); err != nil {
+		return "", fmt.Errorf("%s: %w", source, err)
 	}
 	return text, nil
 }

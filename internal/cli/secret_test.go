@@ -2,8 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // TestSecretValueOnArgvRefused: a value given on the command line is
@@ -27,5 +32,40 @@ func TestSecretValueOnArgvRefused(t *testing.T) {
 		if strings.Contains(out.String(), "hunter2") || strings.Contains(errw.String(), "hunter2") {
 			t.Errorf("ward %s printed the value", strings.Join(args, " "))
 		}
+	}
+}
+
+// TestReadKEKSaysWhatIsWrong: a key-encryption key for unseal or
+// rotate-kek is checked before the server sees it, and the error names
+// where it came from.
+func TestReadKEKSaysWhatIsWrong(t *testing.T) {
+	dir := t.TempDir()
+	good := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, stdin, file, want string
+	}{
+		{"empty stdin", "", "", "no key-encryption key in standard input"},
+		{"junk on stdin", "not a key\n", "", "standard input: "},
+		{"empty file", "", write("empty", "\n", 0o600), "no key-encryption key in " + filepath.Join(dir, "empty")},
+		{"open file", "", write("open", good, 0o644), "readable by group or others"},
+		{"short key in a file", "", write("short", "c2hvcnQ=", 0o600), filepath.Join(dir, "short") + ": "},
+	} {
+		cmd := &cobra.Command{}
+		cmd.SetIn(strings.NewReader(tc.stdin))
+		if _, err := readKEK(cmd, tc.file); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	cmd := &cobra.Command{}
+	cmd.SetIn(strings.NewReader(good + "\n"))
+	if got, err := readKEK(cmd, ""); err != nil || got != good {
+		t.Fatalf("a good key: %q, %v", got, err)
 	}
 }
