@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -122,21 +123,11 @@ func (p *Pipeline[S]) run(x *Exchange[S]) {
 	}
 }
 
-// sourceIP is the host of a "host:port" remote address, without the
-// allocation net.SplitHostPort's error path may make.
+// sourceIP is the host of a "host:port" remote address, or the address
+// itself when it has no port.
 func sourceIP(addr string) string {
-	if len(addr) > 0 && addr[0] == '[' {
-		for i := len(addr) - 1; i > 0; i-- {
-			if addr[i] == ']' {
-				return addr[1:i]
-			}
-		}
-		return addr
-	}
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[:i]
-		}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
 	}
 	return addr
 }
