@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +28,7 @@ func (g *Gateway) admit(x *exchange) pipeline.Refusal {
 // before anything is forwarded; gRPC streams pass as they come. The
 // buffers go back once the response is over.
 func (g *Gateway) prepareBody(x *exchange) pipeline.Refusal {
-	done, err := g.bodies.Prepare(&x.W, x.R, x.State.route.body, isGRPC(x.R))
+	done, err := g.bodies.Prepare(&x.W, x.R, x.State.route.body, proxy.IsGRPC(x.R))
 	x.Defer(done)
 	if err != nil {
 		closeAfter(x)
@@ -45,12 +44,6 @@ func closeAfter(x *exchange) {
 	if x.R.ProtoMajor == 1 {
 		x.W.Header().Set("Connection", "close")
 	}
-}
-
-// isGRPC reports a gRPC request (HTTP/2 with a gRPC content type).
-func isGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	return r.ProtoMajor == 2 && len(ct) >= 16 && ct[:16] == "application/grpc"
 }
 
 // bodyGauge reports the request body bytes the process holds in buffers.

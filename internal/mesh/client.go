@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -162,17 +161,10 @@ func (u *Upstream) pick(r *http.Request) *httputil.ReverseProxy {
 	switch {
 	case r.Header.Get("Upgrade") != "":
 		return u.h1
-	case u.c.h1Callers && r.ProtoMajor == 1 && !isGRPC(r.Header.Get("Content-Type")):
+	case u.c.h1Callers && r.ProtoMajor == 1 && !proxy.GRPCContentType(r.Header.Get("Content-Type")):
 		return u.h1
 	}
 	return u.h2
-}
-
-// isGRPC reports a gRPC content type (application/grpc, +proto, +json,
-// ...): gRPC needs HTTP/2 and its trailers whatever the caller spoke.
-func isGRPC(ct string) bool {
-	rest, ok := strings.CutPrefix(strings.ToLower(ct), "application/grpc")
-	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
 // hop is the protocol HTTP/1.x callers get on the mesh hop: "" for HTTP/2,

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -341,3 +342,17 @@ func (b *Budget) TryAcquire(n int64) bool {
 
 // Release gives back n bytes taken before.
 func (b *Budget) Release(n int64) { b.used.Add(-n) }
+
+// IsGRPC reports a gRPC request: HTTP/2 with a gRPC content type. Its body
+// is a stream, passed as it comes.
+func IsGRPC(r *http.Request) bool {
+	return r.ProtoMajor == 2 && GRPCContentType(r.Header.Get("Content-Type"))
+}
+
+// GRPCContentType reports a gRPC content type (application/grpc, +proto,
+// +json, with parameters): gRPC needs HTTP/2 and its trailers whatever the
+// caller spoke.
+func GRPCContentType(ct string) bool {
+	rest, ok := strings.CutPrefix(strings.ToLower(ct), "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}

@@ -186,3 +186,23 @@ func TestBodiesMinRateOverHTTP2(t *testing.T) {
 	pw.Close()
 	c.CloseIdleConnections()
 }
+
+// TestIsGRPC: only HTTP/2 with a gRPC content type is taken for a gRPC
+// stream (whose body is not buffered); look-alike types are not.
+func TestIsGRPC(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/grpc": true, "application/grpc+proto": true, "Application/GRPC; charset=utf-8": true,
+		"application/grpcx": false, "application/grpc-web": false, "text/plain": false, "": false,
+	} {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.ProtoMajor = 2
+		r.Header.Set("Content-Type", ct)
+		if got := IsGRPC(r); got != want {
+			t.Errorf("HTTP/2 %q: %v, want %v", ct, got, want)
+		}
+		r.ProtoMajor = 1
+		if IsGRPC(r) {
+			t.Errorf("HTTP/1.1 %q taken for gRPC", ct)
+		}
+	}
+}

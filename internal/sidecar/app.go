@@ -69,14 +69,8 @@ func onlyH2C() *http.Protocols {
 	return p
 }
 
-// isGRPC reports a gRPC request (HTTP/2 with a gRPC content type).
-func isGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	return r.ProtoMajor == 2 && len(ct) >= 16 && ct[:16] == "application/grpc"
-}
-
 func (a *appForwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if isGRPC(r) {
+	if proxy.IsGRPC(r) {
 		a.h2c.ServeHTTP(w, r)
 		return
 	}

@@ -16,7 +16,7 @@ import (
 // back once the app has answered.
 func (s *Sidecar) prepareBody(x *exchange) pipeline.Refusal {
 	limit := s.snap().services[s.cfg.Service].BodyLimit
-	done, err := s.bodies.Prepare(&x.W, x.R, limit, isGRPC(x.R))
+	done, err := s.bodies.Prepare(&x.W, x.R, limit, proxy.IsGRPC(x.R))
 	x.Defer(done)
 	if err != nil {
 		if x.R.ProtoMajor == 1 {
