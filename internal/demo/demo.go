@@ -274,20 +274,23 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 
 	// The apps, then their sidecars in front of them. A sidecar's inbound
 	// address is a Service endpoint in the resource file, which it reads
-	// when it starts: reserve the ports first.
+	// when it starts: bind them first, and hand each sidecar its listener.
 	catalogApp, err := newApp(catalogHandler())
 	if err != nil {
 		return err
 	}
 	g.Go(func() error { return catalogApp.Run(gctx) })
-	catalogAddr, err := freeAddr()
+	catalogIn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	ordersAddr, err := freeAddr()
+	defer catalogIn.Close() // a no-op once its sidecar has closed it
+	ordersIn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	defer ordersIn.Close()
+	catalogAddr, ordersAddr := catalogIn.Addr().String(), ordersIn.Addr().String()
 	// The resources go to the server, which pushes each proxy its part;
 	// the file stays in the directory for the user to edit and apply.
 	config := filepath.Join(dir, fileResources)
@@ -329,9 +332,14 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	sidecars := map[string]*sidecar.Sidecar{}
 	var mu sync.Mutex // sidecars, written by the roles' Ready
 	var ready []<-chan struct{}
-	for _, s := range []struct{ name, listen, app, outbound string }{
-		{"catalog", catalogAddr, catalogApp.addr(), "127.0.0.1:0"},
-		{"orders", ordersAddr, ordersApp.addr(), ""},
+	for _, s := range []struct {
+		name     string
+		inbound  net.Listener
+		app      string
+		outbound string
+	}{
+		{"catalog", catalogIn, catalogApp.addr(), "127.0.0.1:0"},
+		{"orders", ordersIn, ordersApp.addr(), ""},
 	} {
 		w, err := workload(spiffeid.RequireFromSegments(td, "svc", s.name), "sidecar-"+s.name)
 		if err != nil {
@@ -341,7 +349,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		ready = append(ready, up)
 		sc := &role.Sidecar{
 			Workload: w,
-			Proxy:    sidecar.Config{Service: s.name, Listen: s.listen, App: s.app, Outbound: s.outbound, Bodies: bodies},
+			Proxy:    sidecar.Config{Service: s.name, Inbound: s.inbound, App: s.app, Outbound: s.outbound, Bodies: bodies},
 			Ready: func(sc *sidecar.Sidecar) {
 				mu.Lock()
 				sidecars[s.name] = sc
@@ -499,15 +507,5 @@ func portTaken(addr string, err error) error {
 }
 
 func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
-
-// freeAddr reserves a loopback port for a listener that is opened later.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }

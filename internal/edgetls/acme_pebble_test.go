@@ -21,23 +21,20 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wardsec/ward/internal/testport"
 )
 
-// freePorts returns n loopback TCP ports free at the time of the call.
+// freePorts returns n loopback ports reserved for this test process.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := testport.Port()
 		if err != nil {
 			t.Fatal(err)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
+		ports[i] = p
 	}
 	return ports
 }

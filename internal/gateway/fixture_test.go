@@ -34,6 +34,7 @@ import (
 	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/sidecar"
+	"github.com/wardsec/ward/internal/testport"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -369,12 +370,7 @@ func (r *recorder) last() *http.Request {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testport.Addr(t)
 }
 
 // selfSigned makes the gateway's edge certificate for localhost.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wardsec/ward/internal/proxy"
+	"github.com/wardsec/ward/internal/testport"
 )
 
 // TestHTTP1CallersGetHTTP2ByDefault: issue 13, the mesh hop. HTTP/2 is
@@ -288,16 +289,11 @@ func TestResilienceCoversHTTP1(t *testing.T) {
 	})
 }
 
-// deadAddr is a loopback address nothing listens on.
+// deadAddr is a loopback address nothing listens on, reserved for this
+// test process so no other test binds it meanwhile.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testport.Addr(t)
 }
 
 // TestWebSocketOverHTTP1: issue 13. An Upgrade still goes through on its

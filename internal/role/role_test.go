@@ -24,6 +24,7 @@ import (
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/gateway"
 	"github.com/wardsec/ward/internal/sidecar"
+	"github.com/wardsec/ward/internal/testport"
 )
 
 // mesh is a server role run for a test, with an operator client.
@@ -74,12 +75,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testport.Addr(t)
 }
 
 // TestRolesRecordAndStopWithTheirContext (issue 13 item 1): a server, a

@@ -22,6 +22,7 @@ import (
 	"github.com/wardsec/ward/internal/control/controltest"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/sidecar"
+	"github.com/wardsec/ward/internal/testport"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -69,12 +70,7 @@ func newMeshTTL(t testing.TB, ttl time.Duration) *mesh {
 // freeAddr reserves a loopback port.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testport.Addr(t)
 }
 
 func (m *mesh) writeConfig(yaml string) {

@@ -38,8 +38,13 @@ type Config struct {
 	Service     string               // the service this sidecar fronts
 	TrustDomain spiffeid.TrustDomain // of the mesh
 	Listen      string               // inbound mTLS address
-	App         string               // the app, on loopback
-	Outbound    string               // the app's HTTP proxy (HTTP_PROXY), loopback; empty: none
+	// Inbound, when set, is the inbound listener, already bound, used in
+	// place of Listen: a caller that must know the address before the
+	// sidecar starts binds it first, with no window for another program to
+	// take the port. The sidecar closes it, also when New fails.
+	Inbound  net.Listener
+	App      string // the app, on loopback
+	Outbound string // the app's HTTP proxy (HTTP_PROXY), loopback; empty: none
 	// Upstreams are local listeners that each carry everything to one
 	// service: name -> listen address (gRPC clients and TCP use these).
 	Upstreams  map[string]string
@@ -106,6 +111,13 @@ type Sidecar struct {
 // snapshot) and binds every listener, so
 // that a bad flag or file fails at start. On error it releases what it opened.
 func New(cfg Config) (_ *Sidecar, err error) {
+	if cfg.Inbound != nil {
+		defer func() {
+			if err != nil {
+				cfg.Inbound.Close() // ours from the call on, whatever happens
+			}
+		}()
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -152,8 +164,10 @@ func New(cfg Config) (_ *Sidecar, err error) {
 		Resilience: cfg.Resilience, Log: cfg.Log,
 	})
 
-	if s.inbound, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("inbound listen %s: %w", cfg.Listen, err)
+	if s.inbound = cfg.Inbound; s.inbound == nil {
+		if s.inbound, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("inbound listen %s: %w", cfg.Listen, err)
+		}
 	}
 	if cfg.Outbound != "" {
 		if err := requireLoopback("--outbound", cfg.Outbound); err != nil {

@@ -15,16 +15,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wardsec/ward/internal/testport"
 )
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testport.Addr(t)
 }
 
 // startProcess runs the ward binary until the test ends.

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wardsec/ward/internal/testport"
 )
 
 // EnvAddr names the environment variable holding the address of an
@@ -162,14 +164,7 @@ func (s *server) stop() error {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return testport.Port() }
 
 // waitReady polls addr with PING until it answers PONG.
 func waitReady(addr string, timeout time.Duration) error {

@@ -16,7 +16,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -33,6 +32,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"go.uber.org/goleak"
+
+	"github.com/wardsec/ward/internal/testport"
 )
 
 // EnvDSN names the environment variable with the DSN of a server to use
@@ -265,14 +266,7 @@ func (s *server) waitReady() error {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return testport.Port() }
 
 func connect(dsn string) (*sql.DB, error) {
 	db, err := sql.Open("pgx", dsn)
