@@ -159,8 +159,8 @@ func (e *Engine) collect(tx types.Transaction, res *Result) {
 				break
 			}
 			loc := d.Variable().Name()
-			if loc == "TX" {
-				continue // the rule set's own variables
+			if loc == "TX" || strings.HasPrefix(loc, "MATCHED_VAR") {
+				continue // the rule set's own variables, and chains' restatements
 			}
 			if k := d.Key(); k != "" {
 				loc += ":" + k
