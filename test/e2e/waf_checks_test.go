@@ -156,3 +156,27 @@ func TestWAFStopsSQLMap(t *testing.T) {
 		})
 	}
 }
+
+// TestWAFDocWalkthrough runs docs/waf.md's example as written: ordinary
+// requests pass, an injection is refused with reason waf, the dry-run route
+// forwards it, and the records name rule 942100 at ARGS:id for both.
+func TestWAFDocWalkthrough(t *testing.T) {
+	need(t, "curl", "python3", "bash")
+	block := docBlock(t, "docs/waf.md", "## Try it")
+	text := runWalkthrough(t, t.TempDir(), block)
+	if n := strings.Count(text, "shop: ok\n"); n != 3 {
+		t.Errorf("%d answers from the app, want 3 (two ordinary requests, one dry-run hit)", n)
+	}
+	for _, want := range []string{
+		`{"error":"forbidden","reason":"waf","request_id":"`,
+		"shop blocked rules 942100 score 5 at ARGS:id\n",
+		"beta would_block rules 942100 score 5 at ARGS:id\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(text, "OR '1'") {
+		t.Error("the output shows the payload")
+	}
+}
