@@ -270,3 +270,43 @@ func BenchmarkInspect(b *testing.B) {
 		}
 	})
 }
+
+func TestGuardVerdicts(t *testing.T) {
+	e := engine(t, Settings{BodyLimit: 1 << 10})
+	sqli := "/items?id=" + url.QueryEscape("1' OR '1'='1' --")
+	big := `{"pad":"` + strings.Repeat("a", 2<<10) + `"}`
+	for _, tc := range []struct {
+		name    string
+		g       Guard
+		r       func() (*http.Request, [][]byte)
+		verdict string
+		refuse  bool
+	}{
+		{"enforce blocks", Guard{e, Enforce, Refuse}, func() (*http.Request, [][]byte) { return get(sqli), nil }, VerdictBlocked, true},
+		{"dry-run would block", Guard{e, DryRun, Refuse}, func() (*http.Request, [][]byte) { return get(sqli), nil }, VerdictWouldBlock, false},
+		{"benign passes", Guard{e, Enforce, Refuse}, func() (*http.Request, [][]byte) { return get("/items?q=lamp"), nil }, "", false},
+		{"over the bound refused", Guard{e, Enforce, Refuse}, func() (*http.Request, [][]byte) { return post("/x", "application/json", big) }, VerdictBlocked, true},
+		{"over the bound passed", Guard{e, Enforce, Pass}, func() (*http.Request, [][]byte) { return post("/x", "application/json", big) }, VerdictUninspected, false},
+		{"over the bound in dry-run", Guard{e, DryRun, Refuse}, func() (*http.Request, [][]byte) { return post("/x", "application/json", big) }, VerdictWouldBlock, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, body := tc.r()
+			if tc.g.WantsBody(r) && len(body) > 0 && int64(len(body[0])) > e.s.BodyLimit {
+				t.Error("WantsBody for a declared length over the bound")
+			}
+			f := tc.g.Check(r, body)
+			if f.Verdict != tc.verdict || f.Refuse != tc.refuse {
+				t.Fatalf("verdict %q refuse %v, want %q %v (%+v)", f.Verdict, f.Refuse, tc.verdict, tc.refuse, f)
+			}
+			if tc.verdict != "" && f.Detail == "" {
+				t.Error("no detail for the record")
+			}
+			if strings.Contains(f.Detail+f.Location, "OR '1'") {
+				t.Errorf("finding carries the payload: %+v", f)
+			}
+		})
+	}
+	if g, err := NewGuard(NewCache(), Off, Refuse, Settings{}); g != nil || err != nil {
+		t.Errorf("off: guard %v, %v", g, err)
+	}
+}
