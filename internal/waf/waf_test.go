@@ -310,3 +310,19 @@ func TestGuardVerdicts(t *testing.T) {
 		t.Errorf("off: guard %v, %v", g, err)
 	}
 }
+
+func TestMultipartBody(t *testing.T) {
+	e := engine(t, Settings{})
+	body := "--b0undary\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nMy holiday photos\r\n" +
+		"--b0undary\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\n<script>alert(document.cookie)</script>\r\n--b0undary--\r\n"
+	r, chunks := post("/upload", "multipart/form-data; boundary=b0undary", body)
+	res := e.Inspect(r, chunks)
+	if !res.Blocked || res.Body != BodyInspected || !containsStr(res.Locations, "ARGS:caption") {
+		t.Errorf("xss in a multipart field: %+v", res)
+	}
+	benign := strings.Replace(body, "<script>alert(document.cookie)</script>", "Sunset at the beach — it's lovely!", 1)
+	r, chunks = post("/upload", "multipart/form-data; boundary=b0undary", benign)
+	if res := e.Inspect(r, chunks); res.Blocked || res.Matched() {
+		t.Errorf("benign multipart: %+v", res)
+	}
+}
