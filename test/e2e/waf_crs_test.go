@@ -173,7 +173,7 @@ func buildCase(name string, rule int, st ftwStage) crsCase {
 		b.WriteString(version)
 	}
 	b.WriteString("\r\n")
-	haveLen, haveHost := false, false
+	haveLen, haveHost, haveConn := false, false, false
 	h := in.Headers
 	for i := 0; i+1 < len(h.Content); i += 2 {
 		k, v := h.Content[i].Value, h.Content[i+1].Value
@@ -183,7 +183,7 @@ func buildCase(name string, rule int, st ftwStage) crsCase {
 		case "host":
 			haveHost = true
 		case "connection":
-			continue // every case is one request on its own connection
+			haveConn = true
 		}
 		fmt.Fprintf(&b, "%s: %s\r\n", k, v)
 	}
@@ -198,7 +198,10 @@ func buildCase(name string, rule int, st ftwStage) crsCase {
 	if !haveHost && version == "HTTP/1.1" && auto {
 		b.WriteString("Host: localhost\r\n")
 	}
-	b.WriteString("Connection: close\r\n\r\n")
+	if !haveConn {
+		b.WriteString("Connection: close\r\n") // every case is one request on its own connection
+	}
+	b.WriteString("\r\n")
 	b.WriteString(data)
 	c.request = []byte(b.String())
 	return c
