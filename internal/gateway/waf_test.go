@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/gateway"
@@ -108,5 +109,33 @@ func TestWAFPerRoute(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWAFReload: a change of a route's waf applies on reload, atomically
+// with the rest of the configuration: enforce becomes dry-run (the same
+// injection is then forwarded and recorded as would_block), and an
+// invalid exclusion is refused with the old configuration kept.
+func TestWAFReload(t *testing.T) {
+	e := newEdge(t)
+	sqli := "/catalog/waf/x?id=" + url.QueryEscape("1' OR '1'='1' --")
+	if r := e.send("GET", sqli, "", ""); r.StatusCode != 403 {
+		t.Fatalf("before: %d", r.StatusCode)
+	}
+	cfg := readConfig(t, e)
+	const enforce = "  waf: {mode: enforce, body: 4KiB}\n"
+	if !strings.Contains(cfg, enforce) {
+		t.Fatal("fixture changed: no enforcing waf route")
+	}
+	e.writeConfig(strings.Replace(cfg, enforce, "  waf: {mode: enforce, body: 4KiB, exclusions: [{rule: 1, parameter: id}]}\n", 1))
+	time.Sleep(2500 * time.Millisecond) // two reload periods: the invalid file is refused
+	if r := e.send("GET", sqli, "", ""); r.StatusCode != 403 {
+		t.Fatalf("after an invalid change: %d, want the old configuration's 403", r.StatusCode)
+	}
+	e.writeConfig(strings.Replace(cfg, enforce, "  waf: {mode: dry-run, body: 4KiB}\n", 1))
+	var resp *http.Response
+	waitReload(t, e, func() bool { resp = e.send("GET", sqli, "", ""); return resp.StatusCode == 200 })
+	if ev := e.record(resp); ev.HTTP.WAF != "would_block" || ev.HTTP.WAFRules != "942100" {
+		t.Errorf("after the switch to dry-run: %+v", ev.HTTP)
 	}
 }
