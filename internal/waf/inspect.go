@@ -4,6 +4,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -163,7 +164,7 @@ func (e *Engine) collect(tx types.Transaction, res *Result) {
 				continue // the rule set's own variables, and chains' restatements
 			}
 			if k := d.Key(); k != "" {
-				loc += ":" + k
+				loc += ":" + safeKey(k)
 			}
 			if !containsStr(res.Locations, loc) {
 				res.Locations = append(res.Locations, loc)
@@ -199,6 +200,18 @@ func scoring(id int) bool {
 	}
 	return true
 }
+
+// safeKey is a matched variable's key as a record may show it: argument,
+// header and cookie names are chosen by the client, so a name that is not
+// a plain identifier (the payload itself can be a name) is withheld.
+func safeKey(k string) string {
+	if plainKey.MatchString(k) {
+		return k
+	}
+	return "(name withheld)"
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9._\-\[\]]{1,64}$`)
 
 func containsInt(s []int, v int) bool {
 	for _, x := range s {

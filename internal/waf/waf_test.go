@@ -326,3 +326,19 @@ func TestMultipartBody(t *testing.T) {
 		t.Errorf("benign multipart: %+v", res)
 	}
 }
+
+func TestLocationsWithholdPayloadNames(t *testing.T) {
+	e := engine(t, Settings{})
+	res := e.Inspect(get("/x?"+url.QueryEscape("<script>alert(1)</script>")+"=1"), nil)
+	if !res.Blocked {
+		t.Fatalf("xss in an argument name: %+v", res)
+	}
+	for _, l := range res.Locations {
+		if strings.Contains(l, "script") || strings.Contains(l, "alert") {
+			t.Errorf("location %q carries the payload", l)
+		}
+	}
+	if !containsStr(res.Locations, "ARGS_NAMES:(name withheld)") {
+		t.Errorf("locations %v", res.Locations)
+	}
+}
