@@ -213,8 +213,12 @@ measure() { # SETUP ROUND; for LOAD in get post
 		read -r after _ <<<"$(cpu_ticks $(edge_pids "$s"))"
 		n=$(awk '/^status codes:/ { print $3 }' "$T/h2load-$s-$load-$2.txt")
 		rps=$(awk '/^finished in/ { print $4 }' "$T/h2load-$s-$load-$2.txt")
-		[[ $(awk '/^status codes:/ { print $7 + $9 }' "$T/h2load-$s-$load-$2.txt") == 0 && $n -gt 0 ]] ||
+		[[ $(awk '/^status codes:/ { print $7 + $9 }' "$T/h2load-$s-$load-$2.txt") == 0 ]] ||
 			die "$s $load: answers other than 2xx (see $T/h2load-$s-$load-$2.txt)"
+		if ((n == 0)); then # nothing finished within the round: say so, keep the round out
+			log "$s $load round $2: no request completed in ${SECONDS_PER}s (a busy machine?); round left out"
+			continue
+		fi
 		RPS[$s.$load]+="$rps "
 		CPU[$s.$load]+="$(usreq $((after - before)) "$n") "
 	done
