@@ -66,6 +66,11 @@ type HTTP struct {
 	Peer        string // peer: the caller's verified SPIFFE ID, when it is not the Actor
 	RequestID   string // request_id: as Event.RequestID, kept in fields as the sidecar stores it
 	Error       string // error
+	// The input inspection's findings (never the matched values).
+	WAF         string // waf: blocked, would_block (dry-run), matched (under the threshold) or body_not_inspected
+	WAFRules    string // waf_rules: the matched rule ids, comma-separated
+	WAFScore    int64  // waf_score: the inbound anomaly score
+	WAFLocation string // waf_location: where they matched (ARGS:q, REQUEST_HEADERS:User-Agent), comma-separated
 }
 
 // Field returns the stored value of key in e's "fields": the HTTP member

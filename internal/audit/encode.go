@@ -53,7 +53,7 @@ func (m *httpMember) set() bool {
 }
 
 // members lists h's members in the order of their keys.
-func (h *HTTP) members() [18]httpMember {
+func (h *HTTP) members() [22]httpMember {
 	dry := ""
 	if h.DryRun {
 		dry = "true"
@@ -77,6 +77,10 @@ func (h *HTTP) members() [18]httpMember {
 		{key: "route", s: h.Route},
 		{key: "status", n: int64(h.Status), num: true},
 		{key: "user_issuer", s: h.UserIssuer},
+		{key: "waf", s: h.WAF},
+		{key: "waf_location", s: h.WAFLocation},
+		{key: "waf_rules", s: h.WAFRules},
+		{key: "waf_score", n: h.WAFScore, num: true},
 	}
 }
 

@@ -59,6 +59,8 @@ func TestTypedRequestFieldsEncodeAsTheMapForm(t *testing.T) {
 				"request_id": "r-1", "dry_run": "true"}},
 		{"refused", HTTP{Status: 400, Message: "bad chunking", Proto: "HTTP/1.1", LatencyUS: -3}, nil,
 			map[string]string{"status": "400", "message": "bad chunking", "proto": "HTTP/1.1", "latency_us": "-3"}},
+		{"waf", HTTP{Status: 403, WAF: "blocked", WAFRules: "942100,942190", WAFScore: 10, WAFLocation: "ARGS:id"}, nil,
+			map[string]string{"status": "403", "waf": "blocked", "waf_rules": "942100,942190", "waf_score": "10", "waf_location": "ARGS:id"}},
 		{"handshake", HTTP{Error: "tls: bad certificate", Peer: "spiffe://example.org/svc/x"}, nil,
 			map[string]string{"error": "tls: bad certificate", "peer": "spiffe://example.org/svc/x"}},
 		{"merged", HTTP{Method: "GET", Status: 503, Route: "r\u2028"},

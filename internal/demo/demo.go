@@ -98,6 +98,7 @@ spec:
   pathPrefix: /orders
   service: orders
   auth: {apiKey: required, user: jwt, issuers: [demo]}
+  waf: {mode: enforce}
 ---
 # The gateway may read the catalog.
 apiVersion: ward/v1

@@ -84,10 +84,14 @@ func TestTourAndShutdown(t *testing.T) {
 		// catalog's identity is refused it, and no value is printed.
 		regexp.MustCompile(`orders got its database password \(db/orders/password\) through ward run`),
 		regexp.MustCompile(`\n\$ ward --data-dir "\$D/server" secret get db/orders/password --identity-dir "\$D/sidecar-catalog"\n  ward: .*403 secret_denied.*spiffe://demo\.ward\.local/svc/catalog.*\n\n`),
-		// 6 (issue 13 item 3): the tour's own records, in the server's log:
-		// the gateway's of its 9 requests, the sidecars' of the 5 it let
+		// 6 (issue 15): an injection with valid credentials is refused by
+		// the WAF, and its record names the rule and where it matched.
+		regexp.MustCompile(`/orders/1\?id=1%27%20OR%20%271%27=%271%27%20--\n  \{"error":"forbidden","reason":"waf","request_id":"\w+"\}\n  HTTP 403\n`),
+		regexp.MustCompile(`audit query --reason waf --json\n  \{.*"waf":"blocked".*"waf_location":"ARGS:id","waf_rules":"942100","waf_score":"5".*\}\n`),
+		// 7 (issue 13 item 3): the tour's own records, in the server's log:
+		// the gateway's of its 10 requests, the sidecars' of the 5 it let
 		// through (alice's 2, bob's 3 catalog reads) and of the lateral call.
-		regexp.MustCompile(`\$ ward --data-dir "\$D/server" audit query --type gateway.request\n  TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST\n(  \S+ +\d+ +gateway\.request +(allow|deny) .*\n){9}  9 records;`),
+		regexp.MustCompile(`\$ ward --data-dir "\$D/server" audit query --type gateway.request\n  TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST\n(  \S+ +\d+ +gateway\.request +(allow|deny) .*\n){10}  10 records;`),
 		regexp.MustCompile(`\$ ward --data-dir "\$D/server" audit query --type sidecar.request\n  TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST\n(  \S+ +\d+ +sidecar\.request .*\n){6}  6 records;`),
 		// (two spools ship them, so in either order)
 		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +allow +\S+ +spiffe://demo\.ward\.local/gateway/edge +alice +orders .*$`),

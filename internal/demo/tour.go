@@ -147,6 +147,11 @@ func (t *tour) steps() []step {
 			"   Catalog's identity (its sidecar's SVID) is refused, and learns nothing of the value.", []call{
 			t.secretGet(ordersDBPassword, "sidecar-catalog"),
 		}},
+		{"Injection blocked: alice, with valid credentials, puts SQL in a query parameter. The orders route\n" +
+			"   enforces the WAF (the OWASP Core Rule Set, paranoia 1): 403 waf, and the record names the rule.", []call{
+			t.edgeCall("/orders/1?id="+sqlInjection, fileAPIKey, fileAlice),
+			t.wafRecords(),
+		}},
 		{"On the record: the gateway and each sidecar wrote every request above to their audit spools, which\n" +
 			"   ship to the server's log; a request's id joins the gateway's record to the sidecar's.", []call{
 			t.auditQuery("gateway.request"), t.auditQuery("sidecar.request"),
@@ -170,6 +175,22 @@ func (t *tour) secretGet(path, idDir string) call {
 			}
 			return "ward: " + err.Error(), nil
 		}}
+}
+
+// sqlInjection is the tour's attack: 1' OR '1'='1' --, URL-encoded.
+const sqlInjection = "1%27%20OR%20%271%27=%271%27%20--"
+
+// wafRecords is `ward audit query --reason waf --json` on the server's log:
+// the WAF's refusals with their rule ids, score and location.
+func (t *tour) wafRecords() call {
+	return call{cmd: `ward --data-dir "$D/server" audit query --reason waf --json`, run: func(ctx context.Context) (string, error) {
+		if err := t.shipped(ctx); err != nil {
+			return "", err
+		}
+		var out strings.Builder
+		err := t.ward(ctx, &out, "--data-dir", filepath.Join(t.dir, "server"), "audit", "query", "--reason", "waf", "--json")
+		return out.String(), err
+	}}
 }
 
 // auditQuery is `ward audit query --type typ` on the server's log, run

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -15,6 +16,7 @@ import (
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/resource"
+	"github.com/wardsec/ward/internal/waf"
 )
 
 // route is a compiled Route.
@@ -27,6 +29,7 @@ type route struct {
 	limit   ratelimit.Limit // zero Rate: no limit
 	keys    []string        // rate-limit key kinds
 	body    int64           // body limit in bytes
+	waf     *waf.Guard      // nil: off
 }
 
 // Snapshot is one version of the configuration from the control plane:
@@ -55,11 +58,19 @@ func (s *snapshot) match(host, path string) *route {
 // resource file and the control plane's initial snapshot. While a
 // configuration is current, its issuers' keys are refreshed.
 func newConfig(cfg Config, subject string) (*resource.Config[*snapshot], error) {
+	// The WAF engines of the last compiled configuration: the next one
+	// reuses those whose settings did not change.
+	var wafs atomic.Pointer[waf.Cache]
 	return resource.NewConfig(resource.ConfigSource[*snapshot]{
 		Path: cfg.ConfigFile, Initial: cfg.Initial,
 		Missing: "no configuration: --config (the resource file with the Routes, Issuers, Services and AccessPolicies) or a control plane snapshot is required",
 		Compile: func(origin string, objs []resource.Object) (*snapshot, error) {
-			return compile(origin, objs, cfg.TrustDomain, cfg.IssuerClient, cfg.Log)
+			engines := wafs.Load().Next()
+			snap, err := compile(origin, objs, cfg.TrustDomain, cfg.IssuerClient, cfg.Log, engines)
+			if err == nil {
+				wafs.Store(engines)
+			}
+			return snap, err
 		},
 		Live: func(ctx context.Context, s *snapshot) {
 			if s.jwt != nil {
@@ -73,7 +84,7 @@ func newConfig(cfg Config, subject string) (*resource.Config[*snapshot], error) 
 
 // compile makes the gateway's configuration of a valid resource set;
 // path names it in errors.
-func compile(path string, objs []resource.Object, td spiffeid.TrustDomain, issuerClient *http.Client, log *slog.Logger) (*snapshot, error) {
+func compile(path string, objs []resource.Object, td spiffeid.TrustDomain, issuerClient *http.Client, log *slog.Logger, engines *waf.Cache) (*snapshot, error) {
 	engine, err := policy.Compile(td, objs) // validates the whole set too
 	if err != nil {
 		return nil, err
@@ -96,6 +107,11 @@ func compile(path string, objs []resource.Object, td spiffeid.TrustDomain, issue
 				r.limit = ratelimit.Limit{Rate: rate, Burst: spec.RateLimit.Burst}
 				r.keys = strings.Split(spec.RateLimit.Key, "+")
 			}
+			g, err := waf.NewGuard(engines, spec.WAF.WAFMode(), spec.WAF.WAFOverBound(), spec.WAF.Settings())
+			if err != nil { // validated already
+				return nil, o.Origin.Errorf("spec.waf", "%v", err)
+			}
+			r.waf = g
 			routes = append(routes, r)
 		case *resource.IssuerSpec:
 			leeway, _ := time.ParseDuration(spec.Leeway)

@@ -143,6 +143,55 @@ spec:
   auth: {apiKey: none, user: anonymous, when: 'request.headers["x-tier"] == "gold"'}
 ---
 apiVersion: ward/v1
+kind: Route
+metadata: {name: waf}
+spec:
+  pathPrefix: /catalog/waf
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  waf: {mode: enforce, body: 4KiB}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: waf-dry}
+spec:
+  pathPrefix: /catalog/waf-dry
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  waf: {mode: dry-run}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: waf-tuned}
+spec:
+  pathPrefix: /catalog/waf-tuned
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  waf:
+    mode: enforce
+    overBound: pass
+    body: 1KiB
+    exclusions: [{rule: 942100, parameter: q}]
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: waf-p4}
+spec:
+  pathPrefix: /catalog/waf-p4
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  waf: {mode: enforce, paranoia: 4}
+---
+apiVersion: ward/v1
+kind: Route
+metadata: {name: waf-p2}
+spec:
+  pathPrefix: /catalog/waf-p2
+  service: catalog
+  auth: {apiKey: none, user: anonymous}
+  waf: {mode: enforce, paranoia: 2}
+---
+apiVersion: ward/v1
 kind: AccessPolicy
 metadata: {name: orders-callers}
 spec:

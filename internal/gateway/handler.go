@@ -18,6 +18,7 @@ import (
 	"github.com/wardsec/ward/internal/proxy"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/resource"
+	"github.com/wardsec/ward/internal/waf"
 )
 
 // Headers.
@@ -45,12 +46,16 @@ type state struct {
 	route *route
 	p     authn.Principal
 	rec   audit.Event // the decision recorded before forwarding; the outcome reuses it
+
+	waf       waf.Finding // the WAF's finding, for the record
+	bodyReady bool        // the WAF stage received the body already
 }
 
 type exchange = pipeline.Exchange[state]
 
 // newPipeline returns the gateway's request path: hygiene, admission,
-// routing, authentication, authorization, rate limit, forwarding; the
+// routing, authentication, authorization, rate limit, input inspection,
+// forwarding; the
 // record is written once the response is over.
 func (g *Gateway) newPipeline() *pipeline.Pipeline[state] {
 	return pipeline.New(pipeline.Config[state]{
@@ -61,6 +66,7 @@ func (g *Gateway) newPipeline() *pipeline.Pipeline[state] {
 			{Name: "authenticate", Run: g.authenticate},
 			{Name: "authorize", Run: g.authorize},
 			{Name: "limit", Run: g.rateLimit},
+			{Name: "waf", Run: g.inspect},
 			{Name: "forward", Run: g.forward},
 		},
 		Begin: func(x *exchange) {
@@ -230,8 +236,10 @@ func (g *Gateway) forward(x *exchange) pipeline.Refusal {
 	if err != nil {
 		return pipeline.Refuse(pipeline.UnknownService, err.Error())
 	}
-	if ref := g.prepareBody(x); ref.Refused() {
-		return ref
+	if !x.State.bodyReady {
+		if ref := g.prepareBody(x); ref.Refused() {
+			return ref
+		}
 	}
 	tok, err := g.tokens.get(g.cfg.Source.Current(), &x.State.p, up.ID().String(), g.cfg.TokenTTL)
 	if err != nil {
@@ -280,6 +288,10 @@ func (g *Gateway) event(x *exchange, typ string) audit.Event {
 		routeName, service = x.State.route.name, x.State.route.service
 	}
 	p, r := &x.State.p, x.R
+	msg := x.Refusal.Detail
+	if msg == "" {
+		msg = x.State.waf.Detail // a dry-run block or a match under the threshold
+	}
 	return audit.Event{
 		Time: time.Now(), Type: typ, Actor: p.Key(authn.KeyKindUser), Subject: g.id.String(),
 		Decision: decision, Reason: reason, Source: r.RemoteAddr, Service: service, User: p.User, App: p.AppID,
@@ -287,7 +299,8 @@ func (g *Gateway) event(x *exchange, typ string) audit.Event {
 		HTTP: audit.HTTP{
 			Route: routeName, Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Proto: r.Proto,
 			BytesIn: max(r.ContentLength, 0), AnonymousID: p.AnonymousID, KeyPrefix: p.KeyPrefix, UserIssuer: p.Issuer,
-			Message: x.Refusal.Detail,
+			Message: msg,
+			WAF:     x.State.waf.Verdict, WAFRules: x.State.waf.Rules, WAFScore: x.State.waf.Score, WAFLocation: x.State.waf.Location,
 		},
 	}
 }

@@ -269,10 +269,15 @@ func TestDefaultDenyAtTheEdge(t *testing.T) {
 	}
 	e.writeConfig(cfg[:i])
 	// The catalog sidecar reads the same file and may deny first (its
-	// refusal, passed through, is plain text): wait for the gateway's own.
+	// refusal, passed through, has a gateway record that allowed it):
+	// wait for the gateway's own denial.
 	waitReload(t, e, func() bool {
 		r := e.do("GET", "/catalog/x", "", "", nil)
-		return r.StatusCode == 403 && r.Header.Get("Content-Type") == "application/json"
+		if r.StatusCode != 403 {
+			return false
+		}
+		ev := findEvent(t, e.events, r.Header.Get(gateway.HeaderRequestID))
+		return ev.Decision == "deny" && ev.Reason == "no_policy"
 	})
 	e.expectRefused(t, e.do("GET", "/catalog/x", e.apiKey, e.jwt("alice", "orders:read", nil), nil), refusal{403, "no_policy"}, e.catalog.app.count(), e.catalog.app)
 }

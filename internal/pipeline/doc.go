@@ -12,9 +12,11 @@
 // the record once the request is over.
 //
 // The gateway's stages are hygiene, admit, route, authenticate,
-// authorize, limit and forward; the sidecar's hygiene, identify,
-// authorize, record (before the app sees anything: what cannot be
-// recorded is not forwarded), body and forward.
+// authorize, limit, waf and forward; the sidecar's hygiene, identify,
+// authorize, waf, record (before the app sees anything: what cannot be
+// recorded is not forwarded), body and forward. The waf stage receives
+// the body itself when its rules read it, and the body stage then has
+// nothing left to do.
 //
 // # Adding a stage
 //

@@ -107,6 +107,10 @@ var (
 	LimiterDown      = register("ratelimit_unavailable", http.StatusServiceUnavailable, "")
 	TokenUnavailable = register("identity_token_unavailable", http.StatusServiceUnavailable, "")
 
+	// Input inspection: the core rule set's anomaly score reached the
+	// threshold, or a body could not be inspected and the setting refuses.
+	WAF = register("waf", http.StatusForbidden, "")
+
 	// Mesh callers.
 	NoIdentity           = register("no_identity", http.StatusForbidden, "")
 	Revoked              = register("revoked", http.StatusForbidden, "")

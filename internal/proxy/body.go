@@ -163,6 +163,31 @@ func (b *Bodies) Prepare(w http.ResponseWriter, r *http.Request, limit int64, st
 	return func() { _ = buf.Close() }, nil
 }
 
+// Buffered returns the bytes of a body that Prepare received whole, in
+// the buffers that hold them, without reading it: an inspection of the
+// body before it is forwarded costs no copy and no second read. It
+// reports false for any other body (streamed, or already read). The
+// slices are valid until the request's done func runs.
+func Buffered(body io.Reader) ([][]byte, bool) {
+	b, ok := body.(*bufferedBody)
+	if !ok {
+		return nil, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.off != 0 {
+		return nil, false
+	}
+	out := make([][]byte, 0, len(b.chunks))
+	rest := b.size
+	for _, c := range b.chunks {
+		n := min(int64(len(c)), rest)
+		out = append(out, c[:n])
+		rest -= n
+	}
+	return out, true
+}
+
 func budgetError() *BodyError {
 	return &BodyError{http.StatusServiceUnavailable, ReasonBodyBudget, errors.New("process body budget exhausted")}
 }

@@ -206,3 +206,39 @@ func TestIsGRPC(t *testing.T) {
 		}
 	}
 }
+
+func TestBuffered(t *testing.T) {
+	b := NewBodies(BodyConfig{Buffer: 256 << 10})
+	payload := strings.Repeat("0123456789", 7000) // 70 000 bytes: three chunks
+	r := httptest.NewRequest("POST", "/", strings.NewReader(payload))
+	w := httptest.NewRecorder()
+	done, err := b.Prepare(w, r, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, ok := Buffered(r.Body)
+	if !ok || len(chunks) != 3 {
+		t.Fatalf("Buffered = %d chunks, %v", len(chunks), ok)
+	}
+	var got []byte
+	for _, c := range chunks {
+		got = append(got, c...)
+	}
+	if string(got) != payload {
+		t.Fatalf("Buffered gave %d bytes, not the body", len(got))
+	}
+	// The body still reads whole afterwards: nothing was consumed.
+	if all, _ := io.ReadAll(r.Body); string(all) != payload {
+		t.Fatalf("body after Buffered: %d bytes", len(all))
+	}
+	if _, ok := Buffered(r.Body); ok {
+		t.Error("Buffered of a body already read")
+	}
+	done()
+	if _, ok := Buffered(r.Body); ok {
+		t.Error("Buffered of a released body")
+	}
+	if _, ok := Buffered(strings.NewReader("x")); ok {
+		t.Error("Buffered of a body Prepare did not buffer")
+	}
+}

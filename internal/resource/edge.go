@@ -40,6 +40,8 @@ type RouteSpec struct {
 	// Limits bound what one request may send; omitted: a body of at most
 	// 1MiB.
 	Limits Limits `yaml:"limits,omitempty"`
+	// WAF inspects requests with the OWASP Core Rule Set; omitted: off.
+	WAF WAF `yaml:"waf,omitempty"`
 }
 
 // Requirement levels of RouteAuth.APIKey.
@@ -169,6 +171,7 @@ func (s *RouteSpec) validate(v validator) {
 		v.name(fmt.Sprintf("spec.auth.issuers[%d]", i), name)
 	}
 	s.Limits.validate(v)
+	s.WAF.validate(v)
 	if s.RateLimit != (RouteRateLimit{}) {
 		if s.RateLimit.Rate == "" {
 			v.errorf("spec.rateLimit.rate", "required: COUNT/PERIOD such as 100/s")

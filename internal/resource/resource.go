@@ -78,6 +78,9 @@ type ServiceSpec struct {
 	// Limits bound what one request may send to the service, checked by
 	// its sidecar; omitted: a body of at most 1MiB.
 	Limits Limits `yaml:"limits,omitempty"`
+	// WAF inspects requests at the service's sidecar with the OWASP Core
+	// Rule Set; omitted: off. Not for tcp services.
+	WAF WAF `yaml:"waf,omitempty"`
 }
 
 // Mode says whether an AccessPolicy's denials are enforced.

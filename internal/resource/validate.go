@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wardsec/ward/internal/waf"
 )
 
 // Validate checks a complete set of objects, such as everything applied
@@ -151,6 +153,10 @@ func (s *ServiceSpec) validate(v validator) {
 		v.errorf("spec.port", "port %d out of range 1-65535", s.Port)
 	}
 	s.Limits.validate(v)
+	s.WAF.validate(v)
+	if s.Protocol == ProtocolTCP && s.WAF.WAFMode() != waf.Off {
+		v.errorf("spec.waf.mode", "a tcp Service carries no requests to inspect")
+	}
 }
 
 func (s *AccessPolicySpec) validate(v validator) {

@@ -20,6 +20,7 @@ import (
 	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/proxy"
+	"github.com/wardsec/ward/internal/waf"
 )
 
 const handshakeTimeout = 10 * time.Second
@@ -156,12 +157,15 @@ type state struct {
 	token    string
 	clientIP string
 	dec      policy.Decision
+
+	waf       waf.Finding // the WAF's finding, for the record
+	bodyReady bool        // the WAF stage received the body already
 }
 
 type exchange = pipeline.Exchange[state]
 
 // newPipeline returns the sidecar's inbound request path: hygiene, the
-// caller's identity, policy, the record (written before the app sees
+// caller's identity, policy, input inspection, the record (written before the app sees
 // anything: what cannot be recorded is not forwarded), the body, the app.
 func (s *Sidecar) newPipeline() *pipeline.Pipeline[state] {
 	return pipeline.New(pipeline.Config[state]{
@@ -169,6 +173,7 @@ func (s *Sidecar) newPipeline() *pipeline.Pipeline[state] {
 			{Name: "hygiene", Run: s.hygiene},
 			{Name: "identify", Run: s.identify},
 			{Name: "authorize", Run: s.authorizeStage},
+			{Name: "waf", Run: s.inspect},
 			{Name: "record", Run: s.recordAllow},
 			{Name: "body", Run: s.prepareBody},
 			{Name: "forward", Run: s.forward},
@@ -258,6 +263,12 @@ func (s *Sidecar) event(x *exchange) audit.Event {
 			RequestID: x.ID, Proto: r.Proto, DryRun: st.dec.DryRun}}
 	if st.user != nil {
 		ev.User, ev.App = st.user.Subject, st.user.App
+	}
+	if st.waf.Verdict != "" {
+		st.waf.Fill(&ev.HTTP)
+		if !x.Refusal.Refused() {
+			ev.HTTP.Message = st.waf.Detail
+		}
 	}
 	if x.Refusal.Refused() {
 		ev.Decision, ev.Reason = "deny", x.Refusal.Reason.Code

@@ -83,6 +83,12 @@ func TestDemo(t *testing.T) {
 		// error, no value (issue 16 item 4).
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" secret get db/orders/password --identity-dir "\$D/sidecar-catalog"$`),
 			regexp.MustCompile(`^ward: .*403 secret_denied.*spiffe://demo\.ward\.local/svc/catalog.*db/orders/password.*$`)},
+		// An injection with valid credentials: refused by the WAF, and the
+		// record names the rule (issue 15).
+		{regexp.MustCompile(`apikey.*alice\.jwt.* https://localhost:8443/orders/1\?id=1%27%20OR%20%271%27=%271%27%20--$`),
+			regexp.MustCompile(`^\{"error":"forbidden","reason":"waf","request_id":"\w+"\}\nHTTP 403$`)},
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --reason waf --json$`),
+			regexp.MustCompile(`^(\{.*"reason":"waf".*"waf":"blocked","waf_location":"ARGS:id","waf_rules":"942100","waf_score":"5"\}\}\n)+\d+ records; read .*$`)},
 		// The records of every request above, in the server's audit log
 		// (the shell's own requests may not have been shipped yet).
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --type gateway\.request$`),
@@ -99,15 +105,15 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	// What the demo observed itself: a fresh limit lets exactly three
-	// pass, and the log holds exactly the tour's records: 9 requests at
+	// pass, and the log holds exactly the tour's records: 10 requests at
 	// the gateway, 5 of them forwarded to a sidecar, and the lateral call.
 	for i, e := range expects {
 		switch i {
 		case 5:
 			e.resp = regexp.MustCompile(`^HTTP/2 200\nHTTP/2 200\nHTTP/2 200\nHTTP/2 429\nretry-after: [1-9]\d*\nHTTP/2 429\nretry-after: [1-9]\d*$`)
-		case 8:
-			e.resp = regexp.MustCompile(`^TIME .*(\n\S+ +\d+ +gateway\.request .*){9}\n9 records; read .*$`)
-		case 9:
+		case 10:
+			e.resp = regexp.MustCompile(`^TIME .*(\n\S+ +\d+ +gateway\.request .*){10}\n10 records; read .*$`)
+		case 11:
 			e.resp = regexp.MustCompile(`^TIME .*(\n\S+ +\d+ +sidecar\.request .*){6}\n6 records; read .*$`)
 		}
 		if !e.resp.MatchString(observed[i]) {

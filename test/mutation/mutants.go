@@ -836,6 +836,53 @@ var mutants = []Mutant{
 		Run:  "Redirect",
 		Why:  "the redirect sends any well-formed Host back as the target (issue 12 finding 11)",
 	},
+
+	// internal/waf and its stages: input inspection (issue 15).
+	{
+		ID: "waf/threshold-strict", Pkg: "internal/waf", File: "inspect.go",
+		From: "res.Blocked = res.Score >= e.s.Threshold || unparsed",
+		To:   "res.Blocked = res.Score > e.s.Threshold || unparsed",
+		Why:  "a request whose score reaches the threshold exactly (one critical match) passes",
+	},
+	{
+		ID: "waf/unparsed-body-passes", Pkg: "internal/waf", File: "inspect.go",
+		From: "res.Blocked = res.Score >= e.s.Threshold || unparsed",
+		To:   "res.Blocked = res.Score >= e.s.Threshold || unparsed && false",
+		Why:  "a body the parser refused, and so the rules never read, passes uninspected",
+	},
+	{
+		ID: "waf/over-bound-passes", Pkg: "internal/waf", File: "guard.go",
+		From: "block := res.Blocked || (over && g.Over == Refuse)",
+		To:   "block := res.Blocked",
+		Why:  "a body over the inspection bound passes half-inspected though the setting says refuse",
+	},
+	{
+		ID: "waf/dry-run-enforces-nothing", Pkg: "internal/waf", File: "guard.go",
+		From: "case block && g.Mode == Enforce:",
+		To:   "case block && g.Mode == Enforce && false:",
+		Why:  "an enforcing route only records what it should refuse",
+	},
+	{
+		ID: "gateway/waf-ignored", Pkg: "internal/gateway", File: "waf.go",
+		From: "\tif f.Refuse {",
+		To:   "\tif false {",
+		Run:  "TestWAFPerRoute",
+		Why:  "the gateway forwards a request its WAF refused",
+	},
+	{
+		ID: "gateway/waf-body-unseen", Pkg: "internal/gateway", File: "waf.go",
+		From: "body, _ = proxy.Buffered(x.R.Body)",
+		To:   "body, _ = proxy.Buffered(nil)",
+		Run:  "TestWAFPerRoute",
+		Why:  "the gateway's WAF never sees request bodies, so injections in JSON and forms pass",
+	},
+	{
+		ID: "sidecar/waf-ignored", Pkg: "internal/sidecar", File: "body.go",
+		From: "\tif x.State.waf.Refuse {",
+		To:   "\tif false {",
+		Run:  "TestWAFAtTheSidecar",
+		Why:  "a sidecar passes to its app a request its WAF refused",
+	},
 }
 
 // auditVerifyTests are the audit package's tests of verification; the rest
