@@ -23,6 +23,7 @@ var kinds = map[string]func() Spec{
 	KindRoute:        func() Spec { return new(RouteSpec) },
 	KindIssuer:       func() Spec { return new(IssuerSpec) },
 	KindSecretPolicy: func() Spec { return new(SecretPolicySpec) },
+	KindBan:          func() Spec { return new(BanSpec) },
 }
 
 // knownKinds lists the kinds for error messages.
