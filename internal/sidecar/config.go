@@ -3,6 +3,7 @@ package sidecar
 import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/detect"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/resource"
 )
@@ -23,6 +24,7 @@ type Snapshot = resource.Snapshot
 type snapshot struct {
 	engine   *policy.Engine
 	services map[string]service
+	bans     *detect.Bans
 }
 
 // newConfig loads the first configuration from exactly one of the
@@ -42,7 +44,7 @@ func compile(td spiffeid.TrustDomain, objs []resource.Object) (*snapshot, error)
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string]service{}}
+	snap := &snapshot{engine: engine, services: map[string]service{}, bans: detect.Compile(objs)}
 	for _, o := range objs {
 		if spec, ok := o.Spec.(*resource.ServiceSpec); ok {
 			snap.services[o.Metadata.Name] = service{Name: o.Metadata.Name, Protocol: string(spec.Protocol), Endpoints: spec.Endpoints, BodyLimit: spec.Limits.BodyBytes()}
