@@ -13,6 +13,11 @@ import (
 // its prefix, read from the header without checking the secret. A few map
 // probes, no allocation, unless the request is refused.
 func (g *Gateway) ban(x *exchange) pipeline.Refusal {
+	// The presented key's prefix (its public part) goes to the record
+	// even when the key turns out wrong: detection counts the distinct
+	// keys one source tries.
+	prefix := keyPrefix(x.R.Header.Get(HeaderAPIKey))
+	x.State.p.KeyPrefix = prefix
 	bans := x.State.snap.bans
 	if bans.Len() == 0 {
 		return pipeline.Refusal{}
@@ -23,11 +28,9 @@ func (g *Gateway) ban(x *exchange) pipeline.Refusal {
 			return banned(h, "source "+x.Source)
 		}
 	}
-	if key := x.R.Header.Get(HeaderAPIKey); key != "" {
-		if prefix := keyPrefix(key); prefix != "" {
-			if h, ok := bans.APIKey(prefix, now); ok {
-				return banned(h, "API key "+prefix)
-			}
+	if prefix != "" {
+		if h, ok := bans.APIKey(prefix, now); ok {
+			return banned(h, "API key "+prefix)
 		}
 	}
 	return pipeline.Refusal{}

@@ -21,7 +21,7 @@ import (
 // kindOrder is the order of kinds in canonical output: what is referred to
 // before what refers to it. Unknown kinds (only in objects built in code)
 // come last, by name.
-var kindOrder = []string{KindService, KindAccessPolicy, KindRoute, KindIssuer, KindSecretPolicy, KindBan}
+var kindOrder = []string{KindService, KindAccessPolicy, KindRoute, KindIssuer, KindSecretPolicy, KindBan, KindDetectionRule, KindAllowList}
 
 // Key is "Kind/name".
 func Key(o *Object) string { return o.Kind + "/" + o.Metadata.Name }
