@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/detect"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/resource"
 	"github.com/wardsec/ward/internal/store"
@@ -327,11 +328,15 @@ func (h *Handler) getResources(w http.ResponseWriter, r *http.Request, _ spiffei
 		return
 	}
 	kind, name := r.URL.Query().Get("kind"), r.URL.Query().Get("name")
-	objs := cur.objs
+	all := cur.objs
+	if strings.EqualFold(kind, resource.KindDetectionRule) {
+		all = detect.WithDefaults(all) // the rules in force: Ward's defaults unless overridden
+	}
+	objs := all
 	if kind != "" || name != "" {
 		objs = nil
-		for i := range cur.objs {
-			o := &cur.objs[i]
+		for i := range all {
+			o := &all[i]
 			if (kind == "" || strings.EqualFold(o.Kind, kind)) && (name == "" || o.Metadata.Name == name) {
 				objs = append(objs, *o)
 			}
