@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -196,7 +197,11 @@ func hostOf(s string) string {
 func (d *Detector) Observe(e *audit.Event) []Detection {
 	// A forwarded request has two gateway records, the decision and the
 	// response; only the one with the answer's status counts.
-	gateway := (e.Type == "gateway.request" || e.Type == "gateway.response") && e.HTTP.Status != 0
+	status, keyPrefix := e.HTTP.Status, e.Field("key_prefix")
+	if status == 0 {
+		status, _ = strconv.Atoi(e.Fields["status"]) // a record read back from a log keeps its members in Fields
+	}
+	gateway := (e.Type == "gateway.request" || e.Type == "gateway.response") && status != 0
 	sidecar := e.Type == "sidecar.request"
 	if !gateway && !sidecar {
 		return nil
@@ -218,12 +223,12 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 			}
 			caller = source
 		case resource.SignalCredentialCycling:
-			if !gateway || e.HTTP.KeyPrefix == "" {
+			if !gateway || keyPrefix == "" {
 				continue
 			}
-			caller, item = source, maphash.String(d.seed, e.HTTP.KeyPrefix)
+			caller, item = source, maphash.String(d.seed, keyPrefix)
 		case resource.SignalErrorRate:
-			if e.HTTP.Status < 400 {
+			if status < 400 {
 				continue
 			}
 			caller = source
@@ -237,7 +242,7 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 				continue
 			}
 			caller = source
-			target = e.HTTP.Method + " " + e.HTTP.Host + e.HTTP.Path
+			target = e.Field("method") + " " + e.Field("host") + e.Field("path")
 		case resource.SignalLateral:
 			if !sidecar || !strings.Contains(e.Actor, "/svc/") {
 				continue
@@ -259,7 +264,7 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 		}
 		key := caller
 		if r.spec.Signal == resource.SignalReplay {
-			key = caller + "\x00" + target + "\x00" + e.HTTP.KeyPrefix + "\x00" + e.User
+			key = caller + "\x00" + target + "\x00" + keyPrefix + "\x00" + e.User
 		}
 		c := r.callers[key]
 		if c == nil {
