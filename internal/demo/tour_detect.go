@@ -67,7 +67,8 @@ func (t *tour) detectionSteps() []step {
 				},
 			},
 			{
-				cmd: `sleep 2; curl -s -o /dev/null -D - --cacert "$D/server/bundle.pem" ` + t.gateway + "/catalog/items | grep -iE '^(HTTP|x-ward-deny-reason)'",
+				cmd: `for i in $(seq 50); do curl -s -o /dev/null -D - --cacert "$D/server/bundle.pem" ` + t.gateway + "/catalog/items | grep -qi '^x-ward-deny-reason: banned' && break; sleep 0.2; done; " +
+					`curl -s -o /dev/null -D - --cacert "$D/server/bundle.pem" ` + t.gateway + "/catalog/items | grep -iE '^(HTTP|x-ward-deny-reason)'",
 				run: func(ctx context.Context) (string, error) {
 					for deadline := time.Now().Add(10 * time.Second); ; {
 						resp, err := t.raw(ctx, "")

@@ -294,12 +294,16 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 				c.samples = append(c.samples, id)
 			}
 		}
-		if int(est+0.5) < r.spec.Threshold || (!c.fired.IsZero() && now.Sub(c.fired) < r.window) {
+		if int(est+0.5) < r.spec.Threshold {
 			continue
 		}
+		// Fired: the count starts again, so the rule fires again only
+		// after as many events more (records still in flight before a
+		// ban is enforced, or the same attack after a ban was lifted).
 		c.fired = now
 		det := Detection{Rule: r.name, Signal: r.spec.Signal, Caller: caller, Target: target, Count: int(est + 0.5), Window: r.window,
 			Samples: slices.Clone(c.samples), Response: r.spec.Response, BanTTL: r.ttl, DryRun: r.spec.Mode == resource.ModeDryRun, Time: now}
+		c.cur, c.prev, c.prevDist, c.distinct, c.samples = 0, 0, 0, c.distinct[:0], c.samples[:0]
 		det.Allowed = d.allowed(caller)
 		out = append(out, det)
 	}
