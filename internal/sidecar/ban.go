@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"net"
 	"net/netip"
 	"time"
 
@@ -32,6 +33,27 @@ func (s *Sidecar) ban(x *exchange) pipeline.Refusal {
 		}
 	}
 	return pipeline.Refusal{}
+}
+
+// banConn checks a connection of the L4 (tcp) mode, before policy: the
+// peer's SPIFFE ID and the connection's address.
+func (s *Sidecar) banConn(p peer, addr net.Addr) (string, bool) {
+	bans := s.snap().bans
+	if bans.Len() == 0 {
+		return "", false
+	}
+	now := time.Now()
+	if id := p.id.String(); id != "" {
+		if h, ok := bans.SPIFFEID(id, now); ok {
+			return banned(h, "workload "+id).Detail, true
+		}
+	}
+	if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
+		if h, ok := bans.Addr(ap.Addr(), now); ok {
+			return banned(h, "source "+ap.Addr().String()).Detail, true
+		}
+	}
+	return "", false
 }
 
 func banned(h detect.Hit, who string) pipeline.Refusal {

@@ -1,7 +1,9 @@
 package sidecar_test
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +49,59 @@ func TestBanStage(t *testing.T) {
 	time.Sleep(time.Until(end) + 50*time.Millisecond)
 	if status, _, _ := get(t, c, "GET", "http://orders/orders/1", nil); status != 200 {
 		t.Fatalf("after the ban's expiry: %d, want 200", status)
+	}
+}
+
+// TestL4Ban: a banned workload's TCP connection to a tcp service is
+// closed before policy, the app never sees it, and the connection record
+// says banned.
+func TestL4Ban(t *testing.T) {
+	m := newMesh(t)
+	dbAddr, apiAddr := freeAddr(t), freeAddr(t)
+	m.writeConfig(fmt.Sprintf(`apiVersion: ward/v1
+kind: Service
+metadata: {name: db}
+spec: {protocol: tcp, endpoints: [%q]}
+---
+apiVersion: ward/v1
+kind: Service
+metadata: {name: api}
+spec: {endpoints: [%q]}
+---
+apiVersion: ward/v1
+kind: AccessPolicy
+metadata: {name: db-callers}
+spec:
+  target: db
+  rules: [{from: [svc/api]}]
+`, dbAddr, apiAddr) + banDoc("api", "spiffeID: spiffe://example.org/svc/api", time.Now().Add(time.Hour)))
+	echo, accepted := tcpEcho(t)
+	db := m.sidecar("db", dbAddr, &recorder{addr: echo}, nil)
+	apiUp := freeAddr(t)
+	m.sidecar("api", apiAddr, newRecorder(t, nil), map[string]string{"db": apiUp})
+	conn, err := net.Dial("tcp", apiUp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "SELECT 1;\n")
+	if _, err := bufio.NewReader(conn).ReadString('\n'); err == nil {
+		t.Fatal("a banned workload's L4 connection got an answer")
+	}
+	if accepted() != 0 {
+		t.Fatal("the app accepted a banned workload's connection")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		found := false
+		for _, ev := range db.events.Events() {
+			found = found || ev.Type == "sidecar.connection" && ev.Decision == "deny" && ev.Reason == "banned"
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no banned connection record: %+v", db.events.Events())
+		}
 	}
 }
