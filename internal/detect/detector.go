@@ -223,8 +223,8 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 			}
 			caller = source
 		case resource.SignalCredentialCycling:
-			if !gateway || keyPrefix == "" {
-				continue
+			if !gateway || keyPrefix == "" || e.Decision != "deny" || !authReason(e.Reason) {
+				continue // keys tried and refused, not keys that work
 			}
 			caller, item = source, maphash.String(d.seed, keyPrefix)
 		case resource.SignalErrorRate:

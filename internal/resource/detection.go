@@ -26,7 +26,8 @@ const (
 	// (reasons apikey_*, jwt_*, cert_*, issuers_not_defined), or the
 	// reasons listed in the rule.
 	SignalAuthFailure = "auth-failure"
-	// SignalCredentialCycling: distinct API keys tried by one source.
+	// SignalCredentialCycling: distinct API keys one source presented
+	// that were refused (an auth-failure reason).
 	SignalCredentialCycling = "credential-cycling"
 	// SignalErrorRate: answers with a 4xx or 5xx status.
 	SignalErrorRate = "error-rate"
