@@ -94,3 +94,83 @@ func TestDetectionBansAcrossGateways(t *testing.T) {
 		}
 	}
 }
+
+// TestEverySignalThroughIngest: records shipped by a gateway and a
+// sidecar fire each default rule on the server, each with a detect.alert
+// record carrying the evidence (rule, signal, caller, count, samples,
+// action); only the rules whose response is ban ban.
+func TestEverySignalThroughIngest(t *testing.T) {
+	events := &audit.Recorder{}
+	ts := startServer(t, func(c *control.ServerConfig) { c.Events = events })
+	ctx := t.Context()
+	if _, err := ts.operator.Apply(ctx, files(teams)); err != nil {
+		t.Fatal(err)
+	}
+	gw, sc := ts.gatewayClient(t, "edge"), ts.svcClient(t, "orders")
+	self := "spiffe://example.org/gateway/edge"
+	var gwSeq, scSeq uint64
+	ship := func(c *control.Client, seq *uint64, evs ...audit.Event) {
+		t.Helper()
+		recs := make([]control.ShippedRecord, len(evs))
+		for i, e := range evs {
+			*seq++
+			e.Time = time.Now()
+			recs[i] = control.ShippedRecord{Seq: *seq, Event: e}
+		}
+		if _, err := c.ShipAudit(ctx, testLog, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	many := func(n int, f func(i int) audit.Event) []audit.Event {
+		out := make([]audit.Event, n)
+		for i := range out {
+			out[i] = f(i)
+		}
+		return out
+	}
+	req := func(src, reason string, status int, key string, i int) audit.Event {
+		d := "allow"
+		if reason != "" {
+			d = "deny"
+		}
+		return audit.Event{Type: "gateway.request", Subject: self, Decision: d, Reason: reason, Source: src + ":1", RequestID: fmt.Sprintf("%s-%d", src, i),
+			HTTP: audit.HTTP{Status: status, KeyPrefix: key, Method: "GET", Host: "api", Path: "/orders/1"}}
+	}
+	ship(gw, &gwSeq, many(20, func(i int) audit.Event { return req("203.0.113.1", "jwt_bad_signature", 401, "", i) })...)
+	ship(gw, &gwSeq, many(5, func(i int) audit.Event { return req("203.0.113.2", "apikey_unknown", 401, fmt.Sprintf("aaaaaaa%d", i+2), i) })...)
+	ship(gw, &gwSeq, many(200, func(i int) audit.Event { return req("203.0.113.3", "", 500, "", i) })...)
+	ship(gw, &gwSeq, many(10, func(i int) audit.Event { return req("203.0.113.4", "malformed_request", 400, "", i) })...)
+	ship(gw, &gwSeq, many(100, func(i int) audit.Event { return req("203.0.113.5", "", 200, "abcdefgh", i) })...)
+	ship(sc, &scSeq, audit.Event{Type: "sidecar.request", Subject: "spiffe://example.org/svc/orders", Actor: "spiffe://example.org/svc/catalog",
+		Service: "orders", Decision: "deny", Reason: "no_rule_matches", Source: "127.0.0.1:9", RequestID: "lateral-1"})
+
+	got := map[string]audit.Event{}
+	for _, e := range findEvents(events, control.EventDetection) {
+		got[e.Reason] = e
+	}
+	for rule, want := range map[string]struct{ caller, action string }{
+		"auth-failures":      {"203.0.113.1", "ban"},
+		"credential-cycling": {"203.0.113.2", "ban"},
+		"error-rate":         {"203.0.113.3", "alert"},
+		"malformed-requests": {"203.0.113.4", "ban"},
+		"replay":             {"203.0.113.5", "alert"},
+		"lateral-movement":   {"spiffe://example.org/svc/catalog", "alert"},
+	} {
+		e, ok := got[rule]
+		if !ok {
+			t.Errorf("%s did not fire", rule)
+			continue
+		}
+		if e.Subject != want.caller || e.Fields["action"] != want.action || e.Fields["count"] == "" || e.Fields["samples"] == "" ||
+			(want.action == "ban") != (e.Fields["ban"] != "") {
+			t.Errorf("%s: %+v", rule, e)
+		}
+	}
+	cur, err := ts.operator.Resources(ctx, "Ban", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(cur.Documents, "kind: Ban"); n != 3 {
+		t.Errorf("%d bans, want 3 (auth-failures, credential-cycling, malformed-requests):\n%s", n, cur.Documents)
+	}
+}
