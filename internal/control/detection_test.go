@@ -137,7 +137,9 @@ func TestEverySignalThroughIngest(t *testing.T) {
 			HTTP: audit.HTTP{Status: status, KeyPrefix: key, Method: "GET", Host: "api", Path: "/orders/1"}}
 	}
 	ship(gw, &gwSeq, many(20, func(i int) audit.Event { return req("203.0.113.1", "jwt_bad_signature", 401, "", i) })...)
-	ship(gw, &gwSeq, many(5, func(i int) audit.Event { return req("203.0.113.2", "apikey_unknown", 401, fmt.Sprintf("aaaaaaa%d", i+2), i) })...)
+	ship(gw, &gwSeq, many(5, func(i int) audit.Event {
+		return req("203.0.113.2", "apikey_unknown", 401, fmt.Sprintf("aaaaaaa%d", i+2), i)
+	})...)
 	ship(gw, &gwSeq, many(200, func(i int) audit.Event { return req("203.0.113.3", "", 500, "", i) })...)
 	ship(gw, &gwSeq, many(10, func(i int) audit.Event { return req("203.0.113.4", "malformed_request", 400, "", i) })...)
 	ship(gw, &gwSeq, many(100, func(i int) audit.Event { return req("203.0.113.5", "", 200, "abcdefgh", i) })...)
