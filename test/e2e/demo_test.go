@@ -98,7 +98,7 @@ func TestDemo(t *testing.T) {
 		{regexp.MustCompile(`^for i in \$\(seq 50\); do curl .*x-ward-deny-reason: banned.*$`),
 			regexp.MustCompile(`^HTTP/2 403\nx-ward-deny-reason: banned$`)},
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" ban list$`),
-			regexp.MustCompile(`^NAME +CALLER .*\nauto-[0-9a-f]{12} +source 127\.0\.0\.1 .*DetectionRule/credential-cycling$`)},
+			regexp.MustCompile(`^NAME +CALLER .*\nauto-[0-9a-f]{12} +source 127\.0\.0\.1 .*DetectionRule/(credential-cycling|auth-failures)$`)},
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" ban remove auto-[0-9a-f]{12}$`),
 			regexp.MustCompile(`^lifted: version \d+ \(was \d+\)\n  -Ban/auto-[0-9a-f]{12}$`)},
 	}
