@@ -115,7 +115,7 @@ func (g *globals) printChange(resp control.ChangeResponse, done, doing string) {
 
 // kindName accepts a kind in any case ("accesspolicy", "AccessPolicy").
 func kindName(s string) string {
-	for _, k := range []string{resource.KindService, resource.KindAccessPolicy, resource.KindRoute, resource.KindIssuer} {
+	for _, k := range []string{resource.KindService, resource.KindAccessPolicy, resource.KindRoute, resource.KindIssuer, resource.KindSecretPolicy, resource.KindBan} {
 		if strings.EqualFold(s, k) {
 			return k
 		}

@@ -316,6 +316,7 @@ func (h *Handler) ingestAudit(w http.ResponseWriter, r *http.Request, caller spi
 			break
 		}
 		acked = rec.Seq
+		h.observe(r.Context(), &e)
 	}
 	// The cursor moves once per batch (also past the part recorded before
 	// a failure); a crash between the appends and this write makes the

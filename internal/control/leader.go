@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,9 @@ func (s *Server) lead(ctx context.Context) error {
 		s.leader.Set(1)
 		defer s.leader.Set(0)
 		s.cfg.Log.Info("leading: this server runs the expiry sweep")
+		var bans sync.WaitGroup
+		defer bans.Wait()
+		bans.Go(func() { s.handler.ExpireBans(ctx) })
 		t := time.NewTicker(sweepEvery)
 		defer t.Stop()
 		for {

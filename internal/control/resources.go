@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/detect"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/resource"
 	"github.com/wardsec/ward/internal/store"
@@ -132,6 +133,9 @@ type change struct {
 	action string // apply, delete, rollback
 	base   int64  // 0: on whatever is current
 	dryRun bool
+	// system is a change the server makes itself (removing expired bans):
+	// no operator role applies.
+	system bool
 	// next computes the new set from the current one.
 	next func(cur *resourceSet) ([]resource.Object, error)
 }
@@ -159,8 +163,10 @@ func (h *Handler) apply(ctx context.Context, caller spiffeid.ID, c change) (Chan
 			return ChangeResponse{}, err
 		}
 		changes := resource.Changes(cur.objs, next)
-		if err := h.mayChange(ctx, caller, cur.objs, next, changes); err != nil {
-			return ChangeResponse{}, err
+		if !c.system {
+			if err := h.mayChange(ctx, caller, cur.objs, next, changes); err != nil {
+				return ChangeResponse{}, err
+			}
 		}
 		resp := ChangeResponse{Version: cur.version, Previous: cur.version, Changes: changes, DryRun: c.dryRun}
 		if len(changes) == 0 {
@@ -193,6 +199,7 @@ func (h *Handler) apply(ctx context.Context, caller spiffeid.ID, c change) (Chan
 		h.resCache.put(&resourceSet{version: v, objs: next}) // proxies ask for it next: no need to parse it back
 		h.resources.set(v)
 		h.auditChange(ctx, caller, c.action, resp)
+		h.auditBans(ctx, caller, c.action, cur.objs, next, v)
 		return resp, nil
 	}
 }
@@ -321,11 +328,15 @@ func (h *Handler) getResources(w http.ResponseWriter, r *http.Request, _ spiffei
 		return
 	}
 	kind, name := r.URL.Query().Get("kind"), r.URL.Query().Get("name")
-	objs := cur.objs
+	all := cur.objs
+	if strings.EqualFold(kind, resource.KindDetectionRule) {
+		all = detect.WithDefaults(all) // the rules in force: Ward's defaults unless overridden
+	}
+	objs := all
 	if kind != "" || name != "" {
 		objs = nil
-		for i := range cur.objs {
-			o := &cur.objs[i]
+		for i := range all {
+			o := &all[i]
 			if (kind == "" || strings.EqualFold(o.Kind, kind)) && (name == "" || o.Metadata.Name == name) {
 				objs = append(objs, *o)
 			}

@@ -187,6 +187,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, err
 	}
 	s.leader, s.sweeps = leaderMetrics(s.registry)
+	s.registry.MustRegister(s.handler.DetectionMetrics()...)
 	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.refreshServerCert(ctx); err != nil {
 		return nil, err

@@ -59,6 +59,8 @@ type Handler struct {
 	auditLocks logLocks // one shipped batch at a time per sending log
 
 	polls polls // long polls in progress, ended by StopPolls
+
+	detection detection // the detector over ingested records (detection.go)
 }
 
 // StopPolls makes every long poll in progress, and every one that starts

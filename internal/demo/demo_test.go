@@ -97,6 +97,13 @@ func TestTourAndShutdown(t *testing.T) {
 		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +allow +\S+ +spiffe://demo\.ward\.local/gateway/edge +alice +orders .*$`),
 		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +allow +\S+ +spiffe://demo\.ward\.local/gateway/edge +alice +catalog .*$`),
 		regexp.MustCompile(`(?m)^  \S+ +\d+ +sidecar\.request +deny +no_rule_matches +spiffe://demo\.ward\.local/svc/catalog +- +orders .*$`),
+		// 7 (issue 14): the lateral call's alert; the bad-key loop banned
+		// on the gateway, listed, then lifted.
+		regexp.MustCompile(`(?m)^  \S+ +lateral-movement +lateral-movement +spiffe://demo\.ward\.local/svc/catalog +orders +1 .* alert `),
+		regexp.MustCompile(`done; echo\n  401 401 401 401 401 (401|403)\n`),
+		regexp.MustCompile(`\n  HTTP/2 403\n  x-ward-deny-reason: banned\n`),
+		regexp.MustCompile(`(?m)^  auto-[0-9a-f]{12} +source 127\.0\.0\.1 .*DetectionRule/(credential-cycling|auth-failures)$`),
+		regexp.MustCompile(`\n  lifted: version \d+ \(was \d+\)\n    -Ban/auto-[0-9a-f]{12}\n`),
 	} {
 		if !want.MatchString(text) {
 			t.Errorf("tour lacks %s:\n%s", want, text)

@@ -101,7 +101,7 @@ func (t *tour) steps() []step {
 	for i := range loop {
 		loop[i] = fmt.Sprint(i + 1)
 	}
-	return []step{
+	return append([]step{
 		{"Allowed: alice (scope orders:read) with the shop app's API key. The gateway checks both, the orders\n" +
 			"   policy, then calls orders' sidecar over mutual TLS; the app learns who asked from the sidecar.", []call{
 			t.edgeCall("/orders/1", fileAPIKey, fileAlice),
@@ -156,7 +156,7 @@ func (t *tour) steps() []step {
 			"   ship to the server's log; a request's id joins the gateway's record to the sidecar's.", []call{
 			t.auditQuery("gateway.request"), t.auditQuery("sidecar.request"),
 		}},
-	}
+	}, t.detectionSteps()...)
 }
 
 // secretGet is `ward secret get path` with the workload identity kept in

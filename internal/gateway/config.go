@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/authn"
+	"github.com/wardsec/ward/internal/detect"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/ratelimit"
 	"github.com/wardsec/ward/internal/resource"
@@ -42,6 +43,7 @@ type snapshot struct {
 	services map[string][]string          // endpoints by service
 	routes   *resource.RouteTable[*route] // the Routes by host and prefix
 	jwt      *authn.Verifier              // nil without Issuers
+	bans     *detect.Bans
 }
 
 // match returns the route for host (lowercase, without port) and the
@@ -89,7 +91,7 @@ func compile(path string, objs []resource.Object, td spiffeid.TrustDomain, issue
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string][]string{}}
+	snap := &snapshot{engine: engine, services: map[string][]string{}, bans: detect.Compile(objs)}
 	var issuers []authn.Issuer
 	var routes []*route
 	loopback := false

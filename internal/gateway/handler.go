@@ -61,9 +61,11 @@ func (g *Gateway) newPipeline() *pipeline.Pipeline[state] {
 	return pipeline.New(pipeline.Config[state]{
 		Stages: []pipeline.Stage[state]{
 			{Name: "hygiene", Run: g.hygiene},
+			{Name: "ban", Run: g.ban},
 			{Name: "admit", Run: g.admit},
 			{Name: "route", Run: g.findRoute},
 			{Name: "authenticate", Run: g.authenticate},
+			{Name: "ban-user", Run: g.banUser},
 			{Name: "authorize", Run: g.authorize},
 			{Name: "limit", Run: g.rateLimit},
 			{Name: "waf", Run: g.inspect},

@@ -217,7 +217,11 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		}
 		v.Set(s)
 	case reflect.String:
-		if d.scalar(n, path, "!!str", "a string") {
+		// An unquoted time (a Ban's expires) is a string to Ward: the
+		// field that holds it checks its format.
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!timestamp" {
+			v.SetString(n.Value)
+		} else if d.scalar(n, path, "!!str", "a string") {
 			v.SetString(n.Value)
 		}
 	case reflect.Int:

@@ -18,11 +18,14 @@ const (
 // kinds maps each kind to a constructor of its spec. A new kind (Route, Issuer,
 // DetectionRule) is a Spec type and a line here.
 var kinds = map[string]func() Spec{
-	KindService:      func() Spec { return new(ServiceSpec) },
-	KindAccessPolicy: func() Spec { return new(AccessPolicySpec) },
-	KindRoute:        func() Spec { return new(RouteSpec) },
-	KindIssuer:       func() Spec { return new(IssuerSpec) },
-	KindSecretPolicy: func() Spec { return new(SecretPolicySpec) },
+	KindService:       func() Spec { return new(ServiceSpec) },
+	KindAccessPolicy:  func() Spec { return new(AccessPolicySpec) },
+	KindRoute:         func() Spec { return new(RouteSpec) },
+	KindIssuer:        func() Spec { return new(IssuerSpec) },
+	KindSecretPolicy:  func() Spec { return new(SecretPolicySpec) },
+	KindBan:           func() Spec { return new(BanSpec) },
+	KindDetectionRule: func() Spec { return new(DetectionRuleSpec) },
+	KindAllowList:     func() Spec { return new(AllowListSpec) },
 }
 
 // knownKinds lists the kinds for error messages.

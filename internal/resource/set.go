@@ -21,7 +21,7 @@ import (
 // kindOrder is the order of kinds in canonical output: what is referred to
 // before what refers to it. Unknown kinds (only in objects built in code)
 // come last, by name.
-var kindOrder = []string{KindService, KindAccessPolicy, KindRoute, KindIssuer, KindSecretPolicy}
+var kindOrder = []string{KindService, KindAccessPolicy, KindRoute, KindIssuer, KindSecretPolicy, KindBan, KindDetectionRule, KindAllowList}
 
 // Key is "Kind/name".
 func Key(o *Object) string { return o.Kind + "/" + o.Metadata.Name }
@@ -414,7 +414,7 @@ func ForSidecar(objs []Object, service string) []Object {
 	var out []Object
 	for _, o := range objs {
 		switch o.Kind {
-		case KindService:
+		case KindService, KindBan:
 			out = append(out, o)
 		case KindAccessPolicy:
 			if p, ok := o.Spec.(*AccessPolicySpec); ok && p.Target == service {
@@ -442,7 +442,7 @@ func ForGateway(objs []Object, name string) []Object {
 	var out []Object
 	for _, o := range objs {
 		switch o.Kind {
-		case KindRoute, KindIssuer:
+		case KindRoute, KindIssuer, KindBan:
 			out = append(out, o)
 		case KindService:
 			if routed[o.Metadata.Name] {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/detect"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/resource"
 	"github.com/wardsec/ward/internal/waf"
@@ -27,6 +28,7 @@ type snapshot struct {
 	engine   *policy.Engine
 	services map[string]service
 	waf      *waf.Guard // this sidecar's Service's inspection; nil: off
+	bans     *detect.Bans
 }
 
 // newConfig loads the first configuration from exactly one of the
@@ -56,7 +58,7 @@ func compile(td spiffeid.TrustDomain, objs []resource.Object, self string, engin
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{engine: engine, services: map[string]service{}}
+	snap := &snapshot{engine: engine, services: map[string]service{}, bans: detect.Compile(objs)}
 	for _, o := range objs {
 		if spec, ok := o.Spec.(*resource.ServiceSpec); ok {
 			snap.services[o.Metadata.Name] = service{Name: o.Metadata.Name, Protocol: string(spec.Protocol), Endpoints: spec.Endpoints, BodyLimit: spec.Limits.BodyBytes()}

@@ -171,6 +171,7 @@ func (s *Sidecar) newPipeline() *pipeline.Pipeline[state] {
 	return pipeline.New(pipeline.Config[state]{
 		Stages: []pipeline.Stage[state]{
 			{Name: "hygiene", Run: s.hygiene},
+			{Name: "ban", Run: s.ban},
 			{Name: "identify", Run: s.identify},
 			{Name: "authorize", Run: s.authorizeStage},
 			{Name: "waf", Run: s.inspect},

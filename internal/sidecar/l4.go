@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/policy"
 	"github.com/wardsec/ward/internal/proxy"
 )
@@ -18,7 +19,9 @@ import (
 func (s *Sidecar) serveL4Inbound(ctx context.Context, tc *tls.Conn, p peer) {
 	defer tc.Close()
 	dec := policy.Decision{Reason: "revoked", Message: "peer certificate is revoked"}
-	if !s.cfg.Source.Revoked(p.serial) {
+	if msg, banned := s.banConn(p, tc.RemoteAddr()); banned {
+		dec = policy.Decision{Reason: pipeline.Banned.Code, Message: msg}
+	} else if !s.cfg.Source.Revoked(p.serial) {
 		// A connection is authorized as a whole: rules of a tcp service name
 		// callers only, so it is asked as CONNECT to the root path.
 		dec = s.snap().engine.Decide(policy.Request{Target: s.cfg.Service, Peer: p.id, Method: http.MethodConnect, Path: "/"})

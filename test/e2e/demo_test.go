@@ -95,6 +95,18 @@ func TestDemo(t *testing.T) {
 			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +gateway\.request +(allow|deny) .*){9,}\n\d+ records; read .*$`)},
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --type sidecar\.request$`),
 			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +sidecar\.request +(allow|deny) .*){6,}\n\d+ records; read .*$`)},
+		// Detection (issue 14): the lateral call's alert; a loop of made-up
+		// keys banned at the gateway, the ban listed, then lifted.
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" alerts --rule lateral-movement$`),
+			regexp.MustCompile(`^TIME +RULE +SIGNAL .*(\n\S+ +lateral-movement +lateral-movement +spiffe://demo\.ward\.local/svc/catalog +orders +1 .*)+$`)},
+		{regexp.MustCompile(`^for i in 2 3 4 5 6 7; do curl .*wak_aaaaaaa\$\{i\}_made-up.* https://localhost:8443/catalog/items; done; echo$`),
+			regexp.MustCompile(`^(401|403)( (401|403)){5}$`)},
+		{regexp.MustCompile(`^for i in \$\(seq 50\); do curl .*x-ward-deny-reason: banned.*$`),
+			regexp.MustCompile(`^HTTP/2 403\nx-ward-deny-reason: banned$`)},
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" ban list$`),
+			regexp.MustCompile(`^NAME +CALLER .*\nauto-[0-9a-f]{12} +source 127\.0\.0\.1 .*DetectionRule/(credential-cycling|auth-failures)$`)},
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" ban remove auto-[0-9a-f]{12}$`),
+			regexp.MustCompile(`^lifted: version \d+ \(was \d+\)\n  -Ban/auto-[0-9a-f]{12}$`)},
 	}
 	if len(cmds) != len(expects) {
 		t.Fatalf("tour has %d commands, want %d:\n%s", len(cmds), len(expects), tour)

@@ -1,0 +1,70 @@
+package detect
+
+import (
+	"github.com/wardsec/ward/internal/resource"
+)
+
+// defaultRules are the DetectionRules Ward ships: one per signal. A
+// DetectionRule of the same name in the resource set replaces one (set
+// its mode to dry-run to only watch, or raise its threshold).
+const defaultRules = `apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: auth-failures}
+spec: {signal: auth-failure, threshold: 20, window: 1m, response: ban, banTTL: 15m}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: credential-cycling}
+spec: {signal: credential-cycling, threshold: 5, window: 1m, response: ban, banTTL: 1h}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: error-rate}
+spec: {signal: error-rate, threshold: 200, window: 1m, response: alert}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: malformed-requests}
+spec: {signal: hygiene, threshold: 10, window: 1m, response: ban, banTTL: 15m}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: replay}
+spec: {signal: replay, threshold: 100, window: 10s, response: alert}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: lateral-movement}
+spec: {signal: lateral-movement, threshold: 1, window: 1m, response: alert}
+`
+
+var defaults = mustParse(defaultRules)
+
+func mustParse(doc string) []resource.Object {
+	objs, err := resource.Parse("default detection rules", []byte(doc))
+	if err != nil {
+		panic(err)
+	}
+	return objs
+}
+
+// Defaults returns the DetectionRules Ward ships.
+func Defaults() []resource.Object { return append([]resource.Object(nil), defaults...) }
+
+// WithDefaults returns objs with the default DetectionRules that no
+// DetectionRule of objs overrides by name, in canonical order.
+func WithDefaults(objs []resource.Object) []resource.Object {
+	have := map[string]bool{}
+	for _, o := range objs {
+		if o.Kind == resource.KindDetectionRule {
+			have[o.Metadata.Name] = true
+		}
+	}
+	out := append([]resource.Object(nil), objs...)
+	for _, o := range defaults {
+		if !have[o.Metadata.Name] {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,212 @@
+package detect_test
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/detect"
+	"github.com/wardsec/ward/internal/resource"
+)
+
+func gw(source, reason string, status int, key string, i int) *audit.Event {
+	decision := "allow"
+	if reason != "" {
+		decision = "deny"
+	}
+	return &audit.Event{Time: t0.Add(time.Duration(i) * time.Millisecond), Type: "gateway.request", Source: source + ":40000", Decision: decision, Reason: reason,
+		RequestID: fmt.Sprintf("req-%d", i), HTTP: audit.HTTP{Status: status, KeyPrefix: key, Method: "GET", Host: "api", Path: "/orders/1"}}
+}
+
+func fire(t *testing.T, d *detect.Detector, evs []*audit.Event, rules ...string) []detect.Detection {
+	t.Helper()
+	var out []detect.Detection
+	for _, e := range evs {
+		for _, det := range d.Observe(e) {
+			if len(rules) == 0 || slices.Contains(rules, det.Rule) {
+				out = append(out, det)
+			}
+		}
+	}
+	return out
+}
+
+func defaultDetector(extra ...resource.Object) *detect.Detector {
+	d := detect.New(0)
+	d.Configure(detect.WithDefaults(extra))
+	return d
+}
+
+// TestDefaultRulesFire: each signal fires its default rule at its
+// threshold, once per window, with evidence (count, sample request ids).
+func TestDefaultRulesFire(t *testing.T) {
+	keys := "abcdefghijklmnopqrstuvwxyz"
+	for _, tc := range []struct {
+		rule  string
+		n     int
+		event func(i int) *audit.Event
+		ban   bool
+	}{
+		{"auth-failures", 20, func(i int) *audit.Event { return gw("203.0.113.1", "apikey_unknown", 401, "", i) }, true},
+		{"credential-cycling", 5, func(i int) *audit.Event {
+			return gw("203.0.113.2", "apikey_unknown", 401, "key"+keys[i:i+1]+"aaaa", i)
+		}, true},
+		{"error-rate", 200, func(i int) *audit.Event { return gw("203.0.113.3", "", 500, "", i) }, false},
+		{"malformed-requests", 10, func(i int) *audit.Event { return gw("203.0.113.4", "malformed_request", 400, "", i) }, true},
+		{"replay", 100, func(i int) *audit.Event { return gw("203.0.113.5", "", 200, "abcdefgh", i) }, false},
+		{"lateral-movement", 1, func(i int) *audit.Event {
+			return &audit.Event{Time: t0, Type: "sidecar.request", Actor: "spiffe://example.org/svc/catalog", Service: "orders",
+				Decision: "deny", Reason: "no_rule_matches", Source: "127.0.0.1:5000", RequestID: "lat-1"}
+		}, false},
+	} {
+		t.Run(tc.rule, func(t *testing.T) {
+			d := defaultDetector()
+			var evs []*audit.Event
+			for i := range tc.n - 1 {
+				evs = append(evs, tc.event(i))
+			}
+			if got := fire(t, d, evs, tc.rule); len(got) != 0 {
+				t.Fatalf("fired below the threshold: %+v", got)
+			}
+			// One past the threshold: the count starts again after a firing,
+			// so only a threshold of 1 fires twice.
+			got := fire(t, d, []*audit.Event{tc.event(tc.n - 1), tc.event(tc.n)}, tc.rule)
+			want := 1
+			if tc.n == 1 {
+				want = 2
+			}
+			if len(got) != want {
+				t.Fatalf("detections at the threshold = %+v, want %d", got, want)
+			}
+			det := got[0]
+			if det.Rule != tc.rule || det.Count < tc.n || len(det.Samples) == 0 || det.Ban() != tc.ban {
+				t.Fatalf("detection %+v", det)
+			}
+		})
+	}
+}
+
+// TestLateralNewEdge: after one window of learning, a call on an edge
+// never seen fires lateral-movement even when policy allows it.
+func TestLateralNewEdge(t *testing.T) {
+	d := defaultDetector()
+	call := func(from, to string, at time.Time) []detect.Detection {
+		return d.Observe(&audit.Event{Time: at, Type: "sidecar.request", Actor: "spiffe://example.org/svc/" + from, Service: to, Decision: "allow", RequestID: "r"})
+	}
+	if got := call("gateway-ish", "orders", time.Now()); len(got) != 0 {
+		t.Fatalf("learning: %+v", got)
+	}
+	later := time.Now().Add(2 * time.Minute)
+	if got := call("gateway-ish", "orders", later); len(got) != 0 {
+		t.Fatalf("known edge fired: %+v", got)
+	}
+	if got := call("catalog", "orders", later); len(got) != 1 || got[0].Caller != "spiffe://example.org/svc/catalog" || got[0].Target != "orders" {
+		t.Fatalf("new edge: %+v", got)
+	}
+}
+
+// TestDryRunAndAllowList: a dry-run rule and an allow-listed source
+// still record the detection but never ask for a ban.
+func TestDryRunAndAllowList(t *testing.T) {
+	objs, err := resource.Parse("rules.yaml", []byte(`apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: auth-failures}
+spec: {signal: auth-failure, threshold: 3, mode: dry-run}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: strict}
+spec: {signal: auth-failure, threshold: 3, reasons: [apikey_unknown]}
+---
+apiVersion: ward/v1
+kind: AllowList
+metadata: {name: monitors}
+spec: {sources: [198.51.100.0/24]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := defaultDetector(objs...)
+	var evs []*audit.Event
+	for i := range 3 {
+		evs = append(evs, gw("203.0.113.9", "apikey_unknown", 401, "", i), gw("198.51.100.7", "apikey_unknown", 401, "", i))
+	}
+	got := fire(t, d, evs)
+	if len(got) != 4 {
+		t.Fatalf("detections %+v, want 4 (two rules, two sources)", got)
+	}
+	for _, det := range got {
+		wantBan := det.Rule == "strict" && det.Caller == "203.0.113.9"
+		if det.Ban() != wantBan || det.DryRun != (det.Rule == "auth-failures") || det.Allowed != (det.Caller == "198.51.100.7") {
+			t.Errorf("%+v: Ban() = %v, want %v", det, det.Ban(), wantBan)
+		}
+	}
+	// The strict rule counts only its reasons.
+	if got := fire(t, d, []*audit.Event{gw("203.0.113.10", "jwt_expired", 401, "", 0), gw("203.0.113.10", "jwt_expired", 401, "", 1), gw("203.0.113.10", "jwt_expired", 401, "", 2)}); len(got) != 1 || got[0].Rule != "auth-failures" {
+		t.Fatalf("jwt failures: %+v", got)
+	}
+}
+
+// TestWindowSlides: failures spread wider than the window never fire.
+func TestWindowSlides(t *testing.T) {
+	d := defaultDetector()
+	for i := range 100 {
+		e := gw("203.0.113.11", "apikey_unknown", 401, "", 0)
+		e.Time = t0.Add(time.Duration(i) * 10 * time.Second) // 6 a minute, under 20
+		if got := d.Observe(e); len(got) != 0 {
+			t.Fatalf("fired at %d: %+v", i, got)
+		}
+	}
+}
+
+// TestSpray: 1,000,000 distinct source addresses each failing once, with
+// a real attacker inside the spray: the tables stay within their
+// capacity, the heap grows by less than the documented bound, and the
+// attacker is still detected.
+func TestSpray(t *testing.T) {
+	const capacity = detect.DefaultCapacity
+	d := detect.New(capacity)
+	d.Configure(detect.Defaults())
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var caught []detect.Detection
+	e := &audit.Event{Type: "gateway.request", Decision: "deny", Reason: "apikey_unknown", HTTP: audit.HTTP{Status: 401}}
+	for i := range 1_000_000 {
+		e.Time = t0.Add(time.Duration(i) * 50 * time.Microsecond) // a million in 50 s
+		e.Source = fmt.Sprintf("10.%d.%d.%d:1", i>>16&0xff, i>>8&0xff, i&0xff)
+		e.RequestID = ""
+		e.HTTP.KeyPrefix = fmt.Sprintf("%08x", i)
+		d.Observe(e)
+		if i%40_000 == 0 { // the attacker: 25 failures among the spray
+			a := *e
+			a.Source, a.RequestID, a.HTTP.KeyPrefix = "203.0.113.66:1", fmt.Sprintf("atk-%d", i), fmt.Sprintf("atk%05d", i/40_000)
+			caught = append(caught, d.Observe(&a)...)
+		}
+	}
+	tracked, evicted := d.Tracked()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(d)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("tracked %d callers, evicted %d, heap grew %d MiB", tracked, evicted, grown>>20)
+	if tracked > 6*capacity {
+		t.Errorf("tracked %d callers, more than 6 rules x %d", tracked, capacity)
+	}
+	if grown > detect.MemoryBound {
+		t.Errorf("heap grew %d bytes, more than the documented %d", grown, detect.MemoryBound)
+	}
+	rules := map[string]bool{}
+	for _, c := range caught {
+		if c.Caller == "203.0.113.66" {
+			rules[c.Rule] = true
+		}
+	}
+	if !rules["auth-failures"] || !rules["credential-cycling"] {
+		t.Fatalf("the attacker in the spray was not detected by auth-failures and credential-cycling: %+v", caught)
+	}
+}
