@@ -48,6 +48,9 @@ type Handler struct {
 	// AuditLog receives the audit records gateways and sidecars ship
 	// (POST /v1/audit); nil refuses them.
 	AuditLog *audit.Writer
+	// FlowRetention is how long flow records are kept; zero:
+	// DefaultFlowRetention.
+	FlowRetention time.Duration
 	// Vault keeps the secrets (see secrets.go); nil: every vault endpoint
 	// answers that the vault is sealed.
 	Vault *vault.Vault
@@ -57,6 +60,7 @@ type Handler struct {
 	resCache  resourceCache // the newest parsed resource set
 
 	auditLocks logLocks // one shipped batch at a time per sending log
+	flowPrune  flowPrune
 
 	polls polls // long polls in progress, ended by StopPolls
 }
@@ -144,6 +148,8 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("GET "+PathAPIKeyFeed, h.gateway(h.apiKeyFeed))
 	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
+	mux.HandleFunc("POST "+PathFlows, h.workload(h.ingestFlows))
+	mux.HandleFunc("GET "+PathFlows, h.operator(accessRead, h.listFlows))
 	h.vaultRoutes(mux)
 	h.public(mux)
 	return h.recorded(h.secretPaths(mux))
