@@ -280,3 +280,6 @@ func (c *Client) Flows(ctx context.Context, q FlowQuery) (FlowWindow, error) {
 	err := c.do(ctx, c.cred(), http.MethodGet, PathFlows+"?"+v.Encode(), nil, &out)
 	return out, err
 }
+
+// TrustDomain is the trust domain of the server the client talks to.
+func (c *Client) TrustDomain() spiffeid.TrustDomain { return c.bundle().TrustDomain }
