@@ -20,6 +20,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/ca"
+	"github.com/wardsec/ward/internal/dashboard"
 	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/vault"
 )
@@ -51,6 +52,9 @@ type Handler struct {
 	// FlowRetention is how long flow records are kept; zero:
 	// DefaultFlowRetention.
 	FlowRetention time.Duration
+	// Dashboard keeps the dashboard's login links and sessions; nil: a
+	// new one when API is called.
+	Dashboard *dashboard.Auth
 	// Vault keeps the secrets (see secrets.go); nil: every vault endpoint
 	// answers that the vault is sealed.
 	Vault *vault.Vault
@@ -150,6 +154,11 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
 	mux.HandleFunc("POST "+PathFlows, h.workload(h.ingestFlows))
 	mux.HandleFunc("GET "+PathFlows, h.operator(accessRead, h.listFlows))
+	if h.Dashboard == nil {
+		h.Dashboard = dashboard.NewAuth()
+	}
+	mux.HandleFunc("POST "+PathDashboardLogin, h.operator(accessRead, h.dashboardLogin))
+	mux.Handle("/ui/", h.browser())
 	h.vaultRoutes(mux)
 	h.public(mux)
 	return h.recorded(h.secretPaths(mux))
