@@ -236,7 +236,34 @@ func (h *Handler) uiGraph(w http.ResponseWriter, r *http.Request, _ spiffeid.ID)
 // audit records behind them.
 type EdgeDetail struct {
 	Flows   []flows.Record `json:"flows"`
-	Records []audit.Event  `json:"records"`
+	Records []AuditView    `json:"records"`
+}
+
+// AuditView is an audit record as the dashboard shows it: the request
+// record's members among the fields, by their stored names.
+type AuditView struct {
+	Time      time.Time         `json:"time"`
+	Type      string            `json:"type"`
+	Actor     string            `json:"actor,omitempty"`
+	Subject   string            `json:"subject,omitempty"`
+	Decision  string            `json:"decision,omitempty"`
+	Reason    string            `json:"reason,omitempty"`
+	Service   string            `json:"service,omitempty"`
+	RequestID string            `json:"requestId,omitempty"`
+	Fields    map[string]string `json:"fields,omitempty"`
+}
+
+func auditViews(evs []audit.Event) []AuditView {
+	out := make([]AuditView, len(evs))
+	for i, e := range evs {
+		id := e.RequestID
+		if id == "" {
+			id = e.Field("request_id")
+		}
+		out[i] = AuditView{Time: e.Time, Type: e.Type, Actor: e.Actor, Subject: e.Subject, Decision: e.Decision, Reason: e.Reason,
+			Service: e.Service, RequestID: id, Fields: e.FieldMap()}
+	}
+	return out
 }
 
 func (h *Handler) uiEdge(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
@@ -257,23 +284,32 @@ func (h *Handler) uiEdge(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) 
 			d.Flows = append(d.Flows, e)
 		}
 	}
-	principal := ""
-	if strings.Contains(src, "/") || h.isService(r.Context(), src) {
+	// A mesh caller is a SPIFFE ID; the gateway's callers are an API
+	// key's application or "public" (anyone), in the gateway's records.
+	f := audit.Filter{Since: win.From, Service: dest}
+	switch {
+	case strings.Contains(src, "/") || h.isService(r.Context(), src):
 		p := src
 		if !strings.Contains(p, "/") {
 			p = "svc/" + p
 		}
-		if id, err := spiffeid.FromPath(h.CA.TrustDomain(), "/"+p); err == nil {
-			principal = id.String()
+		id, err := spiffeid.FromPath(h.CA.TrustDomain(), "/"+p)
+		if err != nil {
+			h.fail(w, r, badRequest("bad_query", "source: "+err.Error()))
+			return
 		}
-	} else {
-		principal = src
+		f.Principal = id.String()
+	case src == "public":
+		f.Type = "gateway.request"
+	default:
+		f.Type, f.Principal = "gateway.request", src
 	}
-	d.Records, err = h.auditSearch(r.Context(), audit.Filter{Since: win.From, Service: dest, Principal: principal}, "", 50)
+	recs, err := h.auditSearch(r.Context(), f, "", 50)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	d.Records = auditViews(recs)
 	writeJSON(w, http.StatusOK, d)
 }
 
@@ -330,8 +366,8 @@ func matchText(e *audit.Event, text string) bool {
 
 // Why is what the records of one request say: who decided what, why.
 type Why struct {
-	RequestID string        `json:"requestId"`
-	Records   []audit.Event `json:"records"`
+	RequestID string      `json:"requestId"`
+	Records   []AuditView `json:"records"`
 }
 
 func (h *Handler) uiWhy(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
@@ -354,7 +390,7 @@ func (h *Handler) uiWhy(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Why{RequestID: id, Records: recs})
+	writeJSON(w, http.StatusOK, Why{RequestID: id, Records: auditViews(recs)})
 }
 
 // SuggestionView is a policy suggestion for the dashboard: the YAML
@@ -434,8 +470,5 @@ func (h *Handler) uiAudit(w http.ResponseWriter, r *http.Request, _ spiffeid.ID)
 		h.fail(w, r, err)
 		return
 	}
-	if recs == nil {
-		recs = []audit.Event{}
-	}
-	writeJSON(w, http.StatusOK, recs)
+	writeJSON(w, http.StatusOK, auditViews(recs))
 }

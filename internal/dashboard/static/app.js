@@ -142,12 +142,21 @@ async function openEdge(e) {
     rows(t.tBodies[0], det.flows || [], (f) => [f.method, f.path, el("td", { class: f.decision === "deny" ? "denied" : f.decision === "would_deny" ? "would-deny" : "allowed" }, f.decision), f.reason || "", f.policy || "", f.class ? f.class + "xx" : "", f.count]);
     d.append(t, el("h4", {}, "Latest audit records"));
     const r = el("table", { id: "edge-records" }, el("thead", {}, el("tr", {}, ...["time", "decision", "reason", "policy", "message", "request id"].map((h) => el("th", {}, h)))), el("tbody", {}));
-    rows(r.tBodies[0], det.records || [], (ev) => [ev.Time, ev.Decision, ev.Reason || "", (ev.HTTP && ev.HTTP.Policy) || "", (ev.HTTP && ev.HTTP.Message) || "", ev.RequestID || ""], (ev) => { if (ev.RequestID) { location.hash = "why"; $("why-id").value = ev.RequestID; explain(); } });
+    rows(r.tBodies[0], det.records || [], (ev) => [ev.time, ev.decision || "", ev.reason || "", field(ev, "policy") || field(ev, "route"), field(ev, "message"), ev.requestId || ""], openRequest);
     d.append(r);
   } catch (err) { showError(err.message); }
 }
 
 // ---- why ----
+
+function field(ev, k) { return (ev.fields && ev.fields[k]) || ""; }
+
+function openRequest(ev) {
+  if (!ev.requestId) return;
+  $("why-id").value = ev.requestId;
+  location.hash = "why";
+  explain();
+}
 
 async function explain() {
   const id = $("why-id").value.trim();
@@ -161,13 +170,13 @@ async function explain() {
       return;
     }
     for (const ev of w.records) {
-      const h = ev.HTTP || {};
-      const cls = ev.Decision === "deny" ? "denied" : (h.DryRun && ev.Reason !== "allowed" ? "would-deny" : "allowed");
+      const dry = field(ev, "dry_run") === "true" && ev.reason !== "allowed";
+      const cls = ev.decision === "deny" ? "denied" : (dry ? "would-deny" : "allowed");
       out.append(el("div", { class: "detail why-record" },
-        el("h3", { class: cls }, ev.Type + ": " + ev.Decision + (ev.Reason ? " (" + ev.Reason + ")" : "")),
-        el("p", {}, "caller " + (ev.Actor || "(none)") + " → " + (ev.Service || ev.Subject) + "  " + (h.Method || "") + " " + (h.Path || "")),
-        el("p", {}, "policy " + (h.Policy || h.Route || "-") + ": " + (h.Message || "")),
-        el("p", { class: "muted" }, ev.Time + (h.Status ? "  status " + h.Status : "") + "  request " + (ev.RequestID || h.RequestID || ""))));
+        el("h3", { class: cls }, ev.type + ": " + (ev.decision || "") + (dry ? " (dry run: would deny)" : "") + (ev.reason ? " (" + ev.reason + ")" : "")),
+        el("p", {}, "caller " + (field(ev, "peer") || ev.actor || "(none)") + " → " + (ev.service || ev.subject || "") + "  " + field(ev, "method") + " " + field(ev, "path")),
+        el("p", {}, "policy " + (field(ev, "policy") || field(ev, "route") || "-") + ": " + field(ev, "message")),
+        el("p", { class: "muted" }, ev.time + (field(ev, "status") ? "  status " + field(ev, "status") : "") + "  request " + (ev.requestId || ""))));
     }
   } catch (err) { showError(err.message); }
 }
@@ -211,7 +220,7 @@ async function searchAudit() {
   }
   try {
     const recs = await api("/ui/api/audit?" + p.toString());
-    rows($("audit").tBodies[0], recs, (ev) => [ev.Time, ev.Type, ev.Actor || "", ev.Service || "", ev.Decision || "", ev.Reason || "", ev.RequestID || ""], (ev) => { if (ev.RequestID) { location.hash = "why"; $("why-id").value = ev.RequestID; explain(); } });
+    rows($("audit").tBodies[0], recs, (ev) => [ev.time, ev.type, ev.actor || "", ev.service || "", ev.decision || "", ev.reason || "", ev.requestId || ""], openRequest);
   } catch (err) { showError(err.message); }
 }
 
