@@ -92,7 +92,7 @@ func artifacts(t *testing.T) string {
 
 func screenshot(t *testing.T, dir, name string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-		buf, err := chromedp.FullScreenshot(90)(ctx, tg)
+		buf, err := chromedp.FullScreenshot(100)(ctx, tg)
 		if err != nil {
 			return chromedp.Void{}, err
 		}

@@ -89,6 +89,9 @@ func TestDemo(t *testing.T) {
 			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +gateway\.request +(allow|deny) .*){9,}\n\d+ records; read .*$`)},
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --type sidecar\.request$`),
 			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +sidecar\.request +(allow|deny) .*){6,}\n\d+ records; read .*$`)},
+		// A one-time link into the dashboard (issue 17).
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" dashboard login$`),
+			regexp.MustCompile(`^https://\S+/ui/login\?token=[A-Za-z0-9_-]{43}(\nopen it in a browser before .*)?$`)},
 	}
 	if len(cmds) != len(expects) {
 		t.Fatalf("tour has %d commands, want %d:\n%s", len(cmds), len(expects), tour)
