@@ -48,6 +48,19 @@ func (h *Handler) dashboardLogin(w http.ResponseWriter, r *http.Request, caller 
 	writeJSON(w, http.StatusOK, DashboardLink{URL: dashboard.LoginURL("https://"+r.Host, tok), Expires: exp})
 }
 
+// dashboardLoggedIn audits the use of a login link.
+func (h *Handler) dashboardLoggedIn(ctx context.Context, operator, source string, ok bool) {
+	e := audit.Event{Type: "dashboard.login", Decision: "allow", Source: source}
+	if ok {
+		if id, err := spiffeid.FromSegments(h.CA.TrustDomain(), "user", operator); err == nil {
+			e.Actor = id.String()
+		}
+	} else {
+		e.Decision, e.Reason = "deny", "bad_link"
+	}
+	h.emit(ctx, e)
+}
+
 // DashboardLogin asks the server for a dashboard login link.
 func (c *Client) DashboardLogin(ctx context.Context) (DashboardLink, error) {
 	var out DashboardLink

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/dashboard"
 )
@@ -184,5 +186,17 @@ func TestDashboardAccess(t *testing.T) {
 	}
 	if resp, _ := admin.do("GET", "/ui/api/graph", nil, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("graph after logout: %d", resp.StatusCode)
+	}
+
+	// Every use of a login link is on the record.
+	logins := map[string]int{}
+	if _, err := audit.Query(context.Background(), filepath.Join(ts.dir, control.DirAudit), audit.Filter{Type: "dashboard.login"}, func(r audit.Record) error {
+		logins[r.Event.Decision+" "+r.Event.Actor]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if logins["allow spiffe://example.org/user/admin"] != 1 || logins["allow spiffe://example.org/user/audra"] != 1 || logins["deny "] != 3 {
+		t.Errorf("dashboard.login records: %v; want admin's and audra's logins and 3 refused links", logins)
 	}
 }

@@ -156,6 +156,7 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("GET "+PathFlows, h.operator(accessRead, h.listFlows))
 	if h.Dashboard == nil {
 		h.Dashboard = dashboard.NewAuth()
+		h.Dashboard.OnLogin = h.dashboardLoggedIn
 	}
 	mux.HandleFunc("POST "+PathDashboardLogin, h.operator(accessRead, h.dashboardLogin))
 	mux.Handle("/ui/", h.browser())

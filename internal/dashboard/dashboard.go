@@ -57,6 +57,11 @@ var static embed.FS
 // Auth keeps login links and sessions, in memory: a link works on the
 // server that printed it, and a restart logs every browser out.
 type Auth struct {
+	// OnLogin, if set, learns of every use of a login link (operator is
+	// empty when the link was not valid), for the audit log. Set it
+	// before Handler serves.
+	OnLogin func(ctx context.Context, operator, source string, ok bool)
+
 	mu       sync.Mutex
 	links    map[[32]byte]link
 	sessions map[[32]byte]*Session
@@ -192,7 +197,14 @@ func (a *Auth) Handler(api http.Handler) http.Handler {
 		http.ServeFileFS(w, r, sub, page)
 	})
 	mux.HandleFunc("GET "+PathLogin, func(w http.ResponseWriter, r *http.Request) {
-		cookie, _, ok := a.login(r.URL.Query().Get("token"))
+		cookie, s, ok := a.login(r.URL.Query().Get("token"))
+		if a.OnLogin != nil {
+			op := ""
+			if ok {
+				op = s.Operator
+			}
+			a.OnLogin(r.Context(), op, r.RemoteAddr, ok)
+		}
 		if !ok {
 			w.WriteHeader(http.StatusUnauthorized)
 			http.ServeFileFS(w, r, sub, "badlink.html")
