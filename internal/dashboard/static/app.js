@@ -258,6 +258,11 @@ async function start() {
     location.href = "/ui/";
   });
   window.addEventListener("hashchange", route);
+  // Live updates: proxies ship flows every 10 s, the graph follows.
+  setInterval(() => {
+    const onGraph = (location.hash || "#graph") === "#graph";
+    if (onGraph && !document.hidden && $("graph-live").checked) loadGraph().catch((err) => showError(err.message));
+  }, 10000);
   route();
   document.body.dataset.ready = "1";
 }
