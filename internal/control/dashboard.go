@@ -115,7 +115,8 @@ func (h *Handler) uiOperator(need access, next idHandler) http.HandlerFunc {
 // GraphNode is a service (or a kind of caller) of the service graph.
 type GraphNode struct {
 	Name  string `json:"name"`
-	Group string `json:"group"`
+	Group string `json:"group"`           // the first segment of the name: its namespace
+	Owner string `json:"owner,omitempty"` // the developers who own the service, comma-separated
 	In    uint64 `json:"in"`
 	Out   uint64 `json:"out"`
 }
@@ -238,11 +239,26 @@ func (h *Handler) uiGraph(w http.ResponseWriter, r *http.Request, _ spiffeid.ID)
 			services[o.Metadata.Name] = true
 		}
 	}
-	writeJSON(w, http.StatusOK, BuildGraph(win, func(svc string) bool {
+	g := BuildGraph(win, func(svc string) bool {
 		// What the gateway routes to a name that is no Service, or to
 		// no route at all, is the gateway's refusal, not a gap in policy.
 		return targets[svc] || !services[svc]
-	}))
+	})
+	ops, err := h.Store.ListOperators(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	owners := map[string][]string{}
+	for _, op := range ops {
+		for _, svc := range op.Services {
+			owners[svc] = append(owners[svc], op.Name)
+		}
+	}
+	for i := range g.Nodes {
+		g.Nodes[i].Owner = strings.Join(owners[g.Nodes[i].Name], ",")
+	}
+	writeJSON(w, http.StatusOK, g)
 }
 
 // EdgeDetail is one caller-to-service edge: its flows, and the latest

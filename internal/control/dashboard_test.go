@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/dashboard"
+	"github.com/wardsec/ward/internal/flows"
 )
 
 // browser is an HTTP client as a browser is: the server's CA trusted, no
@@ -178,6 +180,17 @@ func TestDashboardAccess(t *testing.T) {
 	resp, body = auditor.do("POST", "/ui/api/suggest/dry-run", doc, map[string]string{dashboard.HeaderCSRF: auditor.csrf})
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "role_forbids") {
 		t.Errorf("dry run as auditor: %d %s, want 403 role_forbids", resp.StatusCode, body)
+	}
+
+	// The graph names each service's owners.
+	if err := ts.svcClient(t, "orders").ShipFlows(context.Background(), []flows.Record{flowRec("orders", "GET", time.Now())}); err != nil {
+		t.Fatal(err)
+	}
+	ts.operatorClient(t, "dana", "developer", "orders")
+	if resp, body := auditor.do("GET", "/ui/api/graph?since=1h", nil, nil); resp.StatusCode != http.StatusOK ||
+		!strings.Contains(body, `{"name":"orders","group":"orders","owner":"dana","in":3,"out":0}`) ||
+		!strings.Contains(body, `"source":"gateway/edge","dest":"orders","count":3`) {
+		t.Errorf("graph with a flow: %d %s", resp.StatusCode, body)
 	}
 
 	// Logging out ends the session.

@@ -69,9 +69,11 @@ function edgeVisible(e, q, mark) {
 }
 
 function layout(nodes) {
-  const byGroup = $("graph-group").value === "group";
+  // Grouping puts the nodes of a namespace, or of an owner, side by side
+  // on the circle.
+  const by = $("graph-group").value;
   const list = nodes.slice();
-  if (byGroup) list.sort((a, b) => (a.group + "/" + a.name).localeCompare(b.group + "/" + b.name));
+  if (by) list.sort((a, b) => ((a[by] || "~") + "/" + a.name).localeCompare((b[by] || "~") + "/" + b.name));
   const pos = new Map();
   const n = Math.max(list.length, 1);
   list.forEach((nd, i) => {
@@ -109,7 +111,7 @@ function drawGraph() {
     const c = document.createElementNS(NS, "circle");
     c.setAttribute("cx", p[0]); c.setAttribute("cy", p[1]); c.setAttribute("r", 4);
     const title = document.createElementNS(NS, "title");
-    title.textContent = nd.name + " (in " + nd.in + ", out " + nd.out + ")";
+    title.textContent = nd.name + (nd.owner ? " [owner " + nd.owner + "]" : "") + " (in " + nd.in + ", out " + nd.out + ")";
     c.append(title);
     frag.append(c);
     if (labels) {
