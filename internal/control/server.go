@@ -20,6 +20,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/ca"
+	"github.com/wardsec/ward/internal/dashboard"
 	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/vault"
 )
@@ -48,6 +49,12 @@ type Handler struct {
 	// AuditLog receives the audit records gateways and sidecars ship
 	// (POST /v1/audit); nil refuses them.
 	AuditLog *audit.Writer
+	// FlowRetention is how long flow records are kept; zero:
+	// DefaultFlowRetention.
+	FlowRetention time.Duration
+	// Dashboard keeps the dashboard's login links and sessions; nil: a
+	// new one when API is called.
+	Dashboard *dashboard.Auth
 	// Vault keeps the secrets (see secrets.go); nil: every vault endpoint
 	// answers that the vault is sealed.
 	Vault *vault.Vault
@@ -57,6 +64,7 @@ type Handler struct {
 	resCache  resourceCache // the newest parsed resource set
 
 	auditLocks logLocks // one shipped batch at a time per sending log
+	flowPrune  flowPrune
 
 	polls polls // long polls in progress, ended by StopPolls
 
@@ -146,6 +154,14 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("GET "+PathAPIKeyFeed, h.gateway(h.apiKeyFeed))
 	mux.HandleFunc("POST "+PathEdgeCert, h.gateway(h.edgeCert))
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
+	mux.HandleFunc("POST "+PathFlows, h.workload(h.ingestFlows))
+	mux.HandleFunc("GET "+PathFlows, h.operator(accessRead, h.listFlows))
+	if h.Dashboard == nil {
+		h.Dashboard = dashboard.NewAuth()
+		h.Dashboard.OnLogin = h.dashboardLoggedIn
+	}
+	mux.HandleFunc("POST "+PathDashboardLogin, h.operator(accessRead, h.dashboardLogin))
+	mux.Handle("/ui/", h.browser())
 	h.vaultRoutes(mux)
 	h.public(mux)
 	return h.recorded(h.secretPaths(mux))

@@ -156,7 +156,20 @@ func (t *tour) steps() []step {
 			"   ship to the server's log; a request's id joins the gateway's record to the sidecar's.", []call{
 			t.auditQuery("gateway.request"), t.auditQuery("sidecar.request"),
 		}},
-	}, t.detectionSteps()...)
+	}, append(t.detectionSteps(), step{"The dashboard: open this one-time link (valid 5 minutes) in a browser that trusts\n" +
+		"   \"$D/server/bundle.pem\" (or accept the warning) to see the services, the edges above with what\n" +
+		"   was denied and why, and least-privilege policies suggested from the traffic (flows arrive every 10 s).", []call{
+		t.dashboardLogin(),
+	}})...)
+}
+
+// dashboardLogin is `ward dashboard login`: it prints a one-time link.
+func (t *tour) dashboardLogin() call {
+	return call{cmd: `ward --data-dir "$D/server" dashboard login`, run: func(ctx context.Context) (string, error) {
+		var out strings.Builder
+		err := t.ward(ctx, &out, "--data-dir", filepath.Join(t.dir, "server"), "dashboard", "login")
+		return out.String(), err
+	}}
 }
 
 // secretGet is `ward secret get path` with the workload identity kept in

@@ -30,6 +30,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/authn"
+	"github.com/wardsec/ward/internal/flows"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/mesh"
 	"github.com/wardsec/ward/internal/pipeline"
@@ -87,7 +88,9 @@ type Config struct {
 	// Resilience tunes ejection, breaking and retries towards services.
 	Resilience mesh.Resilience
 	Events     audit.Sink
-	Log        *slog.Logger
+	// Flows counts every request per edge (see package flows); nil: none.
+	Flows *flows.Table
+	Log   *slog.Logger
 	// Registry serves /metrics; nil: a new one. Pass one to add metrics
 	// of your own (the audit spool's).
 	Registry *prometheus.Registry

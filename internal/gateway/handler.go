@@ -12,6 +12,7 @@ import (
 
 	"github.com/wardsec/ward/internal/audit"
 	"github.com/wardsec/ward/internal/authn"
+	"github.com/wardsec/ward/internal/flows"
 	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/policy"
@@ -325,9 +326,27 @@ func (g *Gateway) record(x *exchange) {
 	ev.Result = strconv.Itoa(status)
 	ev.HTTP.Status, ev.HTTP.BytesOut, ev.HTTP.LatencyUS = status, x.W.Bytes, elapsed.Microseconds()
 	g.metrics.observe(ev.HTTP.Route, ev.Decision, ev.Reason, status, elapsed)
+	if g.cfg.Flows != nil {
+		g.cfg.Flows.Observe(flowSample(&ev, elapsed))
+	}
 	if err := g.cfg.Events.Emit(context.WithoutCancel(x.R.Context()), ev); err != nil {
 		g.log.Error("access record not written", "request_id", x.ID, "err", err)
 	}
+}
+
+// flowSample is a request's record as an edge of the flows: from the API
+// key's application, or "public" without one, to the route's service
+// ("-" when no route matched).
+func flowSample(ev *audit.Event, elapsed time.Duration) flows.Sample {
+	src, dst := ev.App, ev.Service
+	if src == "" {
+		src = "public"
+	}
+	if dst == "" {
+		dst = "-"
+	}
+	return flows.Sample{Source: src, Dest: dst, Method: ev.HTTP.Method, Path: ev.HTTP.Path, Decision: ev.Decision,
+		Reason: ev.Reason, Policy: ev.HTTP.Route, Status: ev.HTTP.Status, Latency: elapsed}
 }
 
 // traceID returns the trace id of a W3C traceparent header, or "".

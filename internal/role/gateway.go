@@ -174,6 +174,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		cfg.Initial = &gateway.Snapshot{Origin: res.origin, Version: res.first.Version, Data: []byte(res.first.Documents)}
 	}
 	cfg.APIKeys, cfg.TrustDomain, cfg.Source, cfg.Log, cfg.Events = keys, src.Bundle().TrustDomain, src, log, events
+	flowShip := newFlowShipper(client, g.FlowInterval, log)
+	cfg.Flows = flowShip.table
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		return err
@@ -202,6 +204,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	})
 	grp.Go(func() error { return gw.Run(ctx) })
 	grp.Go(func() error { return spool.Run(ctx) })
+	grp.Go(func() error { return flowShip.Run(ctx) })
 	grp.Go(func() error {
 		// ACME's tls-alpn-01 needs the listener up while the first
 		// certificate is ordered, so the source starts beside the gateway.

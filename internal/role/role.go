@@ -50,6 +50,9 @@ type Workload struct {
 	// AuditFailOpen serves requests that cannot be recorded (a risk: the
 	// trail gets gaps). By default they fail.
 	AuditFailOpen bool
+	// FlowInterval is how often the proxy ships its flow counters (see
+	// package flows); 0: DefaultFlowInterval.
+	FlowInterval time.Duration
 	// Log receives the role's logs; nil: none.
 	Log *slog.Logger
 }

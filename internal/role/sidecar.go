@@ -52,6 +52,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	defer spool.Close()
 	cfg.Events = events
+	flowShip := newFlowShipper(client, s.FlowInterval, log)
+	cfg.Flows = flowShip.table
 	var res *serverResources
 	if cfg.ConfigFile == "" {
 		if res, err = followServer(ctx, client, s.DataDir, log); err != nil {
@@ -78,5 +80,6 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	grp.Go(func() error { return src.Run(ctx) })
 	grp.Go(func() error { return sc.Run(ctx) })
 	grp.Go(func() error { return spool.Run(ctx) })
+	grp.Go(func() error { return flowShip.Run(ctx) })
 	return ignoreCanceled(grp.Wait())
 }

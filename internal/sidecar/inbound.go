@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/flows"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/pipeline"
@@ -290,7 +291,36 @@ func (s *Sidecar) record(x *exchange) {
 	if !x.State.peer.id.IsZero() {
 		actor = x.State.peer.id.String()
 	}
-	s.metrics.observe(actor, s.cfg.Service, decision, x.W.Status, time.Since(x.Start))
+	elapsed := time.Since(x.Start)
+	s.metrics.observe(actor, s.cfg.Service, decision, x.W.Status, elapsed)
+	if s.cfg.Flows != nil {
+		s.cfg.Flows.Observe(s.flowSample(x, elapsed))
+	}
+}
+
+// flowSample is the request as an edge of the flows: from the caller's ID
+// path ("svc/catalog"; the whole ID outside the trust domain, "-" without
+// one) to this service, with the decision, dry runs that would have
+// denied as flows.WouldDeny.
+func (s *Sidecar) flowSample(x *exchange, elapsed time.Duration) flows.Sample {
+	st := &x.State
+	src := "-"
+	if id := st.peer.id; !id.IsZero() {
+		if id.TrustDomain() == s.cfg.TrustDomain {
+			src = id.Path()[1:]
+		} else {
+			src = id.String()
+		}
+	}
+	smp := flows.Sample{Source: src, Dest: s.cfg.Service, Method: x.R.Method, Path: x.R.URL.EscapedPath(), Decision: flows.Allow,
+		Reason: st.dec.Reason, Policy: st.dec.Policy, Status: x.W.Status, Latency: elapsed}
+	switch {
+	case x.Refusal.Refused():
+		smp.Decision, smp.Reason = flows.Deny, x.Refusal.Reason.Code
+	case st.dec.DryRun && st.dec.Reason != policy.ReasonAllowed:
+		smp.Decision = flows.WouldDeny
+	}
+	return smp
 }
 
 func setIfNotEmpty(h http.Header, k, v string) {

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wardsec/ward/internal/audit"
+	"github.com/wardsec/ward/internal/flows"
 	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/idtoken"
 	"github.com/wardsec/ward/internal/mesh"
@@ -57,6 +58,8 @@ type Config struct {
 	Source  *identity.Source
 	Log     *slog.Logger
 	Events  audit.Sink
+	// Flows counts every request per edge (see package flows); nil: none.
+	Flows *flows.Table
 	// Limits on what is accepted; zero values take defaults.
 	Limits Limits
 	// Bodies buffers request bodies under one process-wide budget; nil: a

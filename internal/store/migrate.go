@@ -120,6 +120,26 @@ CREATE TABLE secret_versions (
 	PRIMARY KEY (path, version)
 );
 `},
+	{5, `
+CREATE TABLE flows (
+	start_at   BIGINT NOT NULL,
+	end_at     BIGINT NOT NULL,
+	reporter   TEXT NOT NULL,
+	source     TEXT NOT NULL,
+	dest       TEXT NOT NULL,
+	method     TEXT NOT NULL,
+	path       TEXT NOT NULL,
+	decision   TEXT NOT NULL,
+	reason     TEXT NOT NULL,
+	policy     TEXT NOT NULL,
+	class      INTEGER NOT NULL,
+	count      BIGINT NOT NULL,
+	latency_us BIGINT NOT NULL,
+	buckets    TEXT NOT NULL
+);
+CREATE INDEX flows_end_at ON flows (end_at);
+CREATE INDEX flows_dest ON flows (dest, end_at);
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -163,6 +163,7 @@ type Store interface {
 
 	Resources
 	Secrets
+	Flows
 
 	Close() error
 }

@@ -107,6 +107,9 @@ func TestDemo(t *testing.T) {
 			regexp.MustCompile(`^NAME +CALLER .*\nauto-[0-9a-f]{12} +source 127\.0\.0\.1 .*DetectionRule/(credential-cycling|auth-failures)$`)},
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" ban remove auto-[0-9a-f]{12}$`),
 			regexp.MustCompile(`^lifted: version \d+ \(was \d+\)\n  -Ban/auto-[0-9a-f]{12}$`)},
+		// A one-time link into the dashboard (issue 17).
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" dashboard login$`),
+			regexp.MustCompile(`^https://\S+/ui/login\?token=[A-Za-z0-9_-]{43}(\nopen it in a browser before .*)?$`)},
 	}
 	if len(cmds) != len(expects) {
 		t.Fatalf("tour has %d commands, want %d:\n%s", len(cmds), len(expects), tour)
