@@ -15,7 +15,6 @@ import (
 	"github.com/wardsec/ward/internal/dashboard"
 	"github.com/wardsec/ward/internal/flows"
 	"github.com/wardsec/ward/internal/resource"
-	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/suggest"
 )
 
@@ -97,11 +96,7 @@ func (h *Handler) uiOperator(need access, next idHandler) http.HandlerFunc {
 		if !ok {
 			err = &httpError{status: http.StatusUnauthorized, code: "no_session", msg: "no dashboard session"}
 		} else if id, err = spiffeid.FromSegments(h.CA.TrustDomain(), "user", name); err == nil {
-			var op store.Operator
-			if op, err = h.role(r.Context(), name); err == nil && !allows(op.Role, need) {
-				err = &httpError{status: http.StatusForbidden, code: "role_forbids",
-					msg: fmt.Sprintf("operator %q is a %s and may not %s %s", name, op.Role, verb(r.Method), r.URL.Path)}
-			}
+			err = h.mayOperator(r, name, need)
 		}
 		if err != nil {
 			h.denied(r.Context(), audit.Event{Type: "dashboard.rbac", Actor: id.String(), Subject: r.Method + " " + r.URL.Path, Source: remote(r)}, err)

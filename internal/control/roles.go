@@ -78,11 +78,7 @@ func (h *Handler) operator(need access, next idHandler) http.HandlerFunc {
 		if !ok {
 			err = &httpError{status: http.StatusForbidden, code: "not_operator", msg: id.String() + " is not an operator"}
 		} else {
-			var op store.Operator
-			if op, err = h.role(r.Context(), name); err == nil && !allows(op.Role, need) {
-				err = &httpError{status: http.StatusForbidden, code: "role_forbids",
-					msg: fmt.Sprintf("operator %q is a %s and may not %s %s", name, op.Role, verb(r.Method), r.URL.Path)}
-			}
+			err = h.mayOperator(r, name, need)
 		}
 		if err != nil {
 			h.denied(r.Context(), audit.Event{Type: "control.rbac", Actor: id.String(), Subject: r.Method + " " + r.URL.Path, Source: remote(r)}, err)
@@ -91,6 +87,17 @@ func (h *Handler) operator(need access, next idHandler) http.HandlerFunc {
 		}
 		next(w, r, id)
 	})
+}
+
+// mayOperator returns nil when operator name's role grants need for r,
+// else the refusal. The admin API and the dashboard both decide by it.
+func (h *Handler) mayOperator(r *http.Request, name string, need access) error {
+	op, err := h.role(r.Context(), name)
+	if err == nil && !allows(op.Role, need) {
+		err = &httpError{status: http.StatusForbidden, code: "role_forbids",
+			msg: fmt.Sprintf("operator %q is a %s and may not %s %s", name, op.Role, verb(r.Method), r.URL.Path)}
+	}
+	return err
 }
 
 func verb(method string) string {
