@@ -99,6 +99,9 @@ func (h *Handler) answer(ctx context.Context, det *detect.Detection) {
 	if det.Target != "" {
 		fields["target"] = det.Target
 	}
+	if det.Signal == resource.SignalWAFHit && len(det.Details) > 0 {
+		fields["waf_rules"] = strings.Join(det.Details, ",")
+	}
 	if det.Ban() {
 		name, err := h.autoBan(ctx, det)
 		if err != nil {

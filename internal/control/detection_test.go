@@ -143,6 +143,11 @@ func TestEverySignalThroughIngest(t *testing.T) {
 	ship(gw, &gwSeq, many(200, func(i int) audit.Event { return req("203.0.113.3", "", 500, "", i) })...)
 	ship(gw, &gwSeq, many(10, func(i int) audit.Event { return req("203.0.113.4", "malformed_request", 400, "", i) })...)
 	ship(gw, &gwSeq, many(100, func(i int) audit.Event { return req("203.0.113.5", "", 200, "abcdefgh", i) })...)
+	ship(gw, &gwSeq, many(5, func(i int) audit.Event {
+		e := req("203.0.113.6", "waf", 403, "", i)
+		e.HTTP.WAF, e.HTTP.WAFRules, e.HTTP.WAFScore, e.HTTP.WAFLocation = "blocked", fmt.Sprintf("942100,9421%02d", 90+i%2), 10, "ARGS:id"
+		return e
+	})...)
 	ship(sc, &scSeq, audit.Event{Type: "sidecar.request", Subject: "spiffe://example.org/svc/orders", Actor: "spiffe://example.org/svc/catalog",
 		Service: "orders", Decision: "deny", Reason: "no_rule_matches", Source: "127.0.0.1:9", RequestID: "lateral-1"})
 
@@ -157,6 +162,7 @@ func TestEverySignalThroughIngest(t *testing.T) {
 		"malformed-requests": {"203.0.113.4", "ban"},
 		"replay":             {"203.0.113.5", "alert"},
 		"lateral-movement":   {"spiffe://example.org/svc/catalog", "alert"},
+		"waf-hits":           {"203.0.113.6", "ban"},
 	} {
 		e, ok := got[rule]
 		if !ok {
@@ -168,11 +174,15 @@ func TestEverySignalThroughIngest(t *testing.T) {
 			t.Errorf("%s: %+v", rule, e)
 		}
 	}
+	if w := got["waf-hits"].Fields; w["waf_rules"] != "942100,942190,942191" || w["count"] != "5" ||
+		w["samples"] != "203.0.113.6-0 203.0.113.6-1 203.0.113.6-2 203.0.113.6-3 203.0.113.6-4" {
+		t.Errorf("waf-hits evidence: %v", w)
+	}
 	cur, err := ts.operator.Resources(ctx, "Ban", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(cur.Documents, "kind: Ban"); n != 3 {
-		t.Errorf("%d bans, want 3 (auth-failures, credential-cycling, malformed-requests):\n%s", n, cur.Documents)
+	if n := strings.Count(cur.Documents, "kind: Ban"); n != 4 {
+		t.Errorf("%d bans, want 4 (auth-failures, credential-cycling, malformed-requests, waf-hits):\n%s", n, cur.Documents)
 	}
 }

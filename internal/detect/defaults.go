@@ -36,7 +36,15 @@ apiVersion: ward/v1
 kind: DetectionRule
 metadata: {name: lateral-movement}
 spec: {signal: lateral-movement, threshold: 1, window: 1m, response: alert}
+---
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: waf-hits}
+spec: {signal: waf-hit, threshold: 5, window: 1m, response: ban, banTTL: 15m}
 `
+
+// DefaultRuleCount is how many rules Ward ships.
+const DefaultRuleCount = 7
 
 var defaults = mustParse(defaultRules)
 

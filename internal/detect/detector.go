@@ -27,16 +27,23 @@ const evictSample = 8
 // maxSamples is how many request ids a detection carries as evidence.
 const maxSamples = 5
 
+// maxDetails is how many distinct details (WAF rule ids) a detection
+// carries as evidence.
+const maxDetails = 10
+
 // Detection is one firing of a rule, with its evidence.
 type Detection struct {
-	Rule     string
-	Signal   string
-	Caller   string // the source address, or the calling workload for lateral-movement
-	Target   string // what the caller reached, when the signal names it (lateral-movement: the service)
-	Count    int    // the signal's count in the window when the rule fired
-	Window   time.Duration
-	Samples  []string // request ids of records that counted
-	Response string   // ban or alert
+	Rule    string
+	Signal  string
+	Caller  string // the source address, or the calling workload for lateral-movement
+	Target  string // what the caller reached, when the signal names it (lateral-movement: the service)
+	Count   int    // the signal's count in the window when the rule fired
+	Window  time.Duration
+	Samples []string // request ids of records that counted
+	// Details is further evidence, when the signal has some (waf-hit:
+	// the WAF rule ids seen, at most maxDetails).
+	Details  []string
+	Response string // ban or alert
 	BanTTL   time.Duration
 	DryRun   bool
 	// Allowed is set when an AllowList names the caller: never banned.
@@ -55,6 +62,7 @@ type counter struct {
 	distinct  []uint64 // credential-cycling: the keys seen in the current window (at most the threshold)
 	prevDist  int
 	samples   []string
+	details   []string // waf-hit: the WAF rule ids seen in the current window
 	fired     time.Time
 }
 
@@ -80,7 +88,7 @@ func (c *counter) roll(now time.Time, window time.Duration) {
 		c.prev, c.prevDist = 0, 0
 		c.start = now
 	}
-	c.cur, c.distinct, c.samples = 0, c.distinct[:0], c.samples[:0]
+	c.cur, c.distinct, c.samples, c.details = 0, c.distinct[:0], c.samples[:0], c.details[:0]
 }
 
 type rule struct {
@@ -161,7 +169,7 @@ func (d *Detector) Configure(objs []resource.Object) {
 
 func specEqual(a, b *resource.DetectionRuleSpec) bool {
 	return a.Signal == b.Signal && a.Threshold == b.Threshold && a.Window == b.Window && slices.Equal(a.Reasons, b.Reasons) &&
-		a.Mode == b.Mode && a.Response == b.Response && a.BanTTL == b.BanTTL
+		a.Mode == b.Mode && a.Response == b.Response && a.BanTTL == b.BanTTL && a.WouldBlock == b.WouldBlock
 }
 
 // Tracked returns how many callers the rules track in all, and how many
@@ -243,6 +251,11 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 			}
 			caller = source
 			target = e.Field("method") + " " + e.Field("host") + e.Field("path")
+		case resource.SignalWAFHit:
+			if waf := e.Field("waf"); waf != "blocked" && (waf != "would_block" || !r.spec.WouldBlock) {
+				continue
+			}
+			caller = source
 		case resource.SignalLateral:
 			if !sidecar || !strings.Contains(e.Actor, "/svc/") {
 				continue
@@ -294,6 +307,9 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 				c.samples = append(c.samples, id)
 			}
 		}
+		if r.spec.Signal == resource.SignalWAFHit {
+			c.addDetails(e.Field("waf_rules"))
+		}
 		if int(est+0.5) < r.spec.Threshold {
 			continue
 		}
@@ -302,12 +318,24 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 		// ban is enforced, or the same attack after a ban was lifted).
 		c.fired = now
 		det := Detection{Rule: r.name, Signal: r.spec.Signal, Caller: caller, Target: target, Count: int(est + 0.5), Window: r.window,
-			Samples: slices.Clone(c.samples), Response: r.spec.Response, BanTTL: r.ttl, DryRun: r.spec.Mode == resource.ModeDryRun, Time: now}
-		c.cur, c.prev, c.prevDist, c.distinct, c.samples = 0, 0, 0, c.distinct[:0], c.samples[:0]
+			Samples: slices.Clone(c.samples), Details: slices.Clone(c.details), Response: r.spec.Response, BanTTL: r.ttl, DryRun: r.spec.Mode == resource.ModeDryRun, Time: now}
+		c.cur, c.prev, c.prevDist, c.distinct, c.samples, c.details = 0, 0, 0, c.distinct[:0], c.samples[:0], c.details[:0]
 		det.Allowed = d.allowed(caller)
 		out = append(out, det)
 	}
 	return out
+}
+
+// addDetails adds the ids of a comma-separated list not yet seen, up to
+// maxDetails.
+func (c *counter) addDetails(list string) {
+	for list != "" && len(c.details) < maxDetails {
+		id, rest, _ := strings.Cut(list, ",")
+		list = rest
+		if id = strings.TrimSpace(id); id != "" && !slices.Contains(c.details, id) {
+			c.details = append(c.details, id)
+		}
+	}
 }
 
 // allowed reports whether an AllowList names caller (an address or a
@@ -362,6 +390,6 @@ func (d *Detector) evict(r *rule, now time.Time) {
 }
 
 // MemoryBound is the documented bound of the detector's state with the
-// default rules and capacity: the tables of the six rules, each at most
-// DefaultCapacity callers of about 250 bytes.
-const MemoryBound = 6 * DefaultCapacity * 250
+// default rules and capacity: the tables of the default rules, each at
+// most DefaultCapacity callers of about 250 bytes.
+const MemoryBound = DefaultRuleCount * DefaultCapacity * 250

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,7 @@ func TestDefaultRulesFire(t *testing.T) {
 		{"error-rate", 200, func(i int) *audit.Event { return gw("203.0.113.3", "", 500, "", i) }, false},
 		{"malformed-requests", 10, func(i int) *audit.Event { return gw("203.0.113.4", "malformed_request", 400, "", i) }, true},
 		{"replay", 100, func(i int) *audit.Event { return gw("203.0.113.5", "", 200, "abcdefgh", i) }, false},
+		{"waf-hits", 5, func(i int) *audit.Event { return wafHit("203.0.113.6", "blocked", i) }, true},
 		{"lateral-movement", 1, func(i int) *audit.Event {
 			return &audit.Event{Time: t0, Type: "sidecar.request", Actor: "spiffe://example.org/svc/catalog", Service: "orders",
 				Decision: "deny", Reason: "no_rule_matches", Source: "127.0.0.1:5000", RequestID: "lat-1"}
@@ -86,6 +88,74 @@ func TestDefaultRulesFire(t *testing.T) {
 				t.Fatalf("detection %+v", det)
 			}
 		})
+	}
+}
+
+func wafHit(source, outcome string, i int) *audit.Event {
+	e := gw(source, "waf", 403, "", i)
+	if outcome == "would_block" {
+		e.Decision, e.Reason, e.HTTP.Status = "allow", "", 200
+	}
+	e.HTTP.WAF, e.HTTP.WAFScore, e.HTTP.WAFLocation = outcome, 10, "ARGS:id"
+	e.HTTP.WAFRules = fmt.Sprintf("942100,9421%02d", i%3)
+	return e
+}
+
+// TestWAFHits: the default waf-hits rule counts blocks, not dry-run
+// would-blocks nor matches under the threshold, and carries the WAF rule
+// ids seen; a rule with wouldBlock counts would-blocks too.
+func TestWAFHits(t *testing.T) {
+	if n := len(detect.Defaults()); n != detect.DefaultRuleCount {
+		t.Fatalf("%d default rules, DefaultRuleCount says %d", n, detect.DefaultRuleCount)
+	}
+	d := defaultDetector()
+	var evs []*audit.Event
+	for i := range 20 {
+		evs = append(evs, wafHit("203.0.113.20", "would_block", i), wafHit("203.0.113.20", "matched", i))
+	}
+	if got := fire(t, d, evs, "waf-hits"); len(got) != 0 {
+		t.Fatalf("would-blocks and matches fired the default rule: %+v", got)
+	}
+	evs = evs[:0]
+	for i := range 5 {
+		evs = append(evs, wafHit("203.0.113.21", "blocked", 100+i))
+	}
+	got := fire(t, d, evs, "waf-hits")
+	if len(got) != 1 {
+		t.Fatalf("detections %+v, want 1", got)
+	}
+	det := got[0]
+	if det.Caller != "203.0.113.21" || det.Count != 5 || !det.Ban() || det.BanTTL != 15*time.Minute ||
+		!slices.Equal(det.Samples, []string{"req-100", "req-101", "req-102", "req-103", "req-104"}) ||
+		!slices.Equal(det.Details, []string{"942100", "942101", "942102"}) {
+		t.Fatalf("detection %+v", det)
+	}
+
+	objs, err := resource.Parse("rules.yaml", []byte(`apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: waf-hits}
+spec: {signal: waf-hit, threshold: 3, wouldBlock: true, response: alert}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = defaultDetector(objs...)
+	got = fire(t, d, []*audit.Event{wafHit("203.0.113.22", "would_block", 0), wafHit("203.0.113.22", "matched", 1),
+		wafHit("203.0.113.22", "blocked", 2), wafHit("203.0.113.22", "would_block", 3)}, "waf-hits")
+	if len(got) != 1 || got[0].Count != 3 || got[0].Ban() {
+		t.Fatalf("wouldBlock rule: %+v", got)
+	}
+}
+
+// TestWAFWouldBlockOnlyForWAFHit: wouldBlock on another signal is refused.
+func TestWAFWouldBlockOnlyForWAFHit(t *testing.T) {
+	_, err := resource.Parse("rules.yaml", []byte(`apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: x}
+spec: {signal: replay, threshold: 3, wouldBlock: true}
+`))
+	if err == nil || !strings.Contains(err.Error(), "rules.yaml:4") || !strings.Contains(err.Error(), "wouldBlock") {
+		t.Fatalf("err = %v, want rules.yaml:4 ... wouldBlock", err)
 	}
 }
 
@@ -194,8 +264,8 @@ func TestSpray(t *testing.T) {
 	runtime.KeepAlive(d)
 	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	t.Logf("tracked %d callers, evicted %d, heap grew %d MiB", tracked, evicted, grown>>20)
-	if tracked > 6*capacity {
-		t.Errorf("tracked %d callers, more than 6 rules x %d", tracked, capacity)
+	if tracked > detect.DefaultRuleCount*capacity {
+		t.Errorf("tracked %d callers, more than %d rules x %d", tracked, detect.DefaultRuleCount, capacity)
 	}
 	if grown > detect.MemoryBound {
 		t.Errorf("heap grew %d bytes, more than the documented %d", grown, detect.MemoryBound)

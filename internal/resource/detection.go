@@ -40,10 +40,13 @@ const (
 	// on an edge (caller -> service) never seen before once the rule has
 	// watched for one window.
 	SignalLateral = "lateral-movement"
+	// SignalWAFHit: requests the WAF blocked (waf: blocked), and, when the
+	// rule sets wouldBlock, those a dry-run WAF rule would have blocked.
+	SignalWAFHit = "waf-hit"
 )
 
 // Signals lists the signals a rule may name.
-var Signals = []string{SignalAuthFailure, SignalCredentialCycling, SignalErrorRate, SignalHygiene, SignalReplay, SignalLateral}
+var Signals = []string{SignalAuthFailure, SignalCredentialCycling, SignalErrorRate, SignalHygiene, SignalReplay, SignalLateral, SignalWAFHit}
 
 // Responses of a DetectionRule.
 const (
@@ -72,6 +75,9 @@ type DetectionRuleSpec struct {
 	Response string `yaml:"response"`
 	// BanTTL is how long a ban lasts; default 15m, at most 30 days.
 	BanTTL string `yaml:"banTTL,omitempty"`
+	// WouldBlock makes waf-hit also count the requests a dry-run WAF
+	// would have blocked (waf: would_block).
+	WouldBlock bool `yaml:"wouldBlock,omitempty"`
 }
 
 // AllowListSpec names callers that detection never bans (health
@@ -128,6 +134,9 @@ func (s *DetectionRuleSpec) validate(v validator) {
 	}
 	if d, err := time.ParseDuration(s.Window); err != nil || d < time.Second || d > 24*time.Hour {
 		v.errorf("spec.window", "window %q: want a duration from 1s to 24h, such as 1m", s.Window)
+	}
+	if s.WouldBlock && s.Signal != SignalWAFHit {
+		v.errorf("spec.wouldBlock", "wouldBlock applies to the waf-hit signal only")
 	}
 	if len(s.Reasons) > 0 && s.Signal != SignalAuthFailure {
 		v.errorf("spec.reasons", "reasons apply to the auth-failure signal only")
