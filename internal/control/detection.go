@@ -102,6 +102,9 @@ func (h *Handler) answer(ctx context.Context, det *detect.Detection) {
 	if det.Signal == resource.SignalWAFHit && len(det.Details) > 0 {
 		fields["waf_rules"] = strings.Join(det.Details, ",")
 	}
+	if det.Signal == resource.SignalVolume {
+		fields["baseline"] = strconv.FormatFloat(det.Baseline, 'f', 1, 64)
+	}
 	if det.Ban() {
 		name, err := h.autoBan(ctx, det)
 		if err != nil {

@@ -148,6 +148,13 @@ func TestEverySignalThroughIngest(t *testing.T) {
 		e.HTTP.WAF, e.HTTP.WAFRules, e.HTTP.WAFScore, e.HTTP.WAFLocation = "blocked", fmt.Sprintf("942100,9421%02d", 90+i%2), 10, "ARGS:id"
 		return e
 	})...)
+	// A new caller's first minute has no baseline: 300 requests (the
+	// default minimum) from one API key are a volume spike.
+	ship(gw, &gwSeq, many(300, func(i int) audit.Event {
+		e := req("203.0.113.7", "", 200, "volumeaa", i)
+		e.HTTP.Path = fmt.Sprintf("/orders/%d", i) // distinct requests: not a replay
+		return e
+	})...)
 	ship(sc, &scSeq, audit.Event{Type: "sidecar.request", Subject: "spiffe://example.org/svc/orders", Actor: "spiffe://example.org/svc/catalog",
 		Service: "orders", Decision: "deny", Reason: "no_rule_matches", Source: "127.0.0.1:9", RequestID: "lateral-1"})
 
@@ -163,6 +170,7 @@ func TestEverySignalThroughIngest(t *testing.T) {
 		"replay":             {"203.0.113.5", "alert"},
 		"lateral-movement":   {"spiffe://example.org/svc/catalog", "alert"},
 		"waf-hits":           {"203.0.113.6", "ban"},
+		"volume-spike":       {"apikey:volumeaa", "alert"},
 	} {
 		e, ok := got[rule]
 		if !ok {
@@ -177,6 +185,9 @@ func TestEverySignalThroughIngest(t *testing.T) {
 	if w := got["waf-hits"].Fields; w["waf_rules"] != "942100,942190,942191" || w["count"] != "5" ||
 		w["samples"] != "203.0.113.6-0 203.0.113.6-1 203.0.113.6-2 203.0.113.6-3 203.0.113.6-4" {
 		t.Errorf("waf-hits evidence: %v", w)
+	}
+	if v := got["volume-spike"].Fields; v["count"] != "300" || v["baseline"] != "0.0" || v["samples"] == "" || v["ban"] != "" {
+		t.Errorf("volume-spike evidence: %v", v)
 	}
 	cur, err := ts.operator.Resources(ctx, "Ban", "")
 	if err != nil {

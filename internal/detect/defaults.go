@@ -41,10 +41,18 @@ apiVersion: ward/v1
 kind: DetectionRule
 metadata: {name: waf-hits}
 spec: {signal: waf-hit, threshold: 5, window: 1m, response: ban, banTTL: 15m}
+---
+# Alert only: a caller's own growth (a batch job, a launch) exceeds its
+# baseline too, and rate limits already cap what it can send; a person
+# decides, with the evidence, whether to ban.
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: volume-spike}
+spec: {signal: volume, threshold: 300, window: 1m, tolerance: 4, response: alert}
 `
 
 // DefaultRuleCount is how many rules Ward ships.
-const DefaultRuleCount = 7
+const DefaultRuleCount = 8
 
 var defaults = mustParse(defaultRules)
 

@@ -42,7 +42,10 @@ type Detection struct {
 	Samples []string // request ids of records that counted
 	// Details is further evidence, when the signal has some (waf-hit:
 	// the WAF rule ids seen, at most maxDetails).
-	Details  []string
+	Details []string
+	// Baseline is, for volume, the caller's baseline (requests per
+	// window) the count exceeded.
+	Baseline float64
 	Response string // ban or alert
 	BanTTL   time.Duration
 	DryRun   bool
@@ -64,6 +67,30 @@ type counter struct {
 	samples   []string
 	details   []string // waf-hit: the WAF rule ids seen in the current window
 	fired     time.Time
+	baseline  float64 // volume: exponentially weighted mean of past windows' counts
+	windows   int     // volume: how many windows the baseline has seen
+}
+
+// baselineWeight is the weight of the last window in a volume baseline:
+// it follows a change of habit within a few windows.
+const baselineWeight = 0.3
+
+// rollBaseline moves a volume counter's fixed window on to now, folding
+// each window that ended into the baseline (windows without requests
+// count as zero).
+func (c *counter) rollBaseline(now time.Time, window time.Duration) {
+	d := now.Sub(c.start)
+	if d < window {
+		return
+	}
+	k := int(d / window)
+	c.baseline = baselineWeight*float64(c.cur) + (1-baselineWeight)*c.baseline
+	for i := 1; i < k && i < 64 && c.baseline > 1e-3; i++ {
+		c.baseline *= 1 - baselineWeight
+	}
+	c.windows += k
+	c.start = c.start.Add(time.Duration(k) * window)
+	c.cur, c.samples = 0, c.samples[:0]
 }
 
 // estimate is the count over the last window at now.
@@ -169,7 +196,7 @@ func (d *Detector) Configure(objs []resource.Object) {
 
 func specEqual(a, b *resource.DetectionRuleSpec) bool {
 	return a.Signal == b.Signal && a.Threshold == b.Threshold && a.Window == b.Window && slices.Equal(a.Reasons, b.Reasons) &&
-		a.Mode == b.Mode && a.Response == b.Response && a.BanTTL == b.BanTTL && a.WouldBlock == b.WouldBlock
+		a.Mode == b.Mode && a.Response == b.Response && a.BanTTL == b.BanTTL && a.WouldBlock == b.WouldBlock && a.Tolerance == b.Tolerance
 }
 
 // Tracked returns how many callers the rules track in all, and how many
@@ -256,6 +283,19 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 				continue
 			}
 			caller = source
+		case resource.SignalVolume:
+			switch {
+			case e.Decision == "deny" || !gateway && !sidecar:
+				continue // refusals are other signals'
+			case keyPrefix != "":
+				caller = "apikey:" + keyPrefix
+			case e.User != "":
+				caller = "user:" + e.User
+			case sidecar:
+				caller = e.Actor
+			default:
+				caller = source
+			}
 		case resource.SignalLateral:
 			if !sidecar || !strings.Contains(e.Actor, "/svc/") {
 				continue
@@ -286,6 +326,12 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 			}
 			c = &counter{start: now}
 			r.callers[key] = c
+		}
+		if r.spec.Signal == resource.SignalVolume {
+			if det, ok := d.volume(r, c, e, caller, now); ok {
+				out = append(out, det)
+			}
+			continue
 		}
 		c.roll(now, r.window)
 		var est float64
@@ -324,6 +370,26 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 		out = append(out, det)
 	}
 	return out
+}
+
+// volume counts one request of caller and fires when the current window
+// reaches the rule's threshold and exceeds the baseline times the
+// tolerance, once per window.
+func (d *Detector) volume(r *rule, c *counter, e *audit.Event, caller string, now time.Time) (Detection, bool) {
+	c.rollBaseline(now, r.window)
+	c.cur++
+	if id := e.RequestID; len(c.samples) < maxSamples && (id != "" || e.HTTP.RequestID != "") {
+		if id == "" {
+			id = e.HTTP.RequestID
+		}
+		c.samples = append(c.samples, id)
+	}
+	if c.cur < r.spec.Threshold || float64(c.cur) <= c.baseline*r.spec.Tolerance || !c.fired.Before(c.start) {
+		return Detection{}, false
+	}
+	c.fired = now
+	return Detection{Rule: r.name, Signal: r.spec.Signal, Caller: caller, Count: c.cur, Window: r.window, Samples: slices.Clone(c.samples),
+		Baseline: c.baseline, Response: r.spec.Response, DryRun: r.spec.Mode == resource.ModeDryRun, Allowed: d.allowed(caller), Time: now}, true
 }
 
 // addDetails adds the ids of a comma-separated list not yet seen, up to

@@ -159,6 +159,67 @@ spec: {signal: replay, threshold: 3, wouldBlock: true}
 	}
 }
 
+// volumeRun sends, from one API key, perMinute[m] requests spread over
+// minute m, and returns the volume-spike detections.
+func volumeRun(t *testing.T, d *detect.Detector, key string, perMinute ...int) []detect.Detection {
+	t.Helper()
+	var out []detect.Detection
+	for m, n := range perMinute {
+		for i := range n {
+			e := gw("203.0.113.30", "", 200, key, i)
+			e.Time = t0.Add(time.Duration(m)*time.Minute + time.Duration(i)*time.Minute/time.Duration(n))
+			e.RequestID = fmt.Sprintf("m%d-%d", m, i)
+			out = append(out, fire(t, d, []*audit.Event{e}, "volume-spike")...)
+		}
+	}
+	return out
+}
+
+// TestVolumeSpike: a caller far above its own baseline fires the
+// default volume-spike rule (an alert, once per window) with the
+// baseline as evidence; a steady caller, even a busy one, and a quiet
+// caller's first small burst do not fire.
+func TestVolumeSpike(t *testing.T) {
+	steady := make([]int, 30)
+	for i := range steady {
+		steady[i] = 1000 // busy but steady: above the minimum, never above 4 x its baseline after the first window
+	}
+	d := defaultDetector()
+	// The first window has no baseline yet: a busy new caller fires once,
+	// then never while steady.
+	if got := volumeRun(t, d, "steadyaa", steady...); len(got) != 1 || got[0].Time.After(t0.Add(time.Minute)) {
+		t.Fatalf("steady caller: %d detections %+v, want 1 in its first minute", len(got), got)
+	}
+	if got := volumeRun(t, defaultDetector(), "quietaaa", 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 200); len(got) != 0 {
+		t.Fatalf("a quiet caller's burst under the minimum fired: %+v", got)
+	}
+	got := volumeRun(t, defaultDetector(), "spikeaaa", 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 1000, 1000)
+	// Once per window: in the second minute of 1000 the baseline has
+	// followed (0.3 x 1000 + 0.7 x 97 = 368, x 4 > 1000).
+	if len(got) != 1 {
+		t.Fatalf("spike: %d detections %+v, want 1", len(got), got)
+	}
+	det := got[0]
+	if det.Rule != "volume-spike" || det.Caller != "apikey:spikeaaa" || det.Ban() || det.Response != resource.ResponseAlert ||
+		det.Baseline < 90 || det.Baseline > 100 || det.Count != int(det.Baseline*4)+1 || det.Samples[0] != "m10-0" || len(det.Samples) != 5 {
+		t.Fatalf("detection %+v", det)
+	}
+}
+
+// TestVolumeRefusesBan: a volume rule only alerts.
+func TestVolumeRefusesBan(t *testing.T) {
+	for doc, want := range map[string]string{
+		"{signal: volume, threshold: 3, response: ban, banTTL: 1m}": "volume can only alert",
+		"{signal: volume, threshold: 3, tolerance: 1}":              "tolerance 1",
+		"{signal: replay, threshold: 3, tolerance: 2}":              "volume signal only",
+	} {
+		_, err := resource.Parse("rules.yaml", []byte("apiVersion: ward/v1\nkind: DetectionRule\nmetadata: {name: x}\nspec: "+doc+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "rules.yaml:4") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want rules.yaml:4 ... %s", doc, err, want)
+		}
+	}
+}
+
 // TestLateralNewEdge: after one window of learning, a call on an edge
 // never seen fires lateral-movement even when policy allows it.
 func TestLateralNewEdge(t *testing.T) {

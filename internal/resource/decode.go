@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"strconv"
@@ -232,6 +233,19 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 				return
 			}
 			v.SetInt(i)
+		}
+	case reflect.Float64:
+		tag := "!!float"
+		if n.ShortTag() == "!!int" {
+			tag = "!!int"
+		}
+		if d.scalar(n, path, tag, "a number") {
+			f, err := strconv.ParseFloat(n.Value, 64)
+			if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+				d.fail(n, path, "invalid number %s", n.Value)
+				return
+			}
+			v.SetFloat(f)
 		}
 	case reflect.Bool:
 		if d.scalar(n, path, "!!bool", "a boolean") {

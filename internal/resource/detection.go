@@ -43,10 +43,16 @@ const (
 	// SignalWAFHit: requests the WAF blocked (waf: blocked), and, when the
 	// rule sets wouldBlock, those a dry-run WAF rule would have blocked.
 	SignalWAFHit = "waf-hit"
+	// SignalVolume: requests per window above the caller's own baseline
+	// (an exponentially weighted mean of its past windows) times the
+	// rule's tolerance, counted per API key, else per user, else per
+	// source address; the threshold is the least count that can fire, so
+	// a quiet caller's first burst is not flagged.
+	SignalVolume = "volume"
 )
 
 // Signals lists the signals a rule may name.
-var Signals = []string{SignalAuthFailure, SignalCredentialCycling, SignalErrorRate, SignalHygiene, SignalReplay, SignalLateral, SignalWAFHit}
+var Signals = []string{SignalAuthFailure, SignalCredentialCycling, SignalErrorRate, SignalHygiene, SignalReplay, SignalLateral, SignalWAFHit, SignalVolume}
 
 // Responses of a DetectionRule.
 const (
@@ -78,6 +84,9 @@ type DetectionRuleSpec struct {
 	// WouldBlock makes waf-hit also count the requests a dry-run WAF
 	// would have blocked (waf: would_block).
 	WouldBlock bool `yaml:"wouldBlock,omitempty"`
+	// Tolerance is, for volume, the factor over the caller's baseline
+	// that fires the rule; default 3, from 1.1 to 1000.
+	Tolerance float64 `yaml:"tolerance,omitempty"`
 }
 
 // AllowListSpec names callers that detection never bans (health
@@ -100,9 +109,12 @@ func (s *DetectionRuleSpec) setDefaults() {
 	}
 	if s.Response == "" {
 		s.Response = ResponseBan
-		if s.Signal == SignalErrorRate || s.Signal == SignalLateral {
+		if s.Signal == SignalErrorRate || s.Signal == SignalLateral || s.Signal == SignalVolume {
 			s.Response = ResponseAlert
 		}
+	}
+	if s.Signal == SignalVolume && s.Tolerance == 0 {
+		s.Tolerance = 3
 	}
 	if s.BanTTL == "" && s.Response == ResponseBan {
 		s.BanTTL = "15m"
@@ -138,6 +150,12 @@ func (s *DetectionRuleSpec) validate(v validator) {
 	if s.WouldBlock && s.Signal != SignalWAFHit {
 		v.errorf("spec.wouldBlock", "wouldBlock applies to the waf-hit signal only")
 	}
+	if s.Tolerance != 0 && s.Signal != SignalVolume {
+		v.errorf("spec.tolerance", "tolerance applies to the volume signal only")
+	}
+	if s.Signal == SignalVolume && (s.Tolerance < 1.1 || s.Tolerance > 1000) {
+		v.errorf("spec.tolerance", "tolerance %v: want a factor from 1.1 to 1000", s.Tolerance)
+	}
 	if len(s.Reasons) > 0 && s.Signal != SignalAuthFailure {
 		v.errorf("spec.reasons", "reasons apply to the auth-failure signal only")
 	}
@@ -155,6 +173,9 @@ func (s *DetectionRuleSpec) validate(v validator) {
 	case ResponseBan:
 		if s.Signal == SignalLateral {
 			v.errorf("spec.response", "lateral-movement can only alert: a workload's identity is not banned automatically")
+		}
+		if s.Signal == SignalVolume {
+			v.errorf("spec.response", "volume can only alert: its caller may be an API key or a user, and growth is not an attack by itself")
 		}
 		if d, err := time.ParseDuration(s.BanTTL); err != nil || d < time.Second || d > 30*24*time.Hour {
 			v.errorf("spec.banTTL", "banTTL %q: want a duration from 1s to 720h, such as 15m", s.BanTTL)
