@@ -132,6 +132,17 @@ func (h *Handler) autoBan(ctx context.Context, det *detect.Detection) (string, e
 	obj := resource.Object{APIVersion: resource.APIVersion, Kind: resource.KindBan, Metadata: resource.Metadata{Name: name}, Spec: spec}
 	_, err := h.apply(ctx, h.serverID(), change{action: "detect", system: true,
 		next: func(cur *resourceSet) ([]resource.Object, error) {
+			// A ban in force that lasts about as long already answers:
+			// records still in flight from the banned caller fire the rule
+			// again, and rewriting the ban for each would send every proxy
+			// a new version many times a second. It is extended once a
+			// minute at most.
+			for _, o := range cur.objs {
+				if b, ok := o.Spec.(*resource.BanSpec); ok && o.Kind == resource.KindBan && o.Metadata.Name == name &&
+					b.Source == spec.Source && !b.ExpiresAt().Before(spec.ExpiresAt().Add(-time.Minute)) {
+					return cur.objs, nil
+				}
+			}
 			return resource.Merge(cur.objs, []resource.Object{obj}), nil
 		}})
 	return name, err
