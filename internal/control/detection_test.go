@@ -197,3 +197,37 @@ func TestEverySignalThroughIngest(t *testing.T) {
 		t.Errorf("%d bans, want 4 (auth-failures, credential-cycling, malformed-requests, waf-hits):\n%s", n, cur.Documents)
 	}
 }
+
+// TestDetectionBanNotRewritten: records still in flight from a caller
+// already banned fire the rule again, but the ban in force is kept as
+// it is: one ban.add, no new version per firing.
+func TestDetectionBanNotRewritten(t *testing.T) {
+	events := &audit.Recorder{}
+	ts := startServer(t, func(c *control.ServerConfig) { c.Events = events })
+	ctx := t.Context()
+	if _, err := ts.operator.Apply(ctx, files(teams)); err != nil {
+		t.Fatal(err)
+	}
+	gw := ts.gatewayClient(t, "edge")
+	recs := make([]control.ShippedRecord, 15)
+	for i := range recs {
+		recs[i] = control.ShippedRecord{Seq: uint64(i + 1), Event: audit.Event{Type: "gateway.request", Subject: "spiffe://example.org/gateway/edge", Time: time.Now(), Decision: "deny",
+			Reason: "apikey_unknown", Source: "203.0.113.40:1", RequestID: fmt.Sprintf("r%d", i),
+			HTTP: audit.HTTP{Status: 401, KeyPrefix: fmt.Sprintf("bbbbbb%02d", i), Method: "GET", Host: "api", Path: "/orders/1"}}}
+	}
+	if _, err := gw.ShipAudit(ctx, testLog, recs); err != nil {
+		t.Fatal(err)
+	}
+	fired := 0
+	for _, e := range findEvents(events, control.EventDetection) {
+		if e.Reason == "credential-cycling" && e.Fields["ban"] != "" {
+			fired++
+		}
+	}
+	if fired != 3 {
+		t.Fatalf("credential-cycling fired %d times with a ban, want 3 (15 keys, 5 a firing)", fired)
+	}
+	if n, m := len(findEvents(events, "ban.add")), len(findEvents(events, "ban.change")); n != 1 || m != 0 {
+		t.Fatalf("%d ban.add and %d ban.change, want 1 and 0", n, m)
+	}
+}
