@@ -139,6 +139,7 @@ type Detector struct {
 	capacity int
 	seed     maphash.Seed
 	evicted  uint64
+	buf      []byte // a volume caller's key, for the lookup
 }
 
 // New returns a detector tracking at most capacity callers per rule (0:
@@ -251,6 +252,7 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 	var out []Detection
 	for _, r := range d.rules {
 		caller, target, item := "", "", uint64(0)
+		kind := "" // volume: what caller is, when not an address or a workload
 		switch r.spec.Signal {
 		case resource.SignalAuthFailure:
 			if e.Decision != "deny" || (r.reasons != nil && !r.reasons[e.Reason]) || (r.reasons == nil && !authReason(e.Reason)) {
@@ -288,9 +290,9 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 			case e.Decision == "deny" || !gateway && !sidecar:
 				continue // refusals are other signals'
 			case keyPrefix != "":
-				caller = "apikey:" + keyPrefix
+				kind, caller = "apikey:", keyPrefix
 			case e.User != "":
-				caller = "user:" + e.User
+				kind, caller = "user:", e.User
 			case sidecar:
 				caller = e.Actor
 			default:
@@ -319,7 +321,16 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 		if r.spec.Signal == resource.SignalReplay {
 			key = caller + "\x00" + target + "\x00" + keyPrefix + "\x00" + e.User
 		}
-		c := r.callers[key]
+		var c *counter
+		if kind != "" { // looked up without building the string
+			d.buf = append(append(d.buf[:0], kind...), caller...)
+			c = r.callers[string(d.buf)]
+			if c == nil {
+				key = string(d.buf)
+			}
+		} else {
+			c = r.callers[key]
+		}
 		if c == nil {
 			if len(r.callers) >= d.capacity {
 				d.evict(r, now)
@@ -328,7 +339,7 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 			r.callers[key] = c
 		}
 		if r.spec.Signal == resource.SignalVolume {
-			if det, ok := d.volume(r, c, e, caller, now); ok {
+			if det, ok := d.volume(r, c, e, kind, caller, now); ok {
 				out = append(out, det)
 			}
 			continue
@@ -375,7 +386,7 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 // volume counts one request of caller and fires when the current window
 // reaches the rule's threshold and exceeds the baseline times the
 // tolerance, once per window.
-func (d *Detector) volume(r *rule, c *counter, e *audit.Event, caller string, now time.Time) (Detection, bool) {
+func (d *Detector) volume(r *rule, c *counter, e *audit.Event, kind, caller string, now time.Time) (Detection, bool) {
 	c.rollBaseline(now, r.window)
 	c.cur++
 	if id := e.RequestID; len(c.samples) < maxSamples && (id != "" || e.HTTP.RequestID != "") {
@@ -388,6 +399,7 @@ func (d *Detector) volume(r *rule, c *counter, e *audit.Event, caller string, no
 		return Detection{}, false
 	}
 	c.fired = now
+	caller = kind + caller
 	return Detection{Rule: r.name, Signal: r.spec.Signal, Caller: caller, Count: c.cur, Window: r.window, Samples: slices.Clone(c.samples),
 		Baseline: c.baseline, Response: r.spec.Response, DryRun: r.spec.Mode == resource.ModeDryRun, Allowed: d.allowed(caller), Time: now}, true
 }
