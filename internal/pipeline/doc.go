@@ -11,9 +11,9 @@
 // the reason's code, never the detail — and the role's Record hook writes
 // the record once the request is over.
 //
-// The gateway's stages are hygiene, admit, route, authenticate,
-// authorize, limit, waf and forward; the sidecar's hygiene, identify,
-// authorize, waf, record (before the app sees anything: what cannot be
+// The gateway's stages are hygiene, ban, admit, route, authenticate,
+// ban-user, authorize, limit, waf and forward; the sidecar's hygiene, ban,
+// identify, authorize, waf, record (before the app sees anything: what cannot be
 // recorded is not forwarded), body and forward. The waf stage receives
 // the body itself when its rules read it, and the body stage then has
 // nothing left to do.
