@@ -126,7 +126,7 @@ func TestDashboardAccess(t *testing.T) {
 			t.Errorf("%s has inline script or style", path)
 		}
 	}
-	for _, path := range []string{"/ui/api/graph", "/ui/api/session", "/ui/api/why?request_id=x", "/ui/api/certs", "/ui/api/audit"} {
+	for _, path := range []string{"/ui/api/graph", "/ui/api/session", "/ui/api/why?request_id=x", "/ui/api/certs", "/ui/api/audit", "/ui/api/bans"} {
 		if resp, body := anon.do("GET", path, nil, nil); resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("GET %s without a session: %d %s", path, resp.StatusCode, body)
 		}
@@ -176,6 +176,9 @@ func TestDashboardAccess(t *testing.T) {
 	auditor.login(ts.operatorClient(t, "audra", "auditor"))
 	if resp, body := auditor.do("GET", "/ui/api/certs?all=1", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, "spiffe://") {
 		t.Errorf("certificates as auditor: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := auditor.do("GET", "/ui/api/bans", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"bans":[`) || !strings.Contains(body, `"alerts":`) {
+		t.Errorf("bans as auditor: %d %s", resp.StatusCode, body)
 	}
 	resp, body = auditor.do("POST", "/ui/api/suggest/dry-run", doc, map[string]string{dashboard.HeaderCSRF: auditor.csrf})
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "role_forbids") {
