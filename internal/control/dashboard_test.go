@@ -216,3 +216,28 @@ func TestDashboardAccess(t *testing.T) {
 		t.Errorf("dashboard.login records: %v; want admin's and audra's logins and 3 refused links", logins)
 	}
 }
+
+// TestDashboardBans: an operator with a read-only role sees the active
+// bans, with whom they name, why, until when and who made them; a session
+// is needed.
+func TestDashboardBans(t *testing.T) {
+	ts := startServer(t, nil)
+	if _, err := ts.operator.Apply(t.Context(), files(teams)); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(time.Hour).Truncate(time.Second)
+	if _, err := ts.operator.Apply(t.Context(), files(banYAML("long", "apiKey: abcdefgh", end))); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := ts.browser(t).do("GET", "/ui/api/bans", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("bans without a session: %d %s", resp.StatusCode, body)
+	}
+	auditor := ts.browser(t)
+	auditor.login(ts.operatorClient(t, "audra", "auditor"))
+	resp, body := auditor.do("GET", "/ui/api/bans", nil, nil)
+	for _, want := range []string{`"name":"long"`, `"kind":"api_key"`, `"target":"abcdefgh"`, `"reason":"brute force"`, `"by":"operator admin"`, `"expires":"` + end.UTC().Format(time.RFC3339) + `"`} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("bans as auditor: %d %s, want %s", resp.StatusCode, body, want)
+		}
+	}
+}
