@@ -80,6 +80,7 @@ func (h *Handler) browser() http.Handler {
 	api.HandleFunc("POST /ui/api/suggest/dry-run", h.uiOperator(accessResources, h.uiSuggestDryRun))
 	api.HandleFunc("GET /ui/api/certs", h.uiOperator(accessRead, h.listCerts))
 	api.HandleFunc("GET /ui/api/audit", h.uiOperator(accessRead, h.uiAudit))
+	api.HandleFunc("GET /ui/api/bans", h.uiOperator(accessRead, h.uiBans))
 	api.HandleFunc("/ui/api/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", msg: "no such dashboard route"})
 	})
@@ -495,4 +496,39 @@ func (h *Handler) uiAudit(w http.ResponseWriter, r *http.Request, _ spiffeid.ID)
 		return
 	}
 	writeJSON(w, http.StatusOK, auditViews(recs))
+}
+
+// banView is one active ban as the dashboard shows it.
+type banView struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Target  string `json:"target"`
+	Reason  string `json:"reason"`
+	Expires string `json:"expires"`
+	By      string `json:"by,omitempty"`
+}
+
+// uiBans lists the active bans and the detections of the last day.
+func (h *Handler) uiBans(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
+	cur, err := h.current(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	now := time.Now()
+	bans := []banView{}
+	for _, o := range cur.objs {
+		s, ok := o.Spec.(*resource.BanSpec)
+		if !ok || o.Kind != resource.KindBan || !s.ExpiresAt().After(now) {
+			continue
+		}
+		kind, target := banTarget(s)
+		bans = append(bans, banView{Name: o.Metadata.Name, Kind: kind, Target: target, Reason: s.Reason, Expires: s.Expires, By: s.By})
+	}
+	recs, err := h.auditSearch(r.Context(), audit.Filter{Type: EventDetection, Since: now.Add(-24 * time.Hour)}, "", maxAuditResults)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"bans": bans, "alerts": auditViews(recs)})
 }

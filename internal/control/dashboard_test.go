@@ -126,7 +126,7 @@ func TestDashboardAccess(t *testing.T) {
 			t.Errorf("%s has inline script or style", path)
 		}
 	}
-	for _, path := range []string{"/ui/api/graph", "/ui/api/session", "/ui/api/why?request_id=x", "/ui/api/certs", "/ui/api/audit"} {
+	for _, path := range []string{"/ui/api/graph", "/ui/api/session", "/ui/api/why?request_id=x", "/ui/api/certs", "/ui/api/audit", "/ui/api/bans"} {
 		if resp, body := anon.do("GET", path, nil, nil); resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("GET %s without a session: %d %s", path, resp.StatusCode, body)
 		}
@@ -177,6 +177,9 @@ func TestDashboardAccess(t *testing.T) {
 	if resp, body := auditor.do("GET", "/ui/api/certs?all=1", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, "spiffe://") {
 		t.Errorf("certificates as auditor: %d %s", resp.StatusCode, body)
 	}
+	if resp, body := auditor.do("GET", "/ui/api/bans", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"bans":[`) || !strings.Contains(body, `"alerts":`) {
+		t.Errorf("bans as auditor: %d %s", resp.StatusCode, body)
+	}
 	resp, body = auditor.do("POST", "/ui/api/suggest/dry-run", doc, map[string]string{dashboard.HeaderCSRF: auditor.csrf})
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "role_forbids") {
 		t.Errorf("dry run as auditor: %d %s, want 403 role_forbids", resp.StatusCode, body)
@@ -211,5 +214,30 @@ func TestDashboardAccess(t *testing.T) {
 	}
 	if logins["allow spiffe://example.org/user/admin"] != 1 || logins["allow spiffe://example.org/user/audra"] != 1 || logins["deny "] != 3 {
 		t.Errorf("dashboard.login records: %v; want admin's and audra's logins and 3 refused links", logins)
+	}
+}
+
+// TestDashboardBans: an operator with a read-only role sees the active
+// bans, with whom they name, why, until when and who made them; a session
+// is needed.
+func TestDashboardBans(t *testing.T) {
+	ts := startServer(t, nil)
+	if _, err := ts.operator.Apply(t.Context(), files(teams)); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(time.Hour).Truncate(time.Second)
+	if _, err := ts.operator.Apply(t.Context(), files(banYAML("long", "apiKey: abcdefgh", end))); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := ts.browser(t).do("GET", "/ui/api/bans", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("bans without a session: %d %s", resp.StatusCode, body)
+	}
+	auditor := ts.browser(t)
+	auditor.login(ts.operatorClient(t, "audra", "auditor"))
+	resp, body := auditor.do("GET", "/ui/api/bans", nil, nil)
+	for _, want := range []string{`"name":"long"`, `"kind":"api_key"`, `"target":"abcdefgh"`, `"reason":"brute force"`, `"by":"operator admin"`, `"expires":"` + end.UTC().Format(time.RFC3339) + `"`} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("bans as auditor: %d %s, want %s", resp.StatusCode, body, want)
+		}
 	}
 }
