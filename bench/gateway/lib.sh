@@ -71,6 +71,9 @@ bench_init() {
 	# that $! is the process itself and the trap stops it.
 	PIN_CLIENT=(nice -n "$NICE" taskset -c "$CLIENT_CPU")
 	PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
+	# SIDECAR_CPU pins Ward's sidecars elsewhere (e.g. 0, beside the app, as
+	# on a host of its own); by default they share the proxies' CPU.
+	PIN_SIDECAR=(nice -n "$NICE" taskset -c "${SIDECAR_CPU:-$PROXY_CPU}")
 	HZ=$(getconf CLK_TCK)
 }
 

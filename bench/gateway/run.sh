@@ -56,6 +56,10 @@
 #                       the sidecar's pipelines (BenchmarkStages, in process:
 #                       CPU ns and allocations each stage adds)
 #   NICE [0]            niceness of every benchmark process
+#   SIDECAR_CPU [the proxies' CPU]  where Ward's sidecars run: 0 puts them
+#                       beside h2load and the app, as if on a host of their
+#                       own, so gateway and sidecar stop taking turns on one
+#                       core (compare the added latency with and without)
 #   WARD_SRC [this checkout]  the Ward source tree to build ward from (a
 #                       clean export of a commit when the working tree is
 #                       busy: git archive HEAD | tar -x -C DIR)
@@ -348,7 +352,7 @@ EOF
 		HDRS[$s]="x-api-key: $APIKEY"$'\n'"authorization: Bearer $JWT"
 	fi
 	if [[ -z ${4:-} ]]; then
-		GOMAXPROCS=1 "${PIN_PROXY[@]}" "$WARD" sidecar --service app --listen "$sidecar" --app "127.0.0.1:$APP_PORT" \
+		GOMAXPROCS=1 "${PIN_SIDECAR[@]}" "$WARD" sidecar --service app --listen "$sidecar" --app "127.0.0.1:$APP_PORT" \
 			--outbound "" --config "$T/$s.yaml" --token "$(token svc/app)" --data-dir "$T/$s-sidecar" \
 			--server "$SERVER" --bundle "$BUNDLE" --log-level warn --audit-sync-interval "$sync" >"$T/$s-sidecar.log" 2>&1 &
 		PIDS+=($!)
