@@ -223,10 +223,10 @@ func (r *resilient) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, ErrBreakerOpen
 	}
 	r.u.budget.Request()
-	resp, err := r.try(req)
+	resp, host, err := r.try(req, "")
 	none := errors.Is(err, proxy.ErrNoEndpoints)
 	if err != nil && !none && req.Context().Err() == nil && r.u.budget.CanRetryRequest(req) {
-		resp, err = r.try(req)
+		resp, _, err = r.try(req, host) // elsewhere, when there is elsewhere
 		none = errors.Is(err, proxy.ErrNoEndpoints)
 	}
 	// A caller that hung up says nothing about the upstream: it must not
@@ -237,14 +237,20 @@ func (r *resilient) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// try sends req to one endpoint picked by the ejector and reports how the
-// endpoint did (the request is outstanding there until its response
+// try sends req to one endpoint picked by the ejector, other than avoid
+// when it can, and reports how the endpoint did (the request is outstanding there until its response
 // headers arrive or it fails). Each endpoint has its own connections (the pool is keyed
 // by the URL's host), so load spreads and a dead one is left alone.
-func (r *resilient) try(req *http.Request) (*http.Response, error) {
-	l, err := r.u.hosts.Pick()
+func (r *resilient) try(req *http.Request, avoid string) (*http.Response, string, error) {
+	var l proxy.Lease
+	var err error
+	if avoid == "" {
+		l, err = r.u.hosts.Pick()
+	} else {
+		l, err = r.u.hosts.PickOther(avoid)
+	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out, u := *req, *req.URL
 	u.Host = l.Host
@@ -258,7 +264,7 @@ func (r *resilient) try(req *http.Request) (*http.Response, error) {
 	default:
 		r.u.hosts.Done(l, proxy.Failed)
 	}
-	return resp, err
+	return resp, l.Host, err
 }
 
 // gatewayError reports statuses that say the upstream's sidecar, not its

@@ -123,6 +123,16 @@ func (e *Ejector) SetHosts(hosts []string) {
 // none at all, or ErrAllEjected, saying when the first one comes back,
 // when every one is ejected; a failed Pick has nothing to give back.
 func (e *Ejector) Pick() (Lease, error) {
+	return e.pick("")
+}
+
+// PickOther is Pick for a retry: it avoids host (the endpoint that just
+// failed) unless no other endpoint is in.
+func (e *Ejector) PickOther(host string) (Lease, error) {
+	return e.pick(host)
+}
+
+func (e *Ejector) pick(avoid string) (Lease, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := len(e.hosts)
@@ -131,30 +141,21 @@ func (e *Ejector) Pick() (Lease, error) {
 	}
 	now := e.cfg.Now()
 	var best *endpoint
-	if n == 1 {
-		if ep := e.hosts[0]; e.in(ep, now) {
-			best = ep
-		}
-	} else {
-		// Two draws (distinct when n > 1); an ejected draw is replaced by a
-		// walk from it to the next endpoint in, so ejections cost a few
-		// steps, not a scan per pick.
-		r := rand.Uint64()
-		i := int(r % uint64(n))
-		j := int((r >> 32) % uint64(n-1))
-		if j >= i {
-			j++
-		}
-		a, b := e.walk(i, now), e.walk(j, now)
-		switch {
-		case a == nil:
-			best = b
-		case b == nil || a.outstanding <= b.outstanding:
-			best = a
-		default:
-			best = b
+	if avoid != "" && n > 1 {
+		if ep := e.byName[avoid]; ep != nil && e.in(ep, now) {
+			// Taken out for this pick only; back in when nothing else is.
+			until := ep.until
+			ep.until = now.Add(time.Nanosecond)
+			best = e.choose(n, now)
+			ep.until = until
+			if best == nil {
+				best = ep
+			}
+			best.outstanding++
+			return Lease{Host: best.name, ep: best}, nil
 		}
 	}
+	best = e.choose(n, now)
 	if best == nil {
 		var first time.Time
 		for _, ep := range e.hosts {
@@ -166,6 +167,35 @@ func (e *Ejector) Pick() (Lease, error) {
 	}
 	best.outstanding++
 	return Lease{Host: best.name, ep: best}, nil
+}
+
+// choose returns the endpoint with fewer requests outstanding of two drawn
+// at random among those in (n > 0 of them), or nil when all are ejected.
+func (e *Ejector) choose(n int, now time.Time) *endpoint {
+	if n == 1 {
+		if ep := e.hosts[0]; e.in(ep, now) {
+			return ep
+		}
+		return nil
+	}
+	// Two draws (distinct when n > 1); an ejected draw is replaced by a
+	// walk from it to the next endpoint in, so ejections cost a few
+	// steps, not a scan per pick.
+	r := rand.Uint64()
+	i := int(r % uint64(n))
+	j := int((r >> 32) % uint64(n-1))
+	if j >= i {
+		j++
+	}
+	a, b := e.walk(i, now), e.walk(j, now)
+	switch {
+	case a == nil:
+		return b
+	case b == nil || a.outstanding <= b.outstanding:
+		return a
+	default:
+		return b
+	}
 }
 
 // walk returns the first endpoint in, from index i on (wrapping), or nil

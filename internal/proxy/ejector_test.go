@@ -79,3 +79,28 @@ func TestEjectorHostsChange(t *testing.T) {
 		}
 	}
 }
+
+func TestEjectorPickOther(t *testing.T) {
+	clk := newFakeClock()
+	e := NewEjector([]string{"a", "b", "c"}, EjectorConfig{Failures: 1, BaseEjection: time.Second, Now: clk.Now})
+	for range 300 {
+		l, err := e.PickOther("a")
+		if err != nil || l.Host == "a" {
+			t.Fatalf("a retry went back to a: %q %v", l.Host, err)
+		}
+		e.Done(l, Abandoned)
+	}
+	report(e, "b", false)
+	report(e, "c", false)
+	// Only a is in: the retry goes there rather than nowhere.
+	l, err := e.PickOther("a")
+	if err != nil || l.Host != "a" {
+		t.Fatalf("with only a in: %q %v", l.Host, err)
+	}
+	e.Done(l, Succeeded)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a := e.byName["a"]; !a.until.IsZero() || a.outstanding != 0 {
+		t.Fatalf("a after PickOther: ejected until %v, %d outstanding", a.until, a.outstanding)
+	}
+}
