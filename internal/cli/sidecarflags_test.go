@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +50,50 @@ func TestSidecarFlagsRefuseAdvertiseWithConfig(t *testing.T) {
 		"--config", "x.yaml", "--advertise", "10.0.0.5:9443")
 	if err == nil || !strings.Contains(err.Error(), "not with --config") {
 		t.Fatalf("--advertise with --config: %v", err)
+	}
+}
+
+// TestSidecarDocRegistrationExample parses the `ward sidecar` command of
+// docs/sidecar.md's "Registration and draining" section, as written, with
+// the real flags, and checks the instance it registers.
+func TestSidecarDocRegistrationExample(t *testing.T) {
+	data, err := os.ReadFile("../../docs/sidecar.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(data), "## Registration and draining")
+	if !ok {
+		t.Fatal("docs/sidecar.md has no Registration and draining section")
+	}
+	_, block, ok := strings.Cut(sec, "```sh\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("the section has no sh block")
+	}
+	args := strings.Fields(strings.ReplaceAll(block, "\\\n", " "))
+	if len(args) < 2 || args[0] != "ward" || args[1] != "sidecar" {
+		t.Fatalf("the block is not a ward sidecar command: %q", args)
+	}
+	cmd, rest, err := NewRoot(io.Discard, io.Discard).Find(args[1:])
+	if err != nil || cmd.Name() != "sidecar" {
+		t.Fatalf("find: %v", err)
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		t.Fatalf("the documented flags: %v", err)
+	}
+	f := cmd.Flags()
+	advertise, _ := f.GetString("advertise")
+	labels, _ := f.GetStringArray("label")
+	drain, _ := f.GetDuration("drain")
+	reg, err := registration(advertise, labels, drain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.Advertise != "10.0.0.5:9443" || reg.Labels["version"] != "v2" || reg.Labels["zone"] != "a" || reg.Drain != 2*time.Second {
+		t.Fatalf("documented registration: %+v", reg)
+	}
+	// The documented default drain is the flag's.
+	if def := f.Lookup("drain").DefValue; def != "2s" || !strings.Contains(string(data), "| `--drain` | `2s` |") {
+		t.Fatalf("--drain default %s, and the flags table must say so", def)
 	}
 }
