@@ -185,28 +185,39 @@ var hop string
 const hopH1 = "h1"
 
 // DialStream opens an opaque stream (ALPN alpn) to one endpoint of the
-// service, for L4 traffic, and reports the outcome to the ejector.
+// service, for L4 traffic, and reports the outcome to the ejector. The
+// stream counts as outstanding on its endpoint until it is closed, so
+// long-lived streams spread by least connections.
 func (u *Upstream) DialStream(ctx context.Context, alpn string) (net.Conn, error) {
 	l, err := u.hosts.Pick()
 	if err != nil {
 		return nil, err
 	}
 	tc, err := u.c.dialTLS(ctx, u, l.Host, []string{alpn})
-	switch {
-	case err == nil:
-		// An L4 stream counts as outstanding while it is being opened:
-		// a long-lived stream would otherwise hold its endpoint's count
-		// up for good.
-		u.hosts.Done(l, proxy.Succeeded)
-	case ctx.Err() != nil:
-		u.hosts.Done(l, proxy.Abandoned)
-	default:
-		u.hosts.Done(l, proxy.Failed)
-	}
 	if err != nil {
+		if ctx.Err() != nil {
+			u.hosts.Done(l, proxy.Abandoned)
+		} else {
+			u.hosts.Done(l, proxy.Failed)
+		}
 		return nil, err
 	}
-	return tc, nil
+	return &stream{Conn: tc, hosts: u.hosts, lease: l}, nil
+}
+
+// stream is an L4 stream that gives its endpoint's lease back when it is
+// closed (once).
+type stream struct {
+	*tls.Conn
+	hosts *proxy.Ejector
+	lease proxy.Lease
+	once  sync.Once
+}
+
+func (s *stream) Close() error {
+	err := s.Conn.Close()
+	s.once.Do(func() { s.hosts.Done(s.lease, proxy.Succeeded) })
+	return err
 }
 
 // resilient puts an upstream's circuit breaker and retry budget around its

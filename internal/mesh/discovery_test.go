@@ -1,7 +1,10 @@
 package mesh
 
 import (
+	"crypto/tls"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wardsec/ward/internal/identity"
 	"github.com/wardsec/ward/internal/pipeline"
 	"github.com/wardsec/ward/internal/proxy"
 )
@@ -164,5 +168,97 @@ func TestEndpointKilledUnderLoad(t *testing.T) {
 	}
 	if n := failed[2].Load(); n != 0 {
 		t.Fatalf("%d requests failed while the set changed", n)
+	}
+}
+
+// l4Service accepts mutual TLS streams with ALPN ward-l4 and counts them;
+// each stays open until its caller closes it.
+func l4Service(t *testing.T, a *authority) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	cfg := a.svid("orders").ServerTLSConfig(identity.AuthorizeMemberOf(td))
+	cfg.NextProtos = []string{"ward-l4"}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				if c.(*tls.Conn).Handshake() == nil {
+					accepted.Add(1)
+				}
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().String(), accepted
+}
+
+// An L4 stream counts on its endpoint while it is open: new streams go to
+// the endpoint with fewer open.
+func TestStreamsSpreadByOpenCount(t *testing.T) {
+	a := newAuthority(t)
+	addrA, gotA := l4Service(t, a)
+	addrB, gotB := l4Service(t, a)
+	eps := &endpoints{}
+	eps.set(addrA, addrB)
+	c := dynamicClient(t, a, eps, Resilience{})
+	u, err := c.Upstream("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	defer func() {
+		for _, s := range held {
+			s.Close()
+		}
+	}()
+	// Four streams held open: two on each endpoint.
+	for range 4 {
+		s, err := u.DialStream(t.Context(), "ward-l4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, s)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitFor("4 streams accepted", func() bool { return gotA.Load()+gotB.Load() == 4 })
+	if gotA.Load() != 2 || gotB.Load() != 2 {
+		t.Fatalf("4 held streams: %d on A, %d on B, want 2 and 2", gotA.Load(), gotB.Load())
+	}
+	// Close those on A: the next two go to A.
+	for _, s := range held {
+		if s.RemoteAddr().String() == addrA {
+			s.Close()
+		}
+	}
+	for range 2 {
+		s, err := u.DialStream(t.Context(), "ward-l4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, s)
+		if s.RemoteAddr().String() != addrA {
+			t.Fatalf("a stream went to B with 2 open there and fewer on A")
+		}
 	}
 }
