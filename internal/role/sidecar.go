@@ -126,7 +126,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 		if registered != nil {
-			<-registered
+			<-registered // deregistered (or gave up) first
+		}
+		if registered != nil && s.Register.Drain > 0 {
 			drain := time.NewTimer(s.Register.Drain)
 			defer drain.Stop()
 			log.Info("draining: serving inbound while callers learn this instance is gone", "drain", s.Register.Drain)
