@@ -201,3 +201,66 @@ spec:
 	}
 	client.CloseIdleConnections()
 }
+
+// TestSidecarSecondSignalCutsDrainShort: with a long drain, closing Hurry
+// (the CLI does on a second signal) ends it at once.
+func TestSidecarSecondSignalCutsDrainShort(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	grp, gctx := errgroup.WithContext(ctx)
+	m := startServer(t, gctx, grp)
+	inbound := freeAddr(t)
+	doc := fmt.Sprintf("apiVersion: ward/v1\nkind: Service\nmetadata: {name: hello}\nspec: {endpoints: [%q]}\n", inbound)
+	if _, err := m.op.Apply(ctx, control.ApplyRequest{Files: []control.ResourceFile{{Name: "hello.yaml", Data: doc}}}); err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeRegistrar("10s")
+	hurry := make(chan struct{})
+	up := make(chan struct{})
+	sc := &Sidecar{
+		Workload:  m.workload(t, ctx, "svc/hello", "sidecar"),
+		Proxy:     sidecar.Config{Service: "hello", Listen: inbound, App: "127.0.0.1:1"},
+		Ready:     func(*sidecar.Sidecar) { close(up) },
+		Register:  &Registration{Drain: time.Minute, Hurry: hurry},
+		registrar: f,
+	}
+	scCtx, scStop := context.WithCancel(gctx)
+	defer scStop()
+	scDone := make(chan error, 1)
+	grp.Go(func() error { err := sc.Run(scCtx); scDone <- err; return err })
+	select {
+	case <-up:
+	case <-gctx.Done():
+		t.Fatalf("the sidecar failed to start: %v", grp.Wait())
+	}
+	waitUntil(t, "the sidecar registered", func() bool { _, live, _ := f.state(); return live == 1 })
+	scStop()
+	waitUntil(t, "the sidecar deregistered", func() bool { _, live, _ := f.state(); return live == 0 })
+	select {
+	case err := <-scDone:
+		t.Fatalf("the sidecar stopped before its drain ended: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cut := time.Now()
+	close(hurry)
+	select {
+	case err := <-scDone:
+		if err != nil {
+			t.Fatalf("sidecar Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain was not cut short")
+	}
+	if d := time.Since(cut); d > 6*time.Second {
+		t.Fatalf("stopped %v after the second signal", d)
+	}
+	if c, err := net.DialTimeout("tcp", inbound, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the inbound listener is still open")
+	}
+	cancel()
+	if err := grp.Wait(); err != nil {
+		t.Fatalf("roles after cancel: %v", err)
+	}
+}
