@@ -247,7 +247,13 @@ func New(cfg Config) (_ *Gateway, err error) {
 // fields. Applying data identical to the running snapshot is a no-op that
 // returns nil and emits nothing (ConfigVersion then reports snap's
 // version). A gateway started with a ConfigFile refuses snapshots.
-func (g *Gateway) Apply(snap Snapshot) error { return g.conf.Apply(snap) }
+func (g *Gateway) Apply(snap Snapshot) error {
+	err := g.conf.Apply(snap)
+	if err == nil {
+		g.mesh.Refresh()
+	}
+	return err
+}
 
 // ConfigVersion reports the version of the running snapshot (0 for a file).
 func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().Version }

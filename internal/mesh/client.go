@@ -148,6 +148,26 @@ func (c *Client) Upstream(name string) (*Upstream, error) {
 	return u, nil
 }
 
+// Refresh hands every upstream the endpoints its service has now. A
+// proxy calls it after a new configuration: an endpoint that left and came
+// back (an instance killed, then a new one on its address) between two
+// requests must start afresh, not stay ejected for its predecessor's
+// failures, which comparing lists at the next request cannot tell.
+func (c *Client) Refresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, u := range c.ups {
+		eps, ok := c.cfg.Resolve(name)
+		if !ok {
+			eps = nil
+		}
+		if !slices.Equal(u.eps, eps) {
+			u.hosts.SetHosts(eps)
+			u.eps = eps
+		}
+	}
+}
+
 // ServeHTTP forwards r to the service over mutual TLS: over HTTP/2, or
 // over the HTTP/1.1 pool for upgrades (WebSocket), and for HTTP/1.x
 // callers when the client was built to (see hop). Failures are answered

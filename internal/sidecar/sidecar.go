@@ -209,7 +209,13 @@ func New(cfg Config) (_ *Sidecar, err error) {
 // fields. Applying data identical to the running snapshot is a no-op that
 // returns nil and emits nothing (ConfigVersion then reports snap's
 // version). A sidecar started with a ConfigFile refuses snapshots.
-func (s *Sidecar) Apply(snap Snapshot) error { return s.conf.Apply(snap) }
+func (s *Sidecar) Apply(snap Snapshot) error {
+	err := s.conf.Apply(snap)
+	if err == nil {
+		s.mesh.Refresh()
+	}
+	return err
+}
 
 // ConfigVersion reports the version of the running snapshot (0 for a file).
 func (s *Sidecar) ConfigVersion() int64 { return s.conf.Load().Version }

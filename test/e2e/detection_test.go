@@ -14,7 +14,7 @@ func TestDetectionDocWalkthrough(t *testing.T) {
 	text := runWalkthrough(t, t.TempDir(), docBlock(t, "docs/detection.md", "## Try it"))
 	for _, want := range []string{
 		"applied: version 1 (was 0)\n",
-		"\n8\n",
+		"\n9\n",
 		"401 401 401 401 401",
 		`"reason":"banned"`,
 		"source 127.0.0.1",
