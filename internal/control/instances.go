@@ -251,6 +251,13 @@ func (h *Handler) ownInstance(ctx context.Context, caller spiffeid.ID, id string
 	if !ok || kind != "svc" {
 		return store.Instance{}, gone
 	}
+	// The live set this server last read answers a renewal without a
+	// query; one registered since (or elsewhere) is looked up.
+	if live, _ := h.live.get(); live.byID != nil {
+		if in, ok := live.byID[id]; ok && in.SPIFFEID == caller.String() {
+			return in, nil
+		}
+	}
 	list, err := h.Store.ListInstances(ctx, name)
 	if err != nil {
 		return store.Instance{}, &httpError{status: http.StatusInternalServerError, code: "internal", msg: "internal error", cause: err}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ const (
 type liveSet struct {
 	version  int64 // the instances version this reading reflects
 	services map[string]liveService
+	byID     map[string]store.Instance // renewals check their caller here, not in the store
 }
 
 type liveService struct {
@@ -104,7 +106,10 @@ func nextLiveSet(ctx context.Context, is store.Instances, prev *liveSet) (*liveS
 	for _, in := range list {
 		addrs[in.Service] = append(addrs[in.Service], in.Address)
 	}
-	next := &liveSet{version: v, services: make(map[string]liveService, len(addrs))}
+	next := &liveSet{version: v, services: make(map[string]liveService, len(addrs)), byID: make(map[string]store.Instance, len(list))}
+	for _, in := range list {
+		next.byID[in.ID] = in
+	}
 	for svc, a := range addrs {
 		slices.Sort(a)
 		a = slices.Compact(a)
@@ -286,6 +291,61 @@ func (p *proxyPart) withInstances(live *liveSet) []resource.Object {
 		out[i].Spec = &s
 	}
 	return out
+}
+
+// documents is resource.Marshal(p.withInstances(live)), built from
+// documents marshalled once per resource version and, for a Service with
+// registered instances, once per change of its addresses: every proxy
+// woken by one change would otherwise marshal the same hundreds of
+// documents again (measured in bench/discovery: 60% of the server's CPU
+// at 5,000 instances before this cache).
+func (set *resourceSet) documents(p *proxyPart, live *liveSet) string {
+	var b strings.Builder
+	for i, o := range p.objs {
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		b.Write(set.document(o, p, live))
+	}
+	return b.String()
+}
+
+// cachedDoc is one object's YAML, for the live addresses of the given
+// instances version (0: static only).
+type cachedDoc struct {
+	changed int64
+	yaml    []byte
+}
+
+func (set *resourceSet) document(o resource.Object, p *proxyPart, live *liveSet) []byte {
+	key := o.Kind + "/" + o.Metadata.Name
+	var changed int64
+	var addrs []string
+	if o.Kind == resource.KindService {
+		if _, reached := slices.BinarySearch(p.reaches, o.Metadata.Name); reached {
+			svc := live.services[o.Metadata.Name]
+			changed, addrs = svc.changed, svc.addrs
+		}
+	}
+	if len(addrs) == 0 {
+		changed = 0
+	}
+	if c, ok := set.docs.Load(key); ok && c.(*cachedDoc).changed == changed {
+		return c.(*cachedDoc).yaml
+	}
+	if len(addrs) > 0 {
+		spec := *o.Spec.(*resource.ServiceSpec)
+		spec.Endpoints = slices.Clone(spec.Endpoints)
+		for _, a := range addrs {
+			if !slices.Contains(spec.Endpoints, a) {
+				spec.Endpoints = append(spec.Endpoints, a)
+			}
+		}
+		o.Spec = &spec
+	}
+	c := &cachedDoc{changed: changed, yaml: resource.Marshal([]resource.Object{o})}
+	set.docs.Store(key, c) // one entry per object: a newer change replaces it
+	return c.yaml
 }
 
 // liveCount is read by tests and metrics: the live instances known.

@@ -173,4 +173,13 @@ func TestWithInstancesMergesWithoutChangingTheCache(t *testing.T) {
 	if _, err := resource.ParseSet("merged", []byte(edge)); err != nil {
 		t.Errorf("a merged part must stay valid: %v", err)
 	}
+	// The cached documents are byte for byte what marshalling the merged
+	// part gives, also after an instance change and for another proxy.
+	for round, l := range []*liveSet{live, {version: 5, services: map[string]liveService{"orders": {changed: 5, addrs: []string{"127.0.0.9:9"}}}}} {
+		for _, p := range []*proxyPart{part, set.partFor("svc", "orders"), set.partFor("gateway", "edge")} {
+			if got, want := set.documents(p, l), string(resource.Marshal(p.withInstances(l))); got != want {
+				t.Fatalf("round %d: cached documents differ:\n%s\nwant\n%s", round, got, want)
+			}
+		}
+	}
 }

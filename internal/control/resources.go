@@ -42,6 +42,7 @@ type resourceSet struct {
 	version int64
 	objs    []resource.Object
 	parts   sync.Map // "kind/name" -> *proxyPart, see partFor
+	docs    sync.Map // "Kind/name" -> *cachedDoc, see document
 }
 
 // resourceCache keeps the newest parsed set, so that proxies' snapshots and

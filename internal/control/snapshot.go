@@ -10,7 +10,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wardsec/ward/internal/audit"
-	"github.com/wardsec/ward/internal/resource"
 	"github.com/wardsec/ward/internal/store"
 )
 
@@ -161,7 +160,7 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request, caller spiffe
 	writeJSON(w, http.StatusOK, SnapshotResponse{
 		Version:   set.version,
 		Cursor:    makeCursor(set.version, live.version),
-		Documents: string(resource.Marshal(part.withInstances(live))),
+		Documents: set.documents(part, live),
 	})
 }
 
