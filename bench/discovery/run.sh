@@ -159,6 +159,7 @@ for store in $STORES; do
 		pg=$T/pg
 		mkdir -p "$pg"
 		chown postgres: "$pg"
+		chmod o+x "$T" # PostgreSQL runs as postgres; it must reach $pg
 		setpriv --reuid=postgres --regid=postgres --init-groups "$bin/initdb" -D "$pg/data" -U postgres -A trust -E UTF8 --locale=C >"$pg/initdb.log" 2>&1 ||
 			die "initdb failed; see $pg/initdb.log"
 		pgport=$(free_port)
