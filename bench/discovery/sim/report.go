@@ -38,6 +38,7 @@ type result struct {
 	WardCPUSeconds      float64      `json:"ward_cpu_s"`
 	WardUsPerOp         float64      `json:"ward_us_per_op"` // server CPU per registration, renewal or deregistration
 	PostgresCPUPercent  float64      `json:"postgres_cpu_percent,omitempty"`
+	SimCPUPercent       float64      `json:"sim_cpu_percent"` // the simulator itself: load on the same cores
 }
 
 func reportCmd(paths []string) error {

@@ -291,6 +291,7 @@ func run(ctx context.Context, c config) (result, error) {
 	res := result{Label: c.label, Servers: len(c.servers), Services: c.services, Instances: c.instances,
 		Window: c.duration.Seconds(), SettleSeconds: settled.Seconds(), TTL: reg.ttl().String()}
 	cpu0 := sampleCPU(c.pids, c.pgPID)
+	self0 := selfCPU()
 	rss := startRSS(ctx, c.pids)
 	reg.resetCounts()
 	snaps0, bytes0 := tr.snapshotCounts()
@@ -338,6 +339,7 @@ func run(ctx context.Context, c config) (result, error) {
 	}
 	windowEnd := time.Now()
 	cpu1 := sampleCPU(c.pids, c.pgPID)
+	self1 := selfCPU()
 	snaps1, bytes1 := tr.snapshotCounts()
 	counts := reg.counts()
 	tr.closeWindow(windowEnd)
@@ -348,6 +350,7 @@ func run(ctx context.Context, c config) (result, error) {
 	secs := windowEnd.Sub(windowStart).Seconds()
 	res.Window = secs
 	res.Ops = counts
+	res.SimCPUPercent = 100 * (self1 - self0).Seconds() / secs
 	res.Replaced = replaced
 	res.Delays = tr.delays()
 	res.SnapshotsPerSec = float64(snaps1-snaps0) / secs
