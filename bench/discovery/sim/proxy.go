@@ -49,7 +49,7 @@ func (p *proxy) run(ctx context.Context) {
 		}
 		p.tr.snaps.Add(1)
 		p.tr.bytes.Add(int64(len(s.Documents)))
-		after, wait = s.Version, 30*time.Second
+		after, wait = s.Next(), 30*time.Second
 		if s.Documents == last {
 			continue
 		}
