@@ -11,38 +11,41 @@ import (
 	"time"
 )
 
-// procTicks returns utime+stime of pid in clock ticks and its parent's
-// PID, from /proc/PID/stat.
-func procTicks(pid int) (ticks float64, ppid int, ok bool) {
+// procTicks returns utime+stime of pid in clock ticks, cutime+cstime
+// (its children that exited and were waited for) and its parent's PID,
+// from /proc/PID/stat.
+func procTicks(pid int) (ticks, reaped float64, ppid int, ok bool) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return 0, 0, false
+	if len(f) < 15 {
+		return 0, 0, 0, false
 	}
 	ppid, _ = strconv.Atoi(f[1])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return ut + st, ppid, true
+	var v [4]float64
+	for j := range v {
+		v[j], _ = strconv.ParseFloat(f[11+j], 64)
+	}
+	return v[0] + v[1], v[2] + v[3], ppid, true
 }
 
 type cpuSample struct {
 	ward []float64 // ticks, by -pids
-	pg   float64   // ticks of the postmaster and its children
+	pg   float64   // ticks of the postmaster and its children, live or exited
 }
 
 func sampleCPU(pids []int, pgPID int) cpuSample {
 	var s cpuSample
 	for _, pid := range pids {
-		t, _, _ := procTicks(pid)
+		t, _, _, _ := procTicks(pid)
 		s.ward = append(s.ward, t)
 	}
 	if pgPID == 0 {
@@ -54,7 +57,14 @@ func sampleCPU(pids []int, pgPID int) cpuSample {
 		if err != nil {
 			continue
 		}
-		if t, ppid, ok := procTicks(pid); ok && (pid == pgPID || ppid == pgPID) {
+		t, reaped, ppid, ok := procTicks(pid)
+		switch {
+		case !ok:
+		case pid == pgPID:
+			// Backends that ended (closed connections) count through
+			// the postmaster's reaped children.
+			s.pg += t + reaped
+		case ppid == pgPID:
 			s.pg += t
 		}
 	}
