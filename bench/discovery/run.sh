@@ -19,7 +19,8 @@
 #   TTL []             --instance-ttl of the servers (empty: the server's default)
 #   STORES ["sqlite postgres"]  the phases to run
 #   PROFILE [0]        1: build the servers with pprof (bench/mesh/wardprof)
-#                      and print the top of a CPU profile of the window
+#                      and print the top of CPU profiles of the first 30 s
+#                      of registrations and of the window
 #   WARD_LOG_LEVEL [info]  the servers' --log-level
 #   BENCH_DIR          keep everything there instead of a new temp dir
 #   MAX_SECONDS [600]  hard limit for the whole script
@@ -123,19 +124,26 @@ simulate() {
 	shift 4
 	if [[ $STATIC == 1 ]]; then set -- -static "$@"; fi
 	log "$label: $INSTANCES instances of $SERVICES services, $DURATION measured, churn $CHURN/min"
+	# In the background, so that the time limit's signal interrupts the wait.
 	"$T/sim" run -label "$label" -servers "$servers" -data-dir "$dir" -pids "$pids" \
 		-services "$SERVICES" -instances "$INSTANCES" -duration "$DURATION" -churn "$CHURN" \
-		-clk-tck "$(getconf CLK_TCK)" -out "$T/$label.json" -pprof-out "$T" "$@" 2> >(tee "$T/$label.sim.log" >&3) |
-		sed 's/^/  /' >&3 || die "$label: the simulation failed; see $T/$label.sim.log"
+		-clk-tck "$(getconf CLK_TCK)" -out "$T/$label.json" -pprof-out "$T" "$@" \
+		>"$T/$label.table" 2> >(tee "$T/$label.sim.log" >&3) &
+	local pid=$!
+	PIDS+=("$pid")
+	wait "$pid" || die "$label: the simulation failed; see $T/$label.sim.log"
+	sed 's/^/  /' "$T/$label.table" >&3
 }
 
 top_profiles() {
 	local f
 	[[ $PROFILE == 1 ]] || return 0
-	for f in "$T/$1"-*.pprof; do
+	for f in "$T/$1"-[0-9]*.pprof "$T/$1"-register-*.pprof; do
 		[[ -s $f ]] || continue
 		log "top of $f (flat):"
 		go tool pprof -top -nodecount 25 "$T/ward" "$f" 2>/dev/null | sed 's/^/  /' >&3 || true
+		log "top of $f (cumulative):"
+		go tool pprof -top -cum -nodecount 40 "$T/ward" "$f" 2>/dev/null | sed 's/^/  /' >&3 || true
 	done
 }
 
