@@ -214,12 +214,12 @@ func (r *registrar) renew(ctx context.Context, in *instance) {
 			r.ops.Gone++
 		default:
 			r.ops.Errors++
-			logf("renew %s: %v", in.addr, err)
+			failf("renew", "renew %s: %v", in.addr, err)
 		}
 		r.mu.Unlock()
 		if err != nil && apiErr != nil && apiErr.Code() == control.CodeInstanceGone {
 			if err := r.register(ctx, in); err != nil && ctx.Err() == nil {
-				logf("register %s again: %v", in.addr, err)
+				failf("register again", "register %s again: %v", in.addr, err)
 			}
 		}
 		t.Reset(r.ttl() / 3)
@@ -239,7 +239,7 @@ func (r *registrar) stop(ctx context.Context, in *instance) {
 	r.mu.Lock()
 	if err != nil {
 		r.ops.Errors++
-		logf("deregister %s: %v", in.addr, err)
+		failf("deregister", "deregister %s: %v", in.addr, err)
 	} else {
 		r.ops.Deregistrations++
 	}

@@ -40,7 +40,7 @@ func (p *proxy) run(ctx context.Context) {
 				return
 			}
 			p.tr.errs.Add(1)
-			logf("%s: snapshot: %v", svcName(p.idx), err)
+			failf("snapshot", "%s: snapshot: %v", svcName(p.idx), err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(500 * time.Millisecond):

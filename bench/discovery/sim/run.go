@@ -122,6 +122,18 @@ func svcName(i int) string { return fmt.Sprintf("svc-%d", i) }
 // proxies interested in i's instances.
 func callers(i, n int) []int { return []int{(i - 1 + n) % n, (i - 2 + n) % n} }
 
+// failures counts the failures logged, by kind.
+var failures sync.Map // string → *atomic.Int64
+
+// failf logs a failure of a kind: the first 10 of each kind, then every
+// 1,000th, so that an overloaded server does not bury the log.
+func failf(kind, format string, args ...any) {
+	v, _ := failures.LoadOrStore(kind, new(atomic.Int64))
+	if n := v.(*atomic.Int64).Add(1); n <= 10 || n%1000 == 0 {
+		logf("%s (%s failure %d)", fmt.Sprintf(format, args...), kind, n)
+	}
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s sim: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
@@ -335,7 +347,7 @@ func run(ctx context.Context, c config) (result, error) {
 					reg.stop(ctx, old)
 					in, err := reg.start(ctx, old.svc)
 					if err != nil {
-						logf("churn: %v", err)
+						failf("churn", "churn: %v", err)
 					}
 					slotsMu.Lock()
 					slots[slot] = in // nil when the registration failed
