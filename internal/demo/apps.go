@@ -63,7 +63,7 @@ func catalogHandler() http.Handler {
 // `ward run --secret DB_PASSWORD=db/orders/password` starts, it needs its
 // database password and does not start without it; it tells its callers
 // that it has one, never what it is.
-func ordersHandler(dbPassword []byte) (http.Handler, error) {
+func ordersHandler(dbPassword []byte, instance string) (http.Handler, error) {
 	if len(dbPassword) == 0 {
 		return nil, errors.New("orders: no database password (" + envDBPassword + ")")
 	}
@@ -71,12 +71,13 @@ func ordersHandler(dbPassword []byte) (http.Handler, error) {
 	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct {
 			ID         string   `json:"id"`
+			Instance   string   `json:"instance"` // which instance of orders answered
 			Items      []string `json:"items"`
 			Total      string   `json:"total"`
 			Status     string   `json:"status"`
 			DBPassword string   `json:"db_password"`
 			Caller     caller   `json:"caller"`
-		}{r.PathValue("id"), []string{"tea-01", "cup-02"}, "11.50", "shipped", "set", callerOf(r)})
+		}{r.PathValue("id"), instance, []string{"tea-01", "cup-02"}, "11.50", "shipped", "set", callerOf(r)})
 	})
 	return mux, nil
 }

@@ -12,12 +12,12 @@ import (
 // database password, and with it says only that it has one.
 func TestOrdersAppNeedsItsDatabasePassword(t *testing.T) {
 	for _, pw := range [][]byte{nil, {}} {
-		if h, err := ordersHandler(pw); err == nil || h != nil || !strings.Contains(err.Error(), envDBPassword) {
+		if h, err := ordersHandler(pw, "orders-1"); err == nil || h != nil || !strings.Contains(err.Error(), envDBPassword) {
 			t.Errorf("orders started with password %q: %v", pw, err)
 		}
 	}
 	const pw = "Zq8-orders-db-password-value"
-	h, err := ordersHandler([]byte(pw))
+	h, err := ordersHandler([]byte(pw), "orders-1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,17 +70,18 @@ const resources = `# Ward demo resources. Change them with: ward --data-dir "$D/
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
-spec: {endpoints: ["%[1]s"]}
+# No addresses: each sidecar registers its own with its SVID (ward instances).
+spec: {}
 ---
 apiVersion: ward/v1
 kind: Service
 metadata: {name: orders}
-spec: {endpoints: ["%[2]s"]}
+spec: {}
 ---
 apiVersion: ward/v1
 kind: Issuer
 metadata: {name: demo}
-spec: {issuerURL: "%[3]s", audiences: [%[4]s], algorithms: [ES256]}
+spec: {issuerURL: "%[1]s", audiences: [%[2]s], algorithms: [ES256]}
 ---
 apiVersion: ward/v1
 kind: Route
@@ -273,9 +274,10 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		}
 	}
 
-	// The apps, then their sidecars in front of them. A sidecar's inbound
-	// address is a Service endpoint in the resource file, which it reads
-	// when it starts: bind them first, and hand each sidecar its listener.
+	// The apps, then their sidecars in front of them. Each sidecar
+	// registers its inbound address with the server, which hands it to
+	// the callers: nobody writes it down. The listeners are bound here so
+	// that the tour can name them.
 	catalogApp, err := newApp(catalogHandler())
 	if err != nil {
 		return err
@@ -295,7 +297,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	// The resources go to the server, which pushes each proxy its part;
 	// the file stays in the directory for the user to edit and apply.
 	config := filepath.Join(dir, fileResources)
-	docs := fmt.Appendf(nil, resources, catalogAddr, ordersAddr, idp.url, issuerAudience)
+	docs := fmt.Appendf(nil, resources, idp.url, issuerAudience)
 	if err := os.WriteFile(config, docs, 0o644); err != nil {
 		return err
 	}
@@ -318,7 +320,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("the orders app was not started: %w", err)
 	}
-	ordersHandler, err := ordersHandler(dbPassword)
+	ordersHandler, err := ordersHandler(dbPassword, "orders-1")
 	clear(dbPassword) // the sample app has no database to open with it
 	if err != nil {
 		return err
@@ -351,6 +353,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		sc := &role.Sidecar{
 			Workload: w,
 			Proxy:    sidecar.Config{Service: s.name, Inbound: s.inbound, App: s.app, Outbound: s.outbound, Bodies: bodies},
+			Register: &role.Registration{Drain: instanceDrain, Labels: map[string]string{"instance": s.name + "-1"}},
 			Ready: func(sc *sidecar.Sidecar) {
 				mu.Lock()
 				sidecars[s.name] = sc
@@ -386,10 +389,11 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	// The key feed fills the gateway's table shortly after it starts.
-	for deadline := time.Now().Add(10 * time.Second); keys.Len() <= 0; {
+	// The key feed fills the gateway's table shortly after it starts, and
+	// the sidecars' registrations reach it through its snapshot.
+	for deadline := time.Now().Add(10 * time.Second); keys.Len() <= 0 || len(gw.Endpoints("catalog")) == 0 || len(gw.Endpoints("orders")) == 0; {
 		if time.Now().After(deadline) {
-			return errors.New("the gateway did not receive the API keys within 10s")
+			return errors.New("the gateway did not receive the API keys and the services' instances within 10s")
 		}
 		select {
 		case <-gctx.Done():
@@ -403,7 +407,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 
 	t := &tour{
 		dir: dir, gateway: "https://localhost:" + port(gw.Addr()),
-		outbound: sidecars["catalog"].OutboundAddr(), ward: d.Ward,
+		outbound: sidecars["catalog"].OutboundAddr(), ward: d.Ward, endpoints: gw.Endpoints,
 	}
 	if err := t.init(filepath.Join(serverDir, control.FileBundle)); err != nil {
 		return err
@@ -413,8 +417,8 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	d.say("")
 	d.say("  server    %-25s CA of trust domain %s, data in %s", srv.URL(), td.Name(), serverDir)
 	d.say("  gateway   %-25s %s, certificate from Ward's CA", t.gateway, gw.ID())
-	d.say("  catalog   app %s behind its sidecar %s; the app's outbound proxy is %s", catalogApp.addr(), catalogAddr, t.outbound)
-	d.say("  orders    app %s behind its sidecar %s, started with its database password %s,", ordersApp.addr(), ordersAddr, ordersDBPassword)
+	d.say("  catalog   app %s behind its sidecar %s (registered); the app's outbound proxy is %s", catalogApp.addr(), catalogAddr, t.outbound)
+	d.say("  orders    app %s behind its sidecar %s (registered), started with its database password %s,", ordersApp.addr(), ordersAddr, ordersDBPassword)
 	d.say("            read from the vault with orders' identity as ward run reads it (identity in %s)", filepath.Join(dir, dirRunOrders))
 	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
 	d.say("  policies  %s: the gateway may read catalog, and orders only for users with orders:read;", filepath.Join(dir, fileResources))

@@ -28,6 +28,8 @@ type tour struct {
 	dir      string // the demo directory ($D in the commands)
 	gateway  string // https://localhost:PORT
 	outbound string // catalog's outbound proxy address
+	// endpoints are the gateway's addresses of a service (gateway.Endpoints).
+	endpoints func(service string) []string
 
 	edge    *http.Client // trusts the server's bundle, as curl --cacert does
 	lateral *http.Client // through catalog's sidecar, as curl -x does
@@ -156,7 +158,7 @@ func (t *tour) steps() []step {
 			"   ship to the server's log; a request's id joins the gateway's record to the sidecar's.", []call{
 			t.auditQuery("gateway.request"), t.auditQuery("sidecar.request"),
 		}},
-	}, append(t.detectionSteps(), step{"The dashboard: open this one-time link (valid 5 minutes) in a browser that trusts\n" +
+	}, append(append(t.discoverySteps(), t.detectionSteps()...), step{"The dashboard: open this one-time link (valid 5 minutes) in a browser that trusts\n" +
 		"   \"$D/server/bundle.pem\" (or accept the warning) to see the services, the edges above with what\n" +
 		"   was denied and why, and least-privilege policies suggested from the traffic (flows arrive every 10 s).", []call{
 		t.dashboardLogin(),

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -253,6 +254,12 @@ func (g *Gateway) ConfigVersion() int64 { return g.conf.Load().Version }
 
 // ID is the gateway's SPIFFE ID.
 func (g *Gateway) ID() spiffeid.ID { return g.id }
+
+// Endpoints are the addresses the gateway sends service's requests to in
+// its running configuration: static ones and those registered.
+func (g *Gateway) Endpoints(service string) []string {
+	return slices.Clone(g.conf.Load().Value.services[service])
+}
 
 // Addr is the HTTPS listener's address.
 func (g *Gateway) Addr() string { return g.https.Addr().String() }

@@ -95,6 +95,19 @@ func TestDemo(t *testing.T) {
 			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +gateway\.request +(allow|deny) .*){9,}\n\d+ records; read .*$`)},
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" audit query --type sidecar\.request$`),
 			regexp.MustCompile(`^TIME +SEQ +TYPE +DECISION +REASON +ACTOR +USER +SERVICE +SOURCE +REQUEST(\n\S+ +\d+ +sidecar\.request +(allow|deny) .*){6,}\n\d+ records; read .*$`)},
+		// Discovery (issue 18): both services registered, no address in
+		// ward.yaml; a second orders instance shares the traffic and stops
+		// without a failed request.
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" instances$`),
+			regexp.MustCompile(`^SERVICE +ID +ADDRESS +AGE +HEALTH +LABELS +SERIAL\ncatalog +[0-9a-f]{24} +127\.0\.0\.1:\d+ +\S+ +ok +instance=catalog-1 +[0-9a-f]+\norders +[0-9a-f]{24} +127\.0\.0\.1:\d+ +\S+ +ok +instance=orders-1 +[0-9a-f]+$`)},
+		{regexp.MustCompile(`^ward demo instance orders --dir "\$D" > "\$D/orders-2\.log" 2>&1 & .*cat "\$D/orders-2\.log"$`),
+			regexp.MustCompile(`^orders-2 registered: [0-9a-f]{24} at 127\.0\.0\.1:\d+$`)},
+		{regexp.MustCompile(`^for i in \$\(seq 20\); do curl .*https://localhost:8443/orders/1 \| grep -o .*uniq -c$`),
+			regexp.MustCompile(`^ +[1-9]\d* "instance":"orders-1"\n +[1-9]\d* "instance":"orders-2"$`)},
+		{regexp.MustCompile(`^\(sleep 1; kill "\$\(cat "\$D/orders-2\.pid"\)"\) & for i in \$\(seq 40\); do curl .*; wait$`),
+			regexp.MustCompile(`^ +40 200$`)},
+		{regexp.MustCompile(`^ward --data-dir "\$D/server" instances orders$`),
+			regexp.MustCompile(`^SERVICE .*\norders +[0-9a-f]{24} +127\.0\.0\.1:\d+ +\S+ +ok +instance=orders-1 +[0-9a-f]+$`)},
 		// Detection (issue 14): the lateral call's alert; a loop of made-up
 		// keys banned at the gateway, the ban listed, then lifted.
 		{regexp.MustCompile(`^ward --data-dir "\$D/server" alerts --rule lateral-movement$`),
