@@ -237,25 +237,79 @@ func (set *resourceSet) partFor(kind, name string) *proxyPart {
 	}
 	p := &proxyPart{}
 	if kind == "svc" {
-		// A sidecar learns the instances of every service. Withholding
-		// those its identity may not call would move the refusal of a
-		// lateral call from the target's sidecar, which records it and
-		// feeds the lateral-movement detection, to the caller's, which
-		// would only find no endpoint: the policy stays enforced, and
-		// audited, where the call arrives.
+		// A sidecar learns the instances of the services it may call:
+		// a change elsewhere neither wakes it nor reaches it, and a
+		// workload learns no address it has no business with.
 		p.objs = resource.ForSidecar(set.objs, name)
+		p.reaches = reachableFrom(set.objs, "/svc/"+name)
 	} else {
 		// A gateway learns those of the services its routes point to.
 		p.objs = resource.ForGateway(set.objs, name)
-	}
-	for _, o := range p.objs {
-		if o.Kind == resource.KindService {
-			p.reaches = append(p.reaches, o.Metadata.Name)
+		for _, o := range p.objs {
+			if o.Kind == resource.KindService {
+				p.reaches = append(p.reaches, o.Metadata.Name)
+			}
 		}
+		slices.Sort(p.reaches)
 	}
-	slices.Sort(p.reaches)
 	actual, _ := set.parts.LoadOrStore(key, p)
 	return actual.(*proxyPart)
+}
+
+// reachableFrom lists the Services an identity (an ID path, "/svc/orders")
+// may call: those with an AccessPolicy in dry-run mode, which lets every
+// caller through, or with a rule whose from matches it. A Service without
+// a policy denies every call, so its instances are not sent.
+func reachableFrom(objs []resource.Object, idPath string) []string {
+	services := map[string]bool{}
+	for _, o := range objs {
+		if o.Kind == resource.KindService {
+			services[o.Metadata.Name] = true
+		}
+	}
+	var out []string
+	for _, o := range objs {
+		p, ok := o.Spec.(*resource.AccessPolicySpec)
+		if !ok || o.Kind != resource.KindAccessPolicy || !services[p.Target] || slices.Contains(out, p.Target) {
+			continue
+		}
+		if p.Mode == resource.ModeDryRun || policyAdmits(p, idPath) {
+			out = append(out, p.Target)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func policyAdmits(p *resource.AccessPolicySpec, idPath string) bool {
+	for _, r := range p.Rules {
+		for _, from := range r.From {
+			if idMatches(from, idPath) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// idMatches reports whether a rule's from pattern ("svc/*", "*") matches
+// the ID path ("/svc/orders") segment by segment, as the policy engine
+// matches callers.
+func idMatches(pattern, idPath string) bool {
+	if pattern == "*" {
+		return true
+	}
+	pat := strings.Split(pattern, "/")
+	got := strings.Split(strings.TrimPrefix(idPath, "/"), "/")
+	if len(pat) != len(got) {
+		return false
+	}
+	for i := range pat {
+		if pat[i] != "*" && pat[i] != got[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // withInstances returns the part's documents with the live addresses of
@@ -329,6 +383,8 @@ func (set *resourceSet) document(o resource.Object, p *proxyPart, live *liveSet)
 	}
 	if len(addrs) == 0 {
 		changed = 0
+	} else {
+		key += "+live" // a proxy that does not reach the service gets the static document
 	}
 	if c, ok := set.docs.Load(key); ok && c.(*cachedDoc).changed == changed {
 		return c.(*cachedDoc).yaml

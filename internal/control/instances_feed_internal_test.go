@@ -90,6 +90,25 @@ func parseReachSet(t *testing.T) []resource.Object {
 	return objs
 }
 
+func TestReachableFromFollowsPolicies(t *testing.T) {
+	objs := parseReachSet(t)
+	for _, tt := range []struct {
+		id   string
+		want []string
+	}{
+		// catalog is named by orders' policy, matches billing's svc/*, and
+		// audit is in dry-run (every caller gets through).
+		{"/svc/catalog", []string{"audit", "billing", "orders"}},
+		{"/svc/orders", []string{"audit", "billing"}},
+		{"/gateway/edge", []string{"audit", "catalog"}},
+		{"/svc/a/b", []string{"audit"}}, // svc/* matches one segment only
+	} {
+		if got := reachableFrom(objs, tt.id); !slices.Equal(got, tt.want) {
+			t.Errorf("%s reaches %v, want %v", tt.id, got, tt.want)
+		}
+	}
+}
+
 // fakeInstances is just enough of store.Instances for nextLiveSet; the
 // stores themselves are tested by storetest on SQLite and PostgreSQL.
 type fakeInstances struct {
@@ -134,7 +153,7 @@ func TestLiveSetLabelsOnlyChangedServices(t *testing.T) {
 	set := &resourceSet{version: 5, objs: parseReachSet(t)}
 	catalog := set.partFor("svc", "catalog")
 	if !catalog.touched(s3, 2) || catalog.touched(s3, 3) {
-		t.Error("a sidecar learns billing's instances, changed at version 3: touched after 2, not after 3")
+		t.Error("catalog reaches billing, changed at version 3: touched after 2, not after 3")
 	}
 	edge := set.partFor("gateway", "edge")
 	if edge.touched(s3, 0) {
@@ -158,10 +177,11 @@ func TestWithInstancesMergesWithoutChangingTheCache(t *testing.T) {
 	if string(resource.Marshal(part.objs)) != before {
 		t.Fatal("merging changed the cached part")
 	}
-	for _, addr := range []string{"127.0.0.2:9", "127.0.0.3:9", "127.0.0.5:9", "127.0.0.6:9"} {
-		if !strings.Contains(got, addr) {
-			t.Errorf("a sidecar's part lacks the instance %s:\n%s", addr, got)
-		}
+	if !strings.Contains(got, "127.0.0.2:9") || !strings.Contains(got, "127.0.0.3:9") {
+		t.Errorf("orders' instances missing from catalog's part:\n%s", got)
+	}
+	if strings.Contains(got, "127.0.0.6:9") || strings.Contains(got, "127.0.0.5:9") {
+		t.Errorf("instances of services catalog may not call were sent:\n%s", got)
 	}
 	edge := string(resource.Marshal(set.partFor("gateway", "edge").withInstances(live)))
 	if strings.Count(edge, "10.0.0.1:443") != 1 || !strings.Contains(edge, "127.0.0.5:9") {

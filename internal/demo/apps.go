@@ -68,6 +68,10 @@ func ordersHandler(dbPassword []byte, instance string) (http.Handler, error) {
 		return nil, errors.New("orders: no database password (" + envDBPassword + ")")
 	}
 	mux := http.NewServeMux()
+	// What catalog may read of orders (its policy rule): stock levels.
+	mux.HandleFunc("GET /stock", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]int{"tea-01": 12, "cup-02": 3})
+	})
 	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct {
 			ID         string   `json:"id"`

@@ -113,7 +113,8 @@ spec:
       paths: ["/catalog", "/catalog/*"]
 ---
 # The gateway may read orders for users with the orders:read scope.
-# No rule names svc/catalog: catalog may not call orders.
+# Catalog may read the stock levels orders keeps, and no order: being
+# named here, it learns where orders' instances are.
 apiVersion: ward/v1
 kind: AccessPolicy
 metadata: {name: orders-callers}
@@ -124,6 +125,9 @@ spec:
       methods: [GET]
       paths: ["/orders/*"]
       when: '"orders:read" in user.scopes'
+    - from: [svc/catalog]
+      methods: [GET]
+      paths: ["/stock"]
 ---
 # Only orders may read its database password, which the demo stores at
 # start and hands to the orders app as ward run does.
@@ -422,7 +426,7 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	d.say("            read from the vault with orders' identity as ward run reads it (identity in %s)", filepath.Join(dir, dirRunOrders))
 	d.say("  users     tokens from the demo's identity provider %s: alice (orders:read catalog:read), bob (catalog:read)", idp.url)
 	d.say("  policies  %s: the gateway may read catalog, and orders only for users with orders:read;", filepath.Join(dir, fileResources))
-	d.say("            catalog may not call orders (no rule for svc/catalog); only svc/orders may read db/orders/*")
+	d.say("            catalog may read orders' /stock and no order; only svc/orders may read db/orders/*")
 	d.say("  audit     every request recorded in its proxy's spool (%s/{gateway,sidecar-catalog,sidecar-orders}/audit),", dir)
 	d.say("            shipped to the server's log %s", filepath.Join(serverDir, control.DirAudit))
 	d.say("")

@@ -134,7 +134,7 @@ func (t *tour) steps() []step {
 			},
 		}}},
 		{"Lateral movement refused: a call from the catalog app to orders, through catalog's sidecar.\n" +
-			"   Orders' sidecar verifies catalog's SVID and finds no rule for svc/catalog in the orders policy.", []call{{
+			"   Orders' sidecar verifies catalog's SVID; the orders policy lets svc/catalog read /stock, not orders.", []call{{
 			cmd: `curl -s -w 'HTTP %{http_code}\n' -x http://` + t.outbound + " http://orders/orders/1",
 			run: func(ctx context.Context) (string, error) {
 				resp, body, err := t.do(ctx, t.lateral, "http://orders/orders/1", "", "")

@@ -50,7 +50,7 @@ func (t *tour) discoverySteps() []step {
 	return []step{
 		{"Discovery: no Service in ward.yaml has an address. Each sidecar registered its own inbound address with\n" +
 			"   its SVID (only svc/orders may register orders); the server merges the live instances into the\n" +
-			"   snapshots of the sidecars and of the gateways routing to them, and drops one that stops renewing.", []call{
+			"   snapshots of the proxies its policies and routes let call them, and drops one that stops renewing.", []call{
 			t.instances(""),
 		}},
 		{"A second orders instance joins: its sidecar registers, the gateway learns of it within a second,\n" +
