@@ -844,3 +844,21 @@ func TestDiscoveryFailover(t *testing.T) {
 	reportFailures(t, "across the failover", l.failed(time.Time{}, time.Now()))
 	t.Logf("load: %s", l.summary())
 }
+
+// waitRoutable waits until call, a request from a proxy that follows the
+// server to a service whose instances registered, stops failing for want
+// of an endpoint (no answer, 502 or 503): the instances reached the
+// caller's snapshot. It returns call's last status.
+func waitRoutable(t *testing.T, call func() int) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		switch status := call(); status {
+		case 0, http.StatusBadGateway, http.StatusServiceUnavailable:
+			if time.Now().After(deadline) {
+				t.Fatalf("the caller still answers %d 10s after the instances registered", status)
+			}
+		default:
+			return status
+		}
+	}
+}
