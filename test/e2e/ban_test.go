@@ -36,7 +36,7 @@ func TestBanReachesEveryProxy(t *testing.T) {
 	t.Cleanup(app.Close)
 	appAddr := strings.TrimPrefix(app.URL, "http://")
 	set := filepath.Join(e.dir, "set.yaml")
-	raw, err := os.ReadFile(e.config)
+	raw, err := os.ReadFile(e.serverResources())
 	if err != nil {
 		t.Fatal(err)
 	}

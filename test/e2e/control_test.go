@@ -402,7 +402,8 @@ func TestDeveloperMayNotShadowAnotherTeamsRoute(t *testing.T) {
 		}
 		return out
 	}
-	must("apply", "-f", e.config)
+	must("apply", "-f", e.serverResources())
+	e.startFollowingOrders()
 	key := e.apiKey("shop", "orders")
 	addr := freeAddr(t)
 	startProcess(t, e.dir, "gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca", "--data-dir", filepath.Join(e.dir, "edge"),

@@ -862,3 +862,37 @@ func waitRoutable(t *testing.T, call func() int) int {
 		}
 	}
 }
+
+// serverResources writes the edge set-up's resources for the server
+// (edge.yaml without orders' address: proxies that follow the server
+// learn orders' registered instances) and returns the file's path.
+func (e *edgeSetup) serverResources() string {
+	e.t.Helper()
+	raw, err := os.ReadFile(e.config)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	static := fmt.Sprintf("spec: {endpoints: [%q]}", e.ordersIn)
+	if !strings.Contains(string(raw), static) {
+		e.t.Fatalf("edge.yaml does not give orders' address as %s", static)
+	}
+	path := filepath.Join(e.dir, "edge-server.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(string(raw), static, "spec: {protocol: http}", 1)), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
+// startFollowingOrders runs a second sidecar of orders, in front of the
+// same app, that follows the server (the set-up's first one reads
+// edge.yaml) and waits until it registered.
+func (e *edgeSetup) startFollowingOrders() string {
+	e.t.Helper()
+	addr := freeAddr(e.t)
+	startProcess(e.t, e.dir, "sidecar", "--service", "orders", "--listen", addr, "--app", e.app, "--outbound", "",
+		"--token", e.token("spiffe://example.org/svc/orders"), "--data-dir", filepath.Join(e.dir, "orders-follows"),
+		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"))
+	waitListening(e.t, addr)
+	waitRegistered(e.t, e.dir, e.data, "orders", addr)
+	return addr
+}
