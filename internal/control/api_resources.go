@@ -94,8 +94,21 @@ type HistoryResponse struct {
 // it and the Services it may call; a gateway its Routes, Issuers, the
 // Services they route to and those Services' policies.
 type SnapshotResponse struct {
-	Version   int64  `json:"version"`
+	Version int64 `json:"version"` // of the resource set
+	// Cursor is where the proxy's next long poll starts (?after=): it
+	// grows with the resource version and with changes to the registered
+	// instances of the services the proxy reaches. Zero from a server
+	// without it: Version is the cursor.
+	Cursor    int64  `json:"cursor,omitempty"`
 	Documents string `json:"documents"`
+}
+
+// Next is the cursor to long-poll from after s.
+func (s SnapshotResponse) Next() int64 {
+	if s.Cursor != 0 {
+		return s.Cursor
+	}
+	return s.Version
 }
 
 // OperatorRequest creates (or re-creates) an operator and issues their

@@ -29,7 +29,11 @@ type savedSnapshot struct {
 }
 
 func snapshotSum(s SnapshotResponse) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%d\n%s", s.Version, s.Documents))
+	head := fmt.Sprint(s.Version)
+	if s.Cursor != 0 { // the cursor too, so that a damaged one is caught
+		head += "/" + fmt.Sprint(s.Cursor)
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\n%s", head, s.Documents))
 	return hex.EncodeToString(sum[:])
 }
 
@@ -130,10 +134,10 @@ func (f *Follower) Run(ctx context.Context, after int64, apply func(SnapshotResp
 			continue
 		}
 		failures = 0
-		if snap.Version <= after {
+		if snap.Next() <= after {
 			continue
 		}
-		after = snap.Version
+		after = snap.Next()
 		if err := apply(snap); err != nil {
 			f.Log.Error("refused snapshot; enforcing the previous one", "version", snap.Version, "err", err)
 			continue

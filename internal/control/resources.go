@@ -41,6 +41,7 @@ const (
 type resourceSet struct {
 	version int64
 	objs    []resource.Object
+	parts   sync.Map // "kind/name" -> *proxyPart, see partFor
 }
 
 // resourceCache keeps the newest parsed set, so that proxies' snapshots and

@@ -372,6 +372,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return proxy.Serve(ctx, pub, s.pub) })
 	g.Go(func() error { return s.maintain(ctx) })
 	g.Go(func() error { return s.handler.WatchResources(ctx) })
+	g.Go(func() error { return s.handler.WatchInstances(ctx) })
 	g.Go(func() error { return s.lead(ctx) })
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {

@@ -62,6 +62,7 @@ type Handler struct {
 	apiKeys   feedSignal
 	resources versionFeed   // the newest resource version known
 	resCache  resourceCache // the newest parsed resource set
+	live      liveFeed      // the registered instances (instances_feed.go)
 
 	auditLocks logLocks // one shipped batch at a time per sending log
 	flowPrune  flowPrune

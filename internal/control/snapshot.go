@@ -106,7 +106,10 @@ func proxyKind(id spiffeid.ID) (kind, name string, ok bool) {
 }
 
 // snapshot is the proxies' long poll: it answers once the resource version
-// exceeds ?after= (or at ?wait=), with the caller's own part of the set.
+// or the registered instances of a service the caller reaches moved past
+// ?after= (a cursor, see makeCursor), or at ?wait=, with the caller's own
+// part of the set and the live instances merged into its Services'
+// endpoints.
 func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request, caller spiffeid.ID) {
 	kind, name, ok := proxyKind(caller)
 	if !ok {
@@ -120,31 +123,57 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request, caller spiffe
 		h.fail(w, r, err)
 		return
 	}
+	afterRes, afterInst := splitCursor(after)
 	ctx, cancel := h.pollContext(r, wait)
 	defer cancel()
+	var set *resourceSet
 	for {
-		v, changed := h.resources.get()
-		if v > after || ctx.Err() != nil {
+		v, resChanged := h.resources.get()
+		live, liveChanged := h.live.get()
+		if v > afterRes || ctx.Err() != nil {
 			break
 		}
+		if live.version > afterInst {
+			if set, err = h.setAt(r.Context(), v); err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			if set.partFor(kind, name).touched(live, afterInst) {
+				break
+			}
+		}
 		select {
-		case <-changed:
+		case <-resChanged:
+		case <-liveChanged:
 		case <-ctx.Done():
 		}
 	}
 	if r.Context().Err() != nil {
 		return // the proxy went away
 	}
-	cur, err := h.current(r.Context())
-	if err != nil {
+	v, _ := h.resources.get()
+	live, _ := h.live.get()
+	if set, err = h.setAt(r.Context(), v); err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	var part []resource.Object
-	if kind == "svc" {
-		part = resource.ForSidecar(cur.objs, name)
-	} else {
-		part = resource.ForGateway(cur.objs, name)
+	part := set.partFor(kind, name)
+	writeJSON(w, http.StatusOK, SnapshotResponse{
+		Version:   set.version,
+		Cursor:    makeCursor(set.version, live.version),
+		Documents: string(resource.Marshal(part.withInstances(live))),
+	})
+}
+
+// setAt returns the parsed resource set of version v or newer: the cached
+// one when it is that new, without asking the store, which every woken
+// long poll would otherwise do.
+func (h *Handler) setAt(ctx context.Context, v int64) (*resourceSet, error) {
+	h.resCache.mu.Lock()
+	s := h.resCache.set
+	h.resCache.mu.Unlock()
+	if s != nil && s.version >= v {
+		return s, nil
 	}
-	writeJSON(w, http.StatusOK, SnapshotResponse{Version: cur.version, Documents: string(resource.Marshal(part))})
+	return h.current(ctx)
 }

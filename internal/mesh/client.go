@@ -86,7 +86,7 @@ type Upstream struct {
 	id      spiffeid.ID
 	c       *Client
 	h2, h1  *httputil.ReverseProxy // h1: upgrades, and HTTP/1.x callers with hop h1
-	hosts   *proxy.Ejector         // round robin, outliers ejected
+	hosts   *proxy.Ejector         // least outstanding of two, outliers ejected
 	breaker *proxy.Breaker
 	budget  *proxy.RetryBudget
 	t2, t1  *http.Transport
@@ -151,7 +151,8 @@ func (c *Client) Upstream(name string) (*Upstream, error) {
 // ServeHTTP forwards r to the service over mutual TLS: over HTTP/2, or
 // over the HTTP/1.1 pool for upgrades (WebSocket), and for HTTP/1.x
 // callers when the client was built to (see hop). Failures are answered
-// with 502, or 503 when the breaker is open or every endpoint is ejected.
+// with 502, or 503 when the breaker is open, every endpoint is ejected or
+// the service has none.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.pick(r).ServeHTTP(w, r)
 }
@@ -184,18 +185,39 @@ var hop string
 const hopH1 = "h1"
 
 // DialStream opens an opaque stream (ALPN alpn) to one endpoint of the
-// service, for L4 traffic, and reports the outcome to the ejector.
+// service, for L4 traffic, and reports the outcome to the ejector. The
+// stream counts as outstanding on its endpoint until it is closed, so
+// long-lived streams spread by least connections.
 func (u *Upstream) DialStream(ctx context.Context, alpn string) (net.Conn, error) {
-	host, err := u.hosts.Pick()
+	l, err := u.hosts.Pick()
 	if err != nil {
 		return nil, err
 	}
-	tc, err := u.c.dialTLS(ctx, u, host, []string{alpn})
-	u.hosts.Report(host, err == nil)
+	tc, err := u.c.dialTLS(ctx, u, l.Host, []string{alpn})
 	if err != nil {
+		if ctx.Err() != nil {
+			u.hosts.Done(l, proxy.Abandoned)
+		} else {
+			u.hosts.Done(l, proxy.Failed)
+		}
 		return nil, err
 	}
-	return tc, nil
+	return &stream{Conn: tc, hosts: u.hosts, lease: l}, nil
+}
+
+// stream is an L4 stream that gives its endpoint's lease back when it is
+// closed (once).
+type stream struct {
+	*tls.Conn
+	hosts *proxy.Ejector
+	lease proxy.Lease
+	once  sync.Once
+}
+
+func (s *stream) Close() error {
+	err := s.Conn.Close()
+	s.once.Do(func() { s.hosts.Done(s.lease, proxy.Succeeded) })
+	return err
 }
 
 // resilient puts an upstream's circuit breaker and retry budget around its
@@ -212,32 +234,48 @@ func (r *resilient) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, ErrBreakerOpen
 	}
 	r.u.budget.Request()
-	resp, err := r.try(req)
-	if err != nil && req.Context().Err() == nil && r.u.budget.CanRetryRequest(req) {
-		resp, err = r.try(req)
+	resp, host, err := r.try(req, "")
+	none := errors.Is(err, proxy.ErrNoEndpoints)
+	if err != nil && !none && req.Context().Err() == nil && r.u.budget.CanRetryRequest(req) {
+		resp, _, err = r.try(req, host) // elsewhere, when there is elsewhere
+		none = errors.Is(err, proxy.ErrNoEndpoints)
 	}
 	// A caller that hung up says nothing about the upstream: it must not
 	// open the breaker for everyone else (it releases a probe as a success).
-	done(req.Context().Err() != nil || (err == nil && !gatewayError(resp.StatusCode)))
+	// Nor does a service without endpoints yet: its first instances must
+	// not meet an open breaker.
+	done(req.Context().Err() != nil || none || (err == nil && !gatewayError(resp.StatusCode)))
 	return resp, err
 }
 
-// try sends req to one endpoint picked by the ejector and reports how the
-// endpoint did. Each endpoint has its own connections (the pool is keyed
+// try sends req to one endpoint picked by the ejector, other than avoid
+// when it can, and reports how the endpoint did (the request is outstanding there until its response
+// headers arrive or it fails). Each endpoint has its own connections (the pool is keyed
 // by the URL's host), so load spreads and a dead one is left alone.
-func (r *resilient) try(req *http.Request) (*http.Response, error) {
-	host, err := r.u.hosts.Pick()
+func (r *resilient) try(req *http.Request, avoid string) (*http.Response, string, error) {
+	var l proxy.Lease
+	var err error
+	if avoid == "" {
+		l, err = r.u.hosts.Pick()
+	} else {
+		l, err = r.u.hosts.PickOther(avoid)
+	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out, u := *req, *req.URL
-	u.Host = host
+	u.Host = l.Host
 	out.URL = &u
 	resp, err := r.rt.RoundTrip(&out)
-	if req.Context().Err() == nil { // a caller hanging up is not the endpoint's fault
-		r.u.hosts.Report(host, err == nil && !gatewayError(resp.StatusCode))
+	switch {
+	case req.Context().Err() != nil: // a caller hanging up is not the endpoint's fault
+		r.u.hosts.Done(l, proxy.Abandoned)
+	case err == nil && !gatewayError(resp.StatusCode):
+		r.u.hosts.Done(l, proxy.Succeeded)
+	default:
+		r.u.hosts.Done(l, proxy.Failed)
 	}
-	return resp, err
+	return resp, l.Host, err
 }
 
 // gatewayError reports statuses that say the upstream's sidecar, not its
@@ -343,6 +381,9 @@ const (
 	ReasonUnreachable = "upstream_unreachable"
 	ReasonBreakerOpen = "circuit_open"
 	ReasonAllEjected  = "endpoints_ejected"
+	// ReasonNoEndpoints: the service has no endpoint at all (no static
+	// one, and no instance registered, or none left).
+	ReasonNoEndpoints = "no_endpoints"
 )
 
 // failure classifies an upstream call's error for the client.
@@ -352,6 +393,8 @@ func failure(err error) (status int, reason string) {
 		return http.StatusServiceUnavailable, ReasonBreakerOpen
 	case errors.Is(err, proxy.ErrAllEjected):
 		return http.StatusServiceUnavailable, ReasonAllEjected
+	case errors.Is(err, proxy.ErrNoEndpoints):
+		return http.StatusServiceUnavailable, ReasonNoEndpoints
 	}
 	return http.StatusBadGateway, ReasonUnreachable
 }

@@ -54,6 +54,10 @@ type service struct {
 
 	mu     sync.Mutex
 	protos map[string]int // request protocol -> count
+
+	// kill closes the listener and every connection at once, as a process
+	// killed would (idempotent).
+	kill func()
 }
 
 func (s *service) seen(proto string) int {
@@ -100,7 +104,9 @@ func serve(t testing.TB, src *identity.Source, h http.HandlerFunc) *service {
 			t.Errorf("service: %v", err)
 		}
 	}()
-	t.Cleanup(func() { srv.Close(); <-done })
+	var once sync.Once
+	s.kill = func() { once.Do(func() { srv.Close(); <-done }) }
+	t.Cleanup(s.kill)
 	return s
 }
 

@@ -120,6 +120,9 @@ var (
 	UpstreamUnreachable = register("upstream_unreachable", http.StatusBadGateway, "")
 	CircuitOpen         = register("circuit_open", http.StatusServiceUnavailable, "")
 	EndpointsEjected    = register("endpoints_ejected", http.StatusServiceUnavailable, "")
+	// NoEndpoints: the service has no endpoint at all, not yet (no
+	// instance has registered) or no longer.
+	NoEndpoints = register("no_endpoints", http.StatusServiceUnavailable, "")
 )
 
 // WithStatus returns r answering with status instead: request hygiene

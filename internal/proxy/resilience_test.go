@@ -180,11 +180,12 @@ func TestEjector(t *testing.T) {
 	e := NewEjector([]string{"a", "b", "c"}, EjectorConfig{Failures: 2, BaseEjection: time.Second, MaxEjection: 3 * time.Second, Now: clk.Now})
 	pick := func() string {
 		t.Helper()
-		h, err := e.Pick()
+		l, err := e.Pick()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return h
+		e.Done(l, Abandoned)
+		return l.Host
 	}
 	picks := func(n int) string {
 		var s []string
@@ -193,52 +194,52 @@ func TestEjector(t *testing.T) {
 		}
 		return strings.Join(s, "")
 	}
-	if got := picks(6); got != "abcabc" {
-		t.Fatalf("round robin: %s", got)
+	if got := picks(60); !strings.Contains(got, "a") || !strings.Contains(got, "b") || !strings.Contains(got, "c") {
+		t.Fatalf("not every endpoint picked: %s", got)
 	}
 
-	e.Report("b", false)
-	e.Report("b", true) // breaks the run
-	e.Report("b", false)
-	if got := picks(3); got != "abc" {
+	report(e, "b", false)
+	report(e, "b", true) // breaks the run
+	report(e, "b", false)
+	if got := picks(30); !strings.Contains(got, "b") {
 		t.Fatalf("b ejected too early: %s", got)
 	}
-	e.Report("b", false) // second in a row: out for 1s
-	if got := picks(4); got != "acac" {
+	report(e, "b", false) // second in a row: out for 1s
+	if got := picks(30); strings.Contains(got, "b") {
 		t.Fatalf("with b ejected: %s", got)
 	}
-	e.Report("b", false) // while ejected: ignored
+	report(e, "b", false) // while ejected: ignored
 	clk.Advance(time.Second)
-	if got := picks(3); !strings.Contains(got, "b") {
+	if got := picks(30); !strings.Contains(got, "b") {
 		t.Fatalf("b did not come back: %s", got)
 	}
 
 	// Ejected again soon after: twice as long (2s), then capped at 3s.
 	for _, d := range []time.Duration{2 * time.Second, 3 * time.Second, 3 * time.Second} {
-		e.Report("b", false)
-		e.Report("b", false)
+		report(e, "b", false)
+		report(e, "b", false)
 		clk.Advance(d - time.Millisecond)
-		if got := picks(4); strings.Contains(got, "b") {
+		if got := picks(30); strings.Contains(got, "b") {
 			t.Fatalf("b back before %v: %s", d, got)
 		}
 		clk.Advance(time.Millisecond)
-		if got := picks(3); !strings.Contains(got, "b") {
+		if got := picks(30); !strings.Contains(got, "b") {
 			t.Fatalf("b not back after %v: %s", d, got)
 		}
 	}
 	// After behaving for MaxEjection, the count starts over.
 	clk.Advance(3 * time.Second)
-	e.Report("b", false)
-	e.Report("b", false)
+	report(e, "b", false)
+	report(e, "b", false)
 	clk.Advance(time.Second)
-	if got := picks(3); !strings.Contains(got, "b") {
+	if got := picks(30); !strings.Contains(got, "b") {
 		t.Fatalf("ejection count did not start over: %s", got)
 	}
 
 	// All ejected: a clear error, not a pick.
 	for _, h := range []string{"a", "b", "c"} {
-		e.Report(h, false)
-		e.Report(h, false)
+		report(e, h, false)
+		report(e, h, false)
 	}
 	if _, err := e.Pick(); !errors.Is(err, ErrAllEjected) || !strings.Contains(err.Error(), "returns in") {
 		t.Fatalf("all ejected: %v", err)
@@ -252,18 +253,36 @@ func TestEjector(t *testing.T) {
 func TestEjectorSetHosts(t *testing.T) {
 	clk := newFakeClock()
 	e := NewEjector([]string{"a", "b"}, EjectorConfig{Failures: 1, BaseEjection: time.Second, Now: clk.Now})
-	e.Report("a", false)
+	report(e, "a", false)
 	e.SetHosts([]string{"a", "c", "c"})
 	for range 4 {
-		if h, _ := e.Pick(); h != "c" {
-			t.Fatalf("picked %q: a is still ejected, b is gone", h)
+		l, _ := e.Pick()
+		if l.Host != "c" {
+			t.Fatalf("picked %q: a is still ejected, b is gone", l.Host)
 		}
+		e.Done(l, Succeeded)
 	}
-	e.Report("zz", false) // unknown: ignored
+	report(e, "zz", false) // unknown: ignored
 	e.SetHosts(nil)
-	if _, err := e.Pick(); err == nil {
-		t.Fatal("picked from no endpoints")
+	if _, err := e.Pick(); !errors.Is(err, ErrNoEndpoints) {
+		t.Fatalf("picked from no endpoints: %v", err)
 	}
+}
+
+// report gives back a lease of host h with ok's outcome, as if it had
+// been picked.
+func report(e *Ejector, h string, ok bool) {
+	e.mu.Lock()
+	ep := e.byName[h]
+	if ep != nil {
+		ep.outstanding++
+	}
+	e.mu.Unlock()
+	o := Failed
+	if ok {
+		o = Succeeded
+	}
+	e.Done(Lease{Host: h, ep: ep}, o)
 }
 
 func TestRetryBudget(t *testing.T) {

@@ -72,8 +72,10 @@ type ServiceSpec struct {
 	// Protocol is http (the default), grpc or tcp. For tcp the sidecar
 	// authorizes connections, not requests.
 	Protocol Protocol `yaml:"protocol"`
-	// Endpoints are the host:port addresses where the sidecar reaches the
-	// workload; at least one.
+	// Endpoints are static host:port addresses of the service's sidecars,
+	// for a service whose sidecars do not register themselves (or during a
+	// migration); optional. The server adds the addresses its sidecars
+	// register (see docs/discovery.md) in each proxy's snapshot.
 	Endpoints []string `yaml:"endpoints"`
 	// Port is the port of the service's sidecar for mesh traffic; 0 leaves the
 	// choice to the sidecar.

@@ -137,9 +137,6 @@ func (s *ServiceSpec) validate(v validator) {
 	default:
 		v.errorf("spec.protocol", "unknown protocol %q (want http, grpc or tcp)", s.Protocol)
 	}
-	if len(s.Endpoints) == 0 {
-		v.errorf("spec.endpoints", "required: at least one host:port")
-	}
 	for i, ep := range s.Endpoints {
 		path := fmt.Sprintf("spec.endpoints[%d]", i)
 		host, port, err := net.SplitHostPort(ep)

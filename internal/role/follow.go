@@ -49,7 +49,7 @@ func (r *serverResources) started(log *slog.Logger) {
 
 // run follows the server's snapshots, handing each to apply.
 func (r *serverResources) run(ctx context.Context, apply func(origin string, version int64, data []byte) error) error {
-	return r.follower.Run(ctx, r.first.Version, func(s control.SnapshotResponse) error {
+	return r.follower.Run(ctx, r.first.Next(), func(s control.SnapshotResponse) error {
 		return apply(serverOrigin(s.Version), s.Version, []byte(s.Documents))
 	})
 }

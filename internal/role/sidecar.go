@@ -3,11 +3,13 @@ package role
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wardsec/ward/internal/control"
 	"github.com/wardsec/ward/internal/sidecar"
 )
 
@@ -21,13 +23,22 @@ type Sidecar struct {
 	// Ready, if set, is called once the sidecar is bound, before it
 	// serves (to learn its addresses).
 	Ready func(*sidecar.Sidecar)
+	// Register, when set and the sidecar follows a server (no
+	// ConfigFile), registers the sidecar as an instance of its service
+	// and drains on a clean stop (see Registration). nil: neither.
+	Register *Registration
+
+	registrar Registrar // tests: instead of the server's client
 }
 
 // Run enrolls or reloads the sidecar's identity, opens its audit spool and
 // obtains its first snapshot, then runs the sidecar with the identity
-// source, the snapshot follower and the spool's shipper until ctx ends or
-// one fails.
+// source, the snapshot follower, the spool's shipper and, with Register,
+// the instance registration until ctx ends or one fails. When ctx ends
+// with Register set, it first deregisters, then serves for the drain,
+// then stops everything (in-flight requests finish).
 func (s *Sidecar) Run(ctx context.Context) error {
+	started := time.Now()
 	cfg := s.Proxy
 	log := s.logger().With("role", "sidecar", "service", cfg.Service)
 	src, client, err := s.source(ctx, func(td spiffeid.TrustDomain) (spiffeid.ID, error) {
@@ -68,18 +79,68 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if s.Ready != nil {
 		s.Ready(sc)
 	}
-	grp, ctx := errgroup.WithContext(ctx)
+	// The parts run on their own context, so that on a clean stop the
+	// sidecar deregisters and keeps serving for the drain before they
+	// stop; a part that fails still stops them all at once.
+	parts, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	grp, pctx := errgroup.WithContext(parts)
 	if res != nil {
 		res.started(log)
 		grp.Go(func() error {
-			return res.run(ctx, func(origin string, version int64, data []byte) error {
+			return res.run(pctx, func(origin string, version int64, data []byte) error {
 				return sc.Apply(sidecar.Snapshot{Origin: origin, Version: version, Data: data})
 			})
 		})
 	}
-	grp.Go(func() error { return src.Run(ctx) })
-	grp.Go(func() error { return sc.Run(ctx) })
-	grp.Go(func() error { return spool.Run(ctx) })
-	grp.Go(func() error { return flowShip.Run(ctx) })
+	grp.Go(func() error { return src.Run(pctx) })
+	grp.Go(func() error { return sc.Run(pctx) })
+	grp.Go(func() error { return spool.Run(pctx) })
+	grp.Go(func() error { return flowShip.Run(pctx) })
+	var registered <-chan struct{} // closed once deregistered on stop
+	if reg := s.Register; reg != nil && res != nil {
+		api := s.registrar
+		if api == nil {
+			api = client
+		}
+		addr := reg.Advertise
+		if addr == "" {
+			addr = sc.InboundAddr()
+		}
+		r := &registrar{api: api, log: log, reg: control.InstanceRegistration{
+			Service: cfg.Service, Address: addr, Labels: reg.Labels, Started: started.UTC()}}
+		// It stops with ctx (a clean stop: it deregisters) or with the
+		// parts (one failed).
+		rctx, rstop := context.WithCancel(pctx)
+		defer rstop()
+		unhook := context.AfterFunc(ctx, rstop)
+		defer unhook()
+		done := make(chan struct{})
+		registered = done
+		grp.Go(func() error { defer close(done); return r.Run(rctx) })
+	}
+	grp.Go(func() error {
+		select {
+		case <-pctx.Done(): // a part failed
+			return nil
+		case <-ctx.Done():
+		}
+		if registered != nil {
+			<-registered // deregistered (or gave up) first
+		}
+		if registered != nil && s.Register.Drain > 0 {
+			drain := time.NewTimer(s.Register.Drain)
+			defer drain.Stop()
+			log.Info("draining: serving inbound while callers learn this instance is gone", "drain", s.Register.Drain)
+			select {
+			case <-drain.C:
+			case <-s.Register.Hurry:
+				log.Info("drain cut short")
+			case <-pctx.Done():
+			}
+		}
+		stop()
+		return nil
+	})
 	return ignoreCanceled(grp.Wait())
 }
