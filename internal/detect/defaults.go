@@ -49,10 +49,18 @@ apiVersion: ward/v1
 kind: DetectionRule
 metadata: {name: volume-spike}
 spec: {signal: volume, threshold: 300, window: 1m, tolerance: 4, response: alert}
+---
+# Alert only: a rollout registers every instance of a service anew; more
+# than that in a minute is a sidecar crash-looping or a stolen identity
+# adding instances.
+apiVersion: ward/v1
+kind: DetectionRule
+metadata: {name: registration-burst}
+spec: {signal: registration, threshold: 30, window: 1m, response: alert}
 `
 
 // DefaultRuleCount is how many rules Ward ships.
-const DefaultRuleCount = 8
+const DefaultRuleCount = 9
 
 var defaults = mustParse(defaultRules)
 

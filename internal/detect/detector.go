@@ -239,7 +239,8 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 	}
 	gateway := (e.Type == "gateway.request" || e.Type == "gateway.response") && status != 0
 	sidecar := e.Type == "sidecar.request"
-	if !gateway && !sidecar {
+	registration := e.Type == "instance.register"
+	if !gateway && !sidecar && !registration {
 		return nil
 	}
 	now := e.Time
@@ -253,7 +254,12 @@ func (d *Detector) Observe(e *audit.Event) []Detection {
 	for _, r := range d.rules {
 		caller, target, item := "", "", uint64(0)
 		kind := "" // volume: what caller is, when not an address or a workload
+		if registration != (r.spec.Signal == resource.SignalRegistration) {
+			continue // registrations count for their own signal only
+		}
 		switch r.spec.Signal {
+		case resource.SignalRegistration:
+			caller = e.Service
 		case resource.SignalAuthFailure:
 			if e.Decision != "deny" || (r.reasons != nil && !r.reasons[e.Reason]) || (r.reasons == nil && !authReason(e.Reason)) {
 				continue

@@ -341,3 +341,29 @@ func TestSpray(t *testing.T) {
 		t.Fatalf("the attacker in the spray was not detected by auth-failures and credential-cycling: %+v", caught)
 	}
 }
+
+func TestRegistrationBurstAlertsPerService(t *testing.T) {
+	d := detect.New(detect.DefaultCapacity)
+	d.Configure(detect.Defaults())
+	t0 := time.Now()
+	register := func(service string, i int) []detect.Detection {
+		return d.Observe(&audit.Event{Type: "instance.register", Time: t0.Add(time.Duration(i) * time.Millisecond),
+			Actor: "spiffe://example.org/svc/" + service, Service: service, Source: "127.0.0.9:4000"})
+	}
+	for i := range 29 {
+		if got := register("orders", i); len(got) != 0 {
+			t.Fatalf("registration %d of orders fired %+v; the threshold is 30 in a minute", i+1, got)
+		}
+		if got := register("catalog", i); len(got) != 0 {
+			t.Fatalf("catalog's registrations counted with orders': %+v", got)
+		}
+	}
+	got := register("orders", 30)
+	if len(got) != 1 || got[0].Rule != "registration-burst" || got[0].Caller != "orders" || got[0].Response != "alert" {
+		t.Fatalf("the 30th registration of orders: %+v, want one registration-burst alert for orders", got)
+	}
+	// A request record never counts as a registration, nor the reverse.
+	if got := d.Observe(&audit.Event{Type: "sidecar.request", Time: t0, Actor: "spiffe://example.org/svc/x", Service: "orders", Decision: "allow"}); len(got) != 0 {
+		t.Errorf("a request fired %+v", got)
+	}
+}

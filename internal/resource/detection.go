@@ -49,10 +49,14 @@ const (
 	// source address; the threshold is the least count that can fire, so
 	// a quiet caller's first burst is not flagged.
 	SignalVolume = "volume"
+	// SignalRegistration: instances registered for one service (counted
+	// per service): a burst is a workload announcing itself over and
+	// over, or a stolen identity adding instances. Alert only.
+	SignalRegistration = "registration"
 )
 
 // Signals lists the signals a rule may name.
-var Signals = []string{SignalAuthFailure, SignalCredentialCycling, SignalErrorRate, SignalHygiene, SignalReplay, SignalLateral, SignalWAFHit, SignalVolume}
+var Signals = []string{SignalAuthFailure, SignalCredentialCycling, SignalErrorRate, SignalHygiene, SignalReplay, SignalLateral, SignalWAFHit, SignalVolume, SignalRegistration}
 
 // Responses of a DetectionRule.
 const (
@@ -76,8 +80,8 @@ type DetectionRuleSpec struct {
 	// Mode is enforce (the default) or dry-run: a dry-run rule records
 	// what it would do and bans nobody.
 	Mode Mode `yaml:"mode"`
-	// Response is ban or alert; default ban, alert for error-rate and
-	// lateral-movement.
+	// Response is ban or alert; default ban, alert for error-rate,
+	// lateral-movement, volume and registration (which can only alert).
 	Response string `yaml:"response"`
 	// BanTTL is how long a ban lasts; default 15m, at most 30 days.
 	BanTTL string `yaml:"banTTL,omitempty"`
@@ -109,7 +113,7 @@ func (s *DetectionRuleSpec) setDefaults() {
 	}
 	if s.Response == "" {
 		s.Response = ResponseBan
-		if s.Signal == SignalErrorRate || s.Signal == SignalLateral || s.Signal == SignalVolume {
+		if s.Signal == SignalErrorRate || s.Signal == SignalLateral || s.Signal == SignalVolume || s.Signal == SignalRegistration {
 			s.Response = ResponseAlert
 		}
 	}
@@ -155,6 +159,9 @@ func (s *DetectionRuleSpec) validate(v validator) {
 	}
 	if s.Signal == SignalVolume && (s.Tolerance < 1.1 || s.Tolerance > 1000) {
 		v.errorf("spec.tolerance", "tolerance %v: want a factor from 1.1 to 1000", s.Tolerance)
+	}
+	if s.Signal == SignalRegistration && s.Response == ResponseBan {
+		v.errorf("spec.response", "the registration signal counts per service, not per caller: it can only alert")
 	}
 	if len(s.Reasons) > 0 && s.Signal != SignalAuthFailure {
 		v.errorf("spec.reasons", "reasons apply to the auth-failure signal only")

@@ -140,6 +140,23 @@ CREATE TABLE flows (
 CREATE INDEX flows_end_at ON flows (end_at);
 CREATE INDEX flows_dest ON flows (dest, end_at);
 `},
+	{6, `
+CREATE TABLE instances (
+	id         TEXT PRIMARY KEY,
+	service    TEXT NOT NULL,
+	address    TEXT NOT NULL,
+	spiffe_id  TEXT NOT NULL,
+	serial     TEXT NOT NULL,
+	labels     TEXT NOT NULL,
+	started_at BIGINT NOT NULL,
+	renewed_at BIGINT NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+CREATE INDEX instances_service ON instances (service, address);
+CREATE INDEX instances_expires ON instances (expires_at);
+CREATE INDEX instances_serial ON instances (serial);
+INSERT INTO feed_versions (name, version) VALUES ('instances', 0);
+`},
 }
 
 // latestVersion is the schema version this code writes.

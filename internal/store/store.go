@@ -164,6 +164,7 @@ type Store interface {
 	Resources
 	Secrets
 	Flows
+	Instances
 
 	Close() error
 }

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RewrapSecrets", testRewrapSecrets},
 		{"ConcurrentSecretVersions", testConcurrentSecretVersions},
 		{"Flows", testFlows},
+		{"Instances", testInstances},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
