@@ -81,7 +81,7 @@ func NewRoot(out, errw io.Writer) *cobra.Command {
 	}
 	root.AddCommand(demoCmd(g), serverCmd(g), gatewayCmd(g), sidecarCmd(g), tokenCmd(g), certCmd(g), caCmd(g), apikeyCmd(g), identityCmd(g), versionCmd(g))
 	root.AddCommand(auditCmd(g), adminCmd(g), applyCmd(g), diffCmd(g), getCmd(g), deleteCmd(g), historyCmd(g), rollbackCmd(g))
-	root.AddCommand(secretCmd(g), runCmd(g), banCmd(g), alertsCmd(g), policyCmd(g), dashboardCmd(g))
+	root.AddCommand(secretCmd(g), runCmd(g), banCmd(g), alertsCmd(g), policyCmd(g), dashboardCmd(g), instancesCmd(g))
 	return root
 }
 

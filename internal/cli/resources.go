@@ -229,6 +229,21 @@ func getCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.out, "# ward resources, version %d\n%s", resp.Version, resp.Documents)
+			if kind != "" && kind != resource.KindService {
+				return nil
+			}
+			// The live set, as comments: the output stays a resource file.
+			list, err := c.Instances(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			for i, in := range list {
+				if i == 0 {
+					fmt.Fprintln(g.out, "# registered instances (ward instances), merged into the endpoints proxies get:")
+				}
+				fmt.Fprintf(g.out, "#   %s %s (%s, up %s)\n", in.Service, in.Address, instanceHealth(in, now), age(now.Sub(in.Started)))
+			}
 			return nil
 		},
 	}

@@ -67,6 +67,7 @@ error. On first start the key given becomes the key-encryption key.`,
 	f.StringVar(&cfg.AuditDir, "audit-dir", "", "the hash-chained audit log (default DATA_DIR/audit); checkpoints signed with DATA_DIR/audit-key.pem")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
 	f.DurationVar(&cfg.MaxSVIDTTL, "max-svid-ttl", ca.DefaultMaxSVIDTTL, "upper bound on SVID lifetimes")
+	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", control.DefaultInstanceTTL, "how long a registered instance lives without a renewal (sidecars renew at a third of it); a killed instance leaves the set within it")
 	f.StringSliceVar(&cfg.SANs, "san", nil, "extra DNS name or IP for the server's certificate (repeatable)")
 	f.StringSliceVar(&cfg.EdgeNames, "edge-names", control.DefaultEdgeNames, "names gateways may get edge certificates for, comma-separated: DNS names, *.domain (one label) or IPs")
 	f.StringVar(&rootCert, "import-root-cert", "", "first start only: your root CA certificate (PEM)")

@@ -76,7 +76,6 @@ func (f *liveFeed) kicks() chan struct{} {
 	return f.kick
 }
 
-//lint:ignore U1000 called by the instance handlers (instances.go)
 // instancesChanged is called after this server changed the instance set
 // (to version): the watcher reads the set again at once, so that the
 // proxies' long polls answer without waiting for the next poll.

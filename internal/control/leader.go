@@ -30,6 +30,7 @@ func (s *Server) lead(ctx context.Context) error {
 		var bans sync.WaitGroup
 		defer bans.Wait()
 		bans.Go(func() { s.handler.ExpireBans(ctx) })
+		bans.Go(func() { s.handler.ExpireInstances(ctx) })
 		t := time.NewTicker(sweepEvery)
 		defer t.Stop()
 		for {

@@ -67,9 +67,12 @@ type ServerConfig struct {
 	SVIDTTL      time.Duration
 	MaxSVIDTTL   time.Duration
 	PublishDelay time.Duration // see ca.Config.PublishDelay
-	Import       *ca.Import
-	SANs         []string // extra DNS names or IPs for the server certificate
-	EdgeNames    []string // patterns of names gateways may get edge certificates for; nil: DefaultEdgeNames
+	// InstanceTTL is how long a registered instance lives without a
+	// renewal (default DefaultInstanceTTL).
+	InstanceTTL time.Duration
+	Import      *ca.Import
+	SANs        []string // extra DNS names or IPs for the server certificate
+	EdgeNames   []string // patterns of names gateways may get edge certificates for; nil: DefaultEdgeNames
 	// AuditDir holds the server's hash-chained audit log (default
 	// <data-dir>/audit). Every event of the server, and every record
 	// proxies ship, is written there before it is acknowledged.
@@ -182,12 +185,13 @@ func NewServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: events, EdgeNames: cfg.EdgeNames, AuditLog: s.auditLog}
+	s.handler = &Handler{CA: s.CA, Store: s.store, Log: cfg.Log, Events: events, EdgeNames: cfg.EdgeNames, AuditLog: s.auditLog, InstanceTTL: cfg.InstanceTTL}
 	if s.handler.Vault, err = openVault(ctx, s.store, kek, events, cfg.Log); err != nil {
 		return nil, err
 	}
 	s.leader, s.sweeps = leaderMetrics(s.registry)
 	s.registry.MustRegister(s.handler.DetectionMetrics()...)
+	s.registry.MustRegister(s.handler.InstanceMetrics()...)
 	s.registry.MustRegister(s.CA.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.refreshServerCert(ctx); err != nil {
 		return nil, err
@@ -373,6 +377,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.maintain(ctx) })
 	g.Go(func() error { return s.handler.WatchResources(ctx) })
 	g.Go(func() error { return s.handler.WatchInstances(ctx) })
+	g.Go(func() error { return s.handler.RunRenewals(ctx) })
 	g.Go(func() error { return s.lead(ctx) })
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {

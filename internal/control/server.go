@@ -58,11 +58,15 @@ type Handler struct {
 	// Vault keeps the secrets (see secrets.go); nil: every vault endpoint
 	// answers that the vault is sealed.
 	Vault *vault.Vault
+	// InstanceTTL is how long a registered instance lives without a
+	// renewal; zero: DefaultInstanceTTL.
+	InstanceTTL time.Duration
 
 	apiKeys   feedSignal
 	resources versionFeed   // the newest resource version known
 	resCache  resourceCache // the newest parsed resource set
 	live      liveFeed      // the registered instances (instances_feed.go)
+	renewed   renewals      // instance renewals not yet written
 
 	auditLocks logLocks // one shipped batch at a time per sending log
 	flowPrune  flowPrune
@@ -157,6 +161,10 @@ func (h *Handler) API() http.Handler {
 	mux.HandleFunc("POST "+PathAudit, h.workload(h.ingestAudit))
 	mux.HandleFunc("POST "+PathFlows, h.workload(h.ingestFlows))
 	mux.HandleFunc("GET "+PathFlows, h.operator(accessRead, h.listFlows))
+	mux.HandleFunc("POST "+PathInstances, h.workload(h.registerInstance))
+	mux.HandleFunc("GET "+PathInstances, h.operator(accessRead, h.listInstances))
+	mux.HandleFunc("POST "+PathInstance+"{id}/renew", h.workload(h.renewInstance))
+	mux.HandleFunc("DELETE "+PathInstance+"{id}", h.workload(h.recordedChange(h.deregisterInstance)))
 	if h.Dashboard == nil {
 		h.Dashboard = dashboard.NewAuth()
 		h.Dashboard.OnLogin = h.dashboardLoggedIn
@@ -506,6 +514,7 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request, caller spiffeid
 		h.fail(w, r, err)
 		return
 	}
+	h.removeRevokedInstances(r.Context(), caller, revoked)
 	resp := RevokeResponse{Revoked: make([]CertInfo, len(revoked))}
 	for i, c := range revoked {
 		resp.Revoked[i] = CertInfoOf(c, time.Now())
