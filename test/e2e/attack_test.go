@@ -34,7 +34,7 @@ type gatewayProc struct {
 // gateways that follow the server; it returns them and an API key.
 func attackSetup(t *testing.T, e *edgeSetup, n int, banTTL string) ([]*gatewayProc, string) {
 	t.Helper()
-	raw, err := os.ReadFile(e.config)
+	raw, err := os.ReadFile(e.serverResources())
 	if err != nil {
 		t.Fatal(err)
 	}

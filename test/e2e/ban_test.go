@@ -16,12 +16,12 @@ const banServices = `---
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
-spec: {endpoints: [%[1]q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: Service
 metadata: {name: billing}
-spec: {endpoints: [%[1]q]}
+spec: {protocol: http}
 `
 
 // TestBanReachesEveryProxy: `ward ban add` on the loopback network
@@ -36,11 +36,11 @@ func TestBanReachesEveryProxy(t *testing.T) {
 	t.Cleanup(app.Close)
 	appAddr := strings.TrimPrefix(app.URL, "http://")
 	set := filepath.Join(e.dir, "set.yaml")
-	raw, err := os.ReadFile(e.config)
+	raw, err := os.ReadFile(e.serverResources())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(set, append(raw, fmt.Sprintf(banServices, appAddr)...), 0o644); err != nil {
+	if err := os.WriteFile(set, append(raw, banServices...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := ward(t, e.dir, "apply", "-f", set, "--data-dir", e.data); err != nil {
@@ -75,6 +75,7 @@ func TestBanReachesEveryProxy(t *testing.T) {
 		p := startProc(t, e.dir, append(args, "--token", e.token("spiffe://example.org/svc/"+name))...)
 		p.args = args
 		waitListening(t, addr)
+		waitRegistered(t, e.dir, e.data, name, addr)
 		px := &proxy{name: name, addr: addr, p: p}
 		// The test calls each sidecar with the other one's identity.
 		other := map[string]string{"catalog": "billing", "billing": "catalog"}[name]

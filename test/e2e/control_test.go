@@ -59,15 +59,17 @@ func (p *proc) stop() {
 	p.cmd = nil
 }
 
+// controlMesh has no addresses: the sidecars, which follow the server,
+// register their own.
 const controlMesh = `apiVersion: ward/v1
 kind: Service
 metadata: {name: orders}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy
@@ -113,7 +115,7 @@ func TestControlPlane(t *testing.T) {
 		}
 		return path
 	}
-	mesh := write("mesh.yaml", fmt.Sprintf(controlMesh, ordersIn, catalogIn, "GET"))
+	mesh := write("mesh.yaml", fmt.Sprintf(controlMesh, "GET"))
 	if out := must("apply", "-f", mesh); !strings.Contains(out, "applied: version 1 (was 0)") || !strings.Contains(out, "+AccessPolicy/orders-callers") {
 		t.Fatalf("apply: %s", out)
 	}
@@ -121,7 +123,7 @@ func TestControlPlane(t *testing.T) {
 	// Bad input: refused with file and line, nothing recorded.
 	for _, tt := range []struct{ name, doc, want string }{
 		{"malformed", "apiVersion: ward/v1\nkind: Service\nmetadata: {name: x\n", "bad.yaml:"},
-		{"unknown field", "apiVersion: ward/v1\nkind: Service\nmetadata: {name: x}\nspec: {endpoints: [\"127.0.0.1:1\"], colour: red}\n", "bad.yaml:4"},
+		{"unknown field", "apiVersion: ward/v1\nkind: Service\nmetadata: {name: x}\nspec: {protocol: http, colour: red}\n", "bad.yaml:4"},
 		{"wrong kind", "apiVersion: ward/v1\nkind: Servise\nmetadata: {name: x}\nspec: {}\n", "bad.yaml:2"},
 		{"missing service", "apiVersion: ward/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  target: nowhere\n  rules: [{from: [svc/catalog]}]\n", `bad.yaml:5: spec.target: no Service named "nowhere"`},
 		{"conflicting routes", "apiVersion: ward/v1\nkind: Route\nmetadata: {name: r1}\nspec:\n  pathPrefix: /orders\n  service: orders\n---\n" +
@@ -170,6 +172,8 @@ func TestControlPlane(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return resp.StatusCode
 	}
+	waitRegistered(t, dir, data, "orders", ordersIn)
+	waitRoutable(t, func() int { return call("GET") })
 	if got := call("GET"); got != 200 {
 		t.Fatalf("GET: %d", got)
 	}
@@ -190,7 +194,7 @@ func TestControlPlane(t *testing.T) {
 	}
 
 	// A change reaches the running sidecar within a second.
-	wider := write("wider.yaml", fmt.Sprintf(controlMesh, ordersIn, catalogIn, "GET, DELETE"))
+	wider := write("wider.yaml", fmt.Sprintf(controlMesh, "GET, DELETE"))
 	if out := must("diff", "-f", wider); !strings.Contains(out, "+        - DELETE") || !strings.Contains(out, "against version 1") {
 		t.Errorf("diff: %s", out)
 	}
@@ -362,7 +366,7 @@ func TestControlPlaneDocWalkthrough(t *testing.T) {
 const shadowingRoute = `apiVersion: ward/v1
 kind: Service
 metadata: {name: evil}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy
@@ -398,7 +402,8 @@ func TestDeveloperMayNotShadowAnotherTeamsRoute(t *testing.T) {
 		}
 		return out
 	}
-	must("apply", "-f", e.config)
+	must("apply", "-f", e.serverResources())
+	e.startFollowingOrders()
 	key := e.apiKey("shop", "orders")
 	addr := freeAddr(t)
 	startProcess(t, e.dir, "gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca", "--data-dir", filepath.Join(e.dir, "edge"),
@@ -418,7 +423,7 @@ func TestDeveloperMayNotShadowAnotherTeamsRoute(t *testing.T) {
 	must("admin", "create", "mallory", "--role", "developer", "--services", "evil", "--out", filepath.Join(e.dir, "mallory.pem"))
 	evilIn := freeAddr(t)
 	evil := filepath.Join(e.dir, "evil.yaml")
-	if err := os.WriteFile(evil, []byte(fmt.Sprintf(shadowingRoute, evilIn)), 0o644); err != nil {
+	if err := os.WriteFile(evil, []byte(shadowingRoute), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := ward(t, e.dir, "apply", "-f", evil, "--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"),
@@ -455,6 +460,7 @@ func TestDeveloperMayNotShadowAnotherTeamsRoute(t *testing.T) {
 		"--token", e.token("spiffe://example.org/svc/evil"), "--data-dir", filepath.Join(e.dir, "evil"),
 		"--server", e.server, "--bundle", filepath.Join(e.data, "bundle.pem"))
 	waitListening(t, evilIn)
+	waitRegistered(t, e.dir, e.data, "evil", evilIn)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		status, reason, body := e.call(addr, "/orders/1", key, jwt)
 		if status == 200 && body == "evil" {

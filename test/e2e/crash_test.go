@@ -123,17 +123,19 @@ func TestSidecarKill9KeepsEveryRecord(t *testing.T) {
 	go func() { _ = srv.Serve(appLn) }()
 	t.Cleanup(func() { srv.Close() })
 
-	ordersIn, catalogIn := freeAddr(t), freeAddr(t)
+	ordersIn := freeAddr(t)
+	// orders' sidecar reads its policy from this file; the test calls it
+	// directly, so no Service needs an address.
 	cfg := filepath.Join(dir, "mesh.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: ward/v1
+	if err := os.WriteFile(cfg, []byte(`apiVersion: ward/v1
 kind: Service
 metadata: {name: orders}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy
@@ -144,7 +146,7 @@ spec:
     - from: [svc/catalog]
       methods: [GET]
       paths: ["/orders/*"]
-`, ordersIn, catalogIn)), 0o644); err != nil {
+`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem"), "--config", cfg}

@@ -39,6 +39,8 @@ type edgeSetup struct {
 	gateway int
 	// ordersIn is orders' sidecar's mutual TLS address.
 	ordersIn string
+	// app is the address of the app behind orders.
+	app string
 }
 
 const edgeResources = `apiVersion: ward/v1
@@ -98,6 +100,7 @@ func newEdgeSetup(t *testing.T) *edgeSetup {
 	}
 	go func() { _ = app.Serve(appLn) }()
 	t.Cleanup(func() { app.Close() })
+	e.app = appLn.Addr().String()
 
 	ordersIn := freeAddr(t)
 	e.ordersIn = ordersIn
@@ -338,9 +341,11 @@ func TestGatewayDocWalkthrough(t *testing.T) {
 // running gateway within a second.
 func TestGatewayFollowsServer(t *testing.T) {
 	e := newEdgeSetup(t)
-	if out, err := ward(t, e.dir, "apply", "-f", e.config, "--data-dir", e.data); err != nil {
+	set := e.serverResources()
+	if out, err := ward(t, e.dir, "apply", "-f", set, "--data-dir", e.data); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
+	e.startFollowingOrders()
 	key := e.apiKey("shop", "orders")
 	addr := freeAddr(t)
 	gwArgs := []string{"gateway", "--name", "edge", "--listen", addr, "--tls-ward-ca",
@@ -355,7 +360,7 @@ func TestGatewayFollowsServer(t *testing.T) {
 	<-e.seen
 
 	// The Route moves to /v2/orders: /orders is no route any more.
-	raw, err := os.ReadFile(e.config)
+	raw, err := os.ReadFile(set)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func TestTwoServersOnPostgres(t *testing.T) {
 	ordersIn, catalogIn, catalogOut := freeAddr(t), freeAddr(t), freeAddr(t)
 	mesh := func(methods string) string {
 		path := filepath.Join(dir, "mesh.yaml")
-		if err := os.WriteFile(path, fmt.Appendf(nil, controlMesh, ordersIn, catalogIn, methods), 0o644); err != nil {
+		if err := os.WriteFile(path, fmt.Appendf(nil, controlMesh, methods), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return path
@@ -104,6 +104,7 @@ func TestTwoServersOnPostgres(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	waitRegistered(t, dir, a.dataDir, "orders", ordersIn)
 	waitFor("GET allowed", 10*time.Second, func() bool { return status("GET") == 200 })
 	if got := status("DELETE"); got != 403 {
 		t.Fatalf("DELETE: %d", got)

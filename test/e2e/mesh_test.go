@@ -59,9 +59,10 @@ func waitListening(t *testing.T, addr string) {
 }
 
 // meshPair is a server and two sidecar processes, orders and catalog,
-// under an AccessPolicy that lets catalog GET /orders/*. The test plays
-// catalog's app through catalogOut; the app given to startMeshPair answers
-// behind orders.
+// under an AccessPolicy that lets catalog GET /orders/*. The sidecars
+// follow the server and register their own addresses: the Services name
+// none. The test plays catalog's app through catalogOut; the app given to
+// startMeshPair answers behind orders.
 type meshPair struct {
 	dir        string // the test's directory; a sidecar's data dir is dir/NAME
 	ordersIn   string // orders' inbound (mutual TLS) address
@@ -100,15 +101,15 @@ func startMeshPairWith(t *testing.T, app http.Handler, ordersFlags ...string) me
 
 	ordersIn, catalogIn, catalogOut := freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg := filepath.Join(dir, "mesh.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: ward/v1
+	if err := os.WriteFile(cfg, []byte(`apiVersion: ward/v1
 kind: Service
 metadata: {name: orders}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy
@@ -119,16 +120,35 @@ spec:
     - from: [svc/catalog]
       methods: [GET]
       paths: ["/orders/*"]
-`, ordersIn, catalogIn)), 0o644); err != nil {
+`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem"), "--config", cfg}
+	if out, err := ward(t, dir, "apply", "-f", cfg, "--data-dir", data); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	common := []string{"--server", info.Server, "--bundle", filepath.Join(data, "bundle.pem")}
 	startProcess(t, dir, append([]string{"sidecar", "--service", "orders", "--listen", ordersIn, "--app", appLn.Addr().String(),
 		"--outbound", "", "--token", token("orders"), "--data-dir", filepath.Join(dir, "orders")}, append(common, ordersFlags...)...)...)
 	startProcess(t, dir, append([]string{"sidecar", "--service", "catalog", "--listen", catalogIn, "--app", freeAddr(t),
 		"--outbound", catalogOut, "--token", token("catalog"), "--data-dir", filepath.Join(dir, "catalog")}, common...)...)
 	waitListening(t, ordersIn)
 	waitListening(t, catalogOut)
+	waitRegistered(t, dir, data, "orders", ordersIn)
+	waitRegistered(t, dir, data, "catalog", catalogIn)
+	// catalog's sidecar has orders' instance once a DELETE, which the
+	// policy refuses before the app sees it, meets orders' sidecar.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: catalogOut}), DisableKeepAlives: true}}
+	if status := waitRoutable(t, func() int {
+		req, _ := http.NewRequest("DELETE", "http://orders/orders/ready", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}); status != http.StatusForbidden {
+		t.Fatalf("DELETE through catalog's sidecar: %d, want orders' 403", status)
+	}
 	return meshPair{dir: dir, ordersIn: ordersIn, catalogOut: catalogOut}
 }
 

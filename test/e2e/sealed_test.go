@@ -109,6 +109,9 @@ func testSealedStart(t *testing.T, storeArgs ...string) {
 	go func() { _ = app.Serve(appLn) }()
 	t.Cleanup(func() { app.Close() })
 	ordersIn, catalogIn, catalogOut := freeAddr(t), freeAddr(t), freeAddr(t)
+	// The sidecars read their resources from this file (--config), so
+	// orders' address is written here: only sidecars that follow the
+	// server learn registered instances.
 	meshFile := filepath.Join(dir, "mesh.yaml")
 	if err := os.WriteFile(meshFile, []byte(fmt.Sprintf(`apiVersion: ward/v1
 kind: Service
@@ -118,7 +121,7 @@ spec: {endpoints: [%q]}
 apiVersion: ward/v1
 kind: Service
 metadata: {name: catalog}
-spec: {endpoints: [%q]}
+spec: {protocol: http}
 ---
 apiVersion: ward/v1
 kind: AccessPolicy
@@ -129,7 +132,7 @@ spec:
     - from: [svc/catalog]
       methods: [GET]
       paths: ["/orders/*"]
-`, ordersIn, catalogIn)), 0o644); err != nil {
+`, ordersIn)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	token := func(name string) string {
