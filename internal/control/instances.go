@@ -77,7 +77,7 @@ func checkRegistration(reg *InstanceRegistration, callerService string, remoteIP
 		ip = remoteIP
 	case ip != remoteIP:
 		return "", &httpError{status: http.StatusForbidden, code: "address_not_caller",
-			msg: fmt.Sprintf("address %s is not the caller's own (%s): a sidecar registers its own address", host, remoteIP)}
+			msg: fmt.Sprintf("address %s: %s is not the caller's own address (%s): a sidecar registers its own", reg.Address, host, remoteIP)}
 	}
 	if len(reg.Labels) > maxInstanceLabels {
 		return "", badRequest("bad_labels", fmt.Sprintf("%d labels: at most %d", len(reg.Labels), maxInstanceLabels))
